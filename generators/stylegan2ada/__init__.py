@@ -1,0 +1,193 @@
+"""StyleGAN2-ADA backend: our own network code, a safe .pkl reader and our checkpoint format."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from synthgen.errors import DataError, UsageError
+from synthgen.fsutil import sha256_file
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .network import StyleGAN2Config, StyleGAN2Network, random_init, to_uint8
+from .pkl import load_pickle
+
+NOISE_MODES = ("const", "random", "none")
+
+__all__ = [
+    "StyleGAN2ADAGenerator",
+    "StyleGAN2Config",
+    "StyleGAN2Network",
+    "load",
+    "random_init",
+    "save_checkpoint",
+    "to_uint8",
+]
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise UsageError(f"'{device}' is not a device; use auto, cpu, cuda or cuda:N", "--device") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"'{device}' requested but CUDA is not available here; use --device cpu", "--device")
+    return dev
+
+
+class StyleGAN2ADAGenerator:
+    """A loaded StyleGAN2-ADA generator behind synthgen's generator protocol.
+
+    fp16: the blocks the file marks fp16 run in half precision only on CUDA (as in training);
+    on CPU everything runs in fp32. `force_fp32=True` disables fp16 everywhere.
+    """
+
+    backend = "stylegan2-ada"
+
+    def __init__(self, net: StyleGAN2Network, device="cpu", force_fp32=False, sha256=None, source=None, provenance=None):
+        self.device = resolve_device(device)
+        self.net = net.to(self.device).eval().requires_grad_(False)
+        self.cfg: StyleGAN2Config = net.cfg
+        self.use_fp16 = self.device.type == "cuda" and not force_fp32
+        self.sha256 = sha256
+        self.source = str(source) if source is not None else None
+        self.provenance = provenance or {}
+
+    # -- protocol properties ------------------------------------------------------------------
+    z_dim = property(lambda self: self.cfg.z_dim)
+    c_dim = property(lambda self: self.cfg.c_dim)
+    w_dim = property(lambda self: self.cfg.w_dim)
+    num_ws = property(lambda self: self.cfg.num_ws)
+    resolution = property(lambda self: self.cfg.img_resolution)
+    img_channels = property(lambda self: self.cfg.img_channels)
+
+    @property
+    def noise_shapes(self) -> list[tuple[int, int]]:
+        return list(self.net.synthesis.noise_shapes)
+
+    # -- protocol methods ---------------------------------------------------------------------
+    def labels(self, classes) -> torch.Tensor:
+        """Class indices -> one-hot float32 [N, c_dim] (empty [N, 0] for unconditional nets)."""
+        n = len(classes)
+        c = torch.zeros(n, self.c_dim, device=self.device)
+        if self.c_dim == 0:
+            if any(k is not None for k in classes):
+                raise UsageError("this generator is unconditional (c_dim=0); it takes no class", "--classes")
+            return c
+        idx = []
+        for k in classes:
+            if k is None or not (0 <= int(k) < self.c_dim):
+                raise UsageError(
+                    f"class {k} is out of range: this generator has {self.c_dim} classes (0-{self.c_dim - 1})",
+                    "--classes",
+                )
+            idx.append(int(k))
+        c[torch.arange(n), torch.tensor(idx, dtype=torch.long)] = 1
+        return c
+
+    def map(self, z, classes=None, psi: float = 1.0, truncation_cutoff: int | None = None) -> torch.Tensor:
+        """Latents z [N, z_dim] (+ classes) -> ws [N, num_ws, w_dim], truncated toward w_avg."""
+        if not math.isfinite(psi):
+            raise UsageError(f"psi must be a finite number, got {psi}", "--psi")
+        if truncation_cutoff is not None and not (0 <= truncation_cutoff <= self.num_ws):
+            raise UsageError(f"must be in 0-{self.num_ws}, got {truncation_cutoff}", "--truncation-cutoff")
+        z = torch.as_tensor(np.asarray(z, dtype=np.float32) if not torch.is_tensor(z) else z)
+        if z.ndim != 2 or z.shape[1] != self.z_dim:
+            raise UsageError(f"z must have shape [N, {self.z_dim}], got {list(z.shape)}")
+        classes = [None] * z.shape[0] if classes is None else list(classes)
+        c = self.labels(classes)
+        with torch.no_grad():
+            return self.net.mapping(z.to(self.device, torch.float32), c, psi, truncation_cutoff)
+
+    def make_noise(self, noise_seeds) -> list[torch.Tensor]:
+        """Per-layer noise [N, 1, r, r], each sample drawn from its own seed (CPU generator, so the
+        values do not depend on the device or on which other samples share the batch)."""
+        per_sample = []
+        for s in noise_seeds:
+            g = torch.Generator().manual_seed(int(s))
+            per_sample.append([torch.randn(1, 1, h, w, generator=g) for h, w in self.noise_shapes])
+        return [torch.cat(layer).to(self.device) for layer in zip(*per_sample)]
+
+    def synthesize(self, ws, noise_mode: str = "const", noise_seeds=None) -> torch.Tensor:
+        """ws -> float32 NCHW images in about [-1, 1]."""
+        if noise_mode not in NOISE_MODES:
+            raise UsageError(f"'{noise_mode}' is not one of {', '.join(NOISE_MODES)}", "--noise-mode")
+        noise = None
+        if noise_mode == "random":
+            if noise_seeds is None or len(noise_seeds) != ws.shape[0]:
+                raise UsageError("noise_mode 'random' needs one noise seed per image")
+            noise = self.make_noise(noise_seeds)
+        with torch.no_grad():
+            return self.net.synthesis(ws.to(self.device), noise_mode, noise, self.use_fp16)
+
+    def sample(self, z, classes=None, psi=1.0, truncation_cutoff=None, noise_mode="const", noise_seeds=None):
+        """One call: latents (+ classes) -> uint8 NHWC numpy images."""
+        ws = self.map(z, classes, psi, truncation_cutoff)
+        return to_uint8(self.synthesize(ws, noise_mode, noise_seeds))
+
+    def describe(self) -> dict:
+        """Hyper-parameters for `synthgen info` and provenance records."""
+        cfg = self.cfg
+        params = sum(p.numel() for p in self.net.parameters())
+        buffers = sum(b.numel() for b in self.net.buffers())
+        return {
+            "backend": self.backend,
+            "resolution": cfg.img_resolution,
+            "img_channels": cfg.img_channels,
+            "c_dim": cfg.c_dim,
+            "z_dim": cfg.z_dim,
+            "w_dim": cfg.w_dim,
+            "num_ws": cfg.num_ws,
+            "mapping_layers": cfg.mapping.num_layers,
+            "channels": {str(r): c for r, c in sorted(cfg.synthesis.channels.items())},
+            "fp16_blocks": list(cfg.synthesis.fp16_resolutions),
+            "conv_clamp": cfg.synthesis.conv_clamp,
+            "architecture": cfg.synthesis.architecture,
+            "parameters": params,
+            "buffers": buffers,
+            "sha256": self.sha256,
+            "config": cfg.to_dict(),
+        }
+
+    def state_dict(self):
+        return self.net.state_dict()
+
+
+def _file_kind(path: Path) -> str:
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head[:2] == b"PK":
+        return "checkpoint"
+    if head[:1] == b"\x80":
+        return "pkl"
+    return "unknown"
+
+
+def read_network(path):
+    """Return (config, state_dict, provenance) from a NVIDIA .pkl or a synthgen checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: network file not found (expected a StyleGAN2-ADA .pkl or a synthgen checkpoint)")
+    kind = _file_kind(path)
+    if kind == "pkl":
+        return load_pickle(path)
+    if kind == "checkpoint":
+        return load_checkpoint(path)
+    raise DataError(f"{path}: neither a StyleGAN2-ADA pickle nor a synthgen checkpoint")
+
+
+def load(path, device="cpu", force_fp32=False) -> StyleGAN2ADAGenerator:
+    cfg, state, provenance = read_network(path)
+    net = StyleGAN2Network(cfg)
+    result = net.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise DataError(
+            f"{path}: weights do not fit the architecture (missing: {result.missing_keys[:5]}, "
+            f"unexpected: {result.unexpected_keys[:5]})"
+        )
+    return StyleGAN2ADAGenerator(net, device, force_fp32, sha256=sha256_file(path), source=path, provenance=provenance)
