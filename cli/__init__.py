@@ -1,0 +1,1 @@
+"""The `synthgen` command line: thin click commands over the library's `run_*` functions."""
