@@ -58,3 +58,61 @@ def convert(src, dst, overwrite):
 
     d = convert_network(src, dst, overwrite=overwrite)
     click.echo(f"wrote {dst} (sha256 {d['sha256'][:16]}..., from {src})")
+
+
+@cli.command()
+@click.option("--network", required=True, type=NETWORK, metavar="PKL_OR_CKPT", help="NVIDIA StyleGAN2-ADA .pkl or synthgen checkpoint.")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=str), metavar="DIR", help="Output directory.")
+@click.option("--classes", default="all", metavar="all|RANGE|LIST", help="Classes to sample, e.g. 0-10571 or 0,5,7-9 (conditional nets).")
+@click.option("--per-class", default=60, type=int, metavar="N", help="Images per class (conditional nets).")
+@click.option("--count", default=None, type=int, metavar="N", help="Instances to sample (unconditional nets).")
+@click.option("--views", default=1, type=click.IntRange(min=1), metavar="K", help="GAN re-renderings per instance (unconditional nets).")
+@click.option("--mix-layers", default=None, metavar="A-B", help="ws layers a view takes from its mixing latent [default: second half].")
+@click.option("--seed", default=0, type=click.IntRange(min=0), metavar="INT", help="Base seed of the run.")
+@click.option("--seeds", default=None, metavar="LIST", help="Explicit NVIDIA seeds, one image per seed (per class), e.g. 0-99.")
+@click.option("--seed-pool", default=None, metavar="RANGE", help="SFace recipe: draw latents from this pool of seeds, e.g. 1-1000.")
+@click.option("--psi", default=1.0, type=float, metavar="FLOAT", help="Truncation psi (1 = no truncation).")
+@click.option("--truncation-cutoff", default=None, type=click.IntRange(min=0), metavar="N", help="Truncate only the first N ws.")
+@click.option("--noise-mode", default="const", type=click.Choice(["const", "random", "none"]), help="Per-layer noise; 'random' is seeded per image.")
+@click.option("--batch-size", default=64, type=click.IntRange(min=1), metavar="N", help="Images per step (never changes an image).")
+@click.option("--device", default="auto", metavar="auto|cpu|cuda|cuda:N", help="Where to run the network.")
+@click.option("--force-fp32", is_flag=True, help="On CUDA, run the fp16 blocks in fp32 as well.")
+@click.option("--format", "fmt", default="png", type=click.Choice(["png", "jpg"]), help="Image file format.")
+@click.option("--jpeg-quality", default=95, type=click.IntRange(1, 100), metavar="Q", help="JPEG quality (with --format jpg).")
+@click.option("--writers", default=4, type=click.IntRange(min=1), metavar="N", help="Encoder/writer threads.")
+@click.option("--shard-index", default=None, type=int, metavar="I", help="Job arrays: this job's slice (with --num-shards).")
+@click.option("--num-shards", default=None, type=int, metavar="N", help="Job arrays: number of slices.")
+@click.option("--overwrite", is_flag=True, help="Replace an output directory that holds a different run.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def generate(network, out, classes, per_class, count, views, mix_layers, seed, seeds, seed_pool, psi,
+             truncation_cutoff, noise_mode, batch_size, device, force_fp32, fmt, jpeg_quality, writers,
+             shard_index, num_shards, overwrite, quiet, as_json):
+    """Sample a generator into identity folders with a manifest (deterministic, resumable).
+
+    Rerunning the same command resumes; under torchrun each process takes a slice.
+
+    \b
+    Examples:
+      synthgen generate --network sface.pkl --out raw --classes all --per-class 60
+      synthgen generate --network sface.pkl --out raw --classes 0-9 --seeds 0-4 --psi 0.7
+      synthgen generate --network uncond.pkl --out usynth --count 100000 --views 2
+      torchrun --nproc_per_node 8 -m synthgen.cli.main generate --network sface.pkl --out raw
+    """
+    from synthgen.generate import GenerateConfig
+    from synthgen.generate import generate as run_generate
+
+    cfg = GenerateConfig(
+        network=network, out=out, classes=classes, per_class=per_class, count=count, views=views,
+        mix_layers=mix_layers, seed=seed, seeds=seeds, seed_pool=seed_pool, psi=psi,
+        truncation_cutoff=truncation_cutoff, noise_mode=noise_mode, batch_size=batch_size, device=device,
+        force_fp32=force_fp32, format=fmt, jpeg_quality=jpeg_quality, writers=writers,
+        shard_index=shard_index, num_shards=num_shards, overwrite=overwrite, progress=not quiet,
+    )
+    summary = run_generate(cfg)
+    if as_json:
+        echo_json(summary)
+    elif not quiet:
+        state = "complete" if summary.get("complete") else "slice done"
+        click.echo(f"{state}: {summary['written']} written, {summary['skipped_existing']} already there, "
+                   f"{summary['total']} in the run -> {out}")

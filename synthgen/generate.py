@@ -1,0 +1,425 @@
+"""`synthgen generate`: sample a generator into identity folders, deterministically and resumably.
+
+Layout (ImageFolder-compatible):
+    conditional nets     DIR/<class:06d>/<index:06d>.<ext>
+    unconditional nets   DIR/<instance:07d>/<view:02d>.<ext>   (--views K re-renderings each)
+    DIR/manifest.jsonl   one record per image (path, class, index, seeds, psi, noise, status)
+    DIR/run.json         config, generator hyper-parameters and sha256, versions, times, counts
+
+Determinism: the work list is a pure function of the config; each image's latent and noise
+come from its own seeds (see `synthgen.seeding`). The network is always run on chunks of
+exactly FORWARD_CHUNK samples (the last one padded), because float results of batched
+convolutions and matmuls depend on the batch shape; within a fixed shape each sample is
+computed identically wherever it sits. So `--batch-size`, the number of processes and any
+interruption leave every image byte-identical.
+
+Resume: images are written under a temporary name and renamed, so a file under its final
+name is complete; a rerun skips them. The manifest is rebuilt from the work list and the files.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import platform
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from synthgen import __version__
+from synthgen.errors import DataError, UsageError
+from synthgen.fsutil import atomic_write_text
+from synthgen.seeding import SEED_POLICY, derive_seed, latent, parse_int_list
+
+FORWARD_CHUNK = 16  # samples per network call, fixed so that outputs never depend on batching
+MANIFEST = "manifest.jsonl"
+RUN_JSON = "run.json"
+PARTS_DIR = ".parts"
+
+
+@dataclass
+class GenerateConfig:
+    network: str  # path to a NVIDIA .pkl or a synthgen checkpoint
+    out: str  # output directory
+    classes: str = "all"  # "all", "0-10571", "0,5,7-9" (conditional nets only)
+    per_class: int = 60  # images per class (conditional nets)
+    count: int | None = None  # instances (unconditional nets)
+    views: int = 1  # re-renderings per instance (unconditional nets)
+    mix_layers: str | None = None  # ws layers taken from the mixing latent for views >= 1; None = second half
+    seed: int = 0  # base seed of the run
+    seeds: str | None = None  # explicit NVIDIA seeds: one image per seed (per class)
+    seed_pool: str | None = None  # SFace recipe: latents drawn from this pool of NVIDIA seeds
+    psi: float = 1.0  # truncation psi; 1 = none
+    truncation_cutoff: int | None = None  # truncate only the first N ws; None = all
+    noise_mode: str = "const"  # const | random (seeded per image) | none
+    batch_size: int = 64  # images per step (network calls are always FORWARD_CHUNK samples)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    force_fp32: bool = False  # on CUDA, run the fp16 blocks in fp32 too
+    format: str = "png"  # png | jpg
+    jpeg_quality: int = 95
+    writers: int = 4  # encoder/writer threads
+    overwrite: bool = False
+    shard_index: int | None = None  # job-array slice (None = all, or from torchrun's RANK)
+    num_shards: int | None = None
+    progress: bool = True
+
+    # Fields that do not change any output byte, so a resume may change them.
+    RUNTIME_FIELDS = ("out", "batch_size", "writers", "overwrite", "shard_index", "num_shards", "progress", "network", "device")
+
+
+@dataclass
+class Item:
+    path: str
+    cls: int | None
+    index: int
+    seed: int  # NVIDIA seed of the latent
+    noise_seed: int | None
+    mix_seed: int | None = None
+    extra: dict = field(default_factory=dict)
+
+    def record(self, common: dict, status: str = "ok") -> dict:
+        r = {"path": self.path, "class": self.cls, "index": self.index, "seed": self.seed}
+        r.update(common)
+        r["noise_seed"] = self.noise_seed
+        if self.mix_seed is not None:
+            r["mix_seed"] = self.mix_seed
+        r.update(self.extra)
+        r["status"] = status
+        return r
+
+
+# ----------------------------------------------------------------------------------------------
+# Planning: config -> work list (pure)
+
+
+def plan_items(cfg: GenerateConfig, G) -> list[Item]:
+    ext = "jpg" if cfg.format == "jpg" else "png"
+    rnd = cfg.noise_mode == "random"
+    seeds = parse_int_list(cfg.seeds, "--seeds", 0, 2**32 - 1) if cfg.seeds else None
+    pool = parse_int_list(cfg.seed_pool, "--seed-pool", 0, 2**32 - 1) if cfg.seed_pool else None
+    if seeds and pool:
+        raise UsageError("--seeds and --seed-pool are exclusive; pick one", "--seed-pool")
+    items: list[Item] = []
+    if G.c_dim == 0:
+        if cfg.classes not in (None, "all"):
+            raise UsageError(f"'{cfg.classes}' given, but this generator is unconditional (c_dim=0); drop --classes", "--classes")
+        if cfg.views < 1:
+            raise UsageError(f"must be >= 1, got {cfg.views}", "--views")
+        lo, hi = _mix_range(cfg, G)
+        n = len(seeds) if seeds else cfg.count
+        if not n or n < 1:
+            raise UsageError("an unconditional generator needs --count N (instances) or --seeds", "--count")
+        for i in range(n):
+            seed = seeds[i] if seeds else (pool[derive_seed(cfg.seed, "instance", i, "pool") % len(pool)] if pool else derive_seed(cfg.seed, "instance", i))
+            for v in range(cfg.views):
+                items.append(Item(
+                    path=f"{i:07d}/{v:02d}.{ext}", cls=None, index=i, seed=seed,
+                    noise_seed=derive_seed(cfg.seed, "instance", i, "noise", v) if rnd else None,
+                    mix_seed=derive_seed(cfg.seed, "instance", i, "mix", v) if v > 0 else None,
+                    extra={"instance": i, "view": v, **({"mix_layers": [lo, hi]} if v > 0 else {})},
+                ))
+        return items
+    if cfg.views != 1:
+        raise UsageError("views are for unconditional nets (USynthFace); this one is class-conditional", "--views")
+    if cfg.count is not None:
+        raise UsageError("--count is for unconditional nets; use --classes and --per-class", "--count")
+    classes = list(range(G.c_dim)) if cfg.classes in (None, "all") else parse_int_list(cfg.classes, "--classes", 0, None)
+    bad = [c for c in classes if c >= G.c_dim]
+    if bad:
+        raise UsageError(f"class {bad[0]} is out of range: this generator has {G.c_dim} classes (0-{G.c_dim - 1})", "--classes")
+    n = len(seeds) if seeds else cfg.per_class
+    if n < 1:
+        raise UsageError(f"must be >= 1, got {cfg.per_class}", "--per-class")
+    for c in classes:
+        for k in range(n):
+            if seeds:
+                seed = seeds[k]
+            elif pool:
+                seed = pool[derive_seed(cfg.seed, c, k, "pool") % len(pool)]
+            else:
+                seed = derive_seed(cfg.seed, c, k)
+            items.append(Item(f"{c:06d}/{k:06d}.{ext}", c, k, seed, derive_seed(cfg.seed, c, k, "noise") if rnd else None))
+    return items
+
+
+def _mix_range(cfg, G) -> tuple[int, int]:
+    if cfg.mix_layers is None:
+        return G.num_ws // 2, G.num_ws - 1
+    layers = parse_int_list(cfg.mix_layers, "--mix-layers", 0, G.num_ws - 1)
+    return min(layers), max(layers)
+
+
+# ----------------------------------------------------------------------------------------------
+# Rendering
+
+
+def render(G, items: list[Item], cfg: GenerateConfig) -> np.ndarray:
+    """uint8 NHWC images for `items`, in network calls of exactly FORWARD_CHUNK samples."""
+    import torch
+
+    from synthgen.generators.stylegan2ada import to_uint8
+
+    out = []
+    for s in range(0, len(items), FORWARD_CHUNK):
+        chunk = items[s : s + FORWARD_CHUNK]
+        pad = FORWARD_CHUNK - len(chunk)
+        z = np.stack([latent(it.seed, G.z_dim) for it in chunk] + [np.zeros(G.z_dim)] * pad)
+        cls = None if G.c_dim == 0 else [it.cls for it in chunk] + [0] * pad
+        ws = G.map(z, cls, cfg.psi, cfg.truncation_cutoff)
+        if any(it.mix_seed is not None for it in chunk):
+            zm = np.stack([latent(it.mix_seed, G.z_dim) if it.mix_seed is not None else np.zeros(G.z_dim) for it in chunk] + [np.zeros(G.z_dim)] * pad)
+            wm = G.map(zm, cls, cfg.psi, cfg.truncation_cutoff)
+            for i, it in enumerate(chunk):
+                if it.mix_seed is not None:
+                    lo, hi = it.extra["mix_layers"]
+                    ws[i, lo : hi + 1] = wm[i, lo : hi + 1]
+        noise_seeds = [it.noise_seed or 0 for it in chunk] + [0] * pad
+        with torch.no_grad():
+            img = G.synthesize(ws, cfg.noise_mode, noise_seeds if cfg.noise_mode == "random" else None)
+        out.append(to_uint8(img)[: len(chunk)])
+    return np.concatenate(out) if out else np.zeros((0, G.resolution, G.resolution, G.img_channels), np.uint8)
+
+
+def encode(img: np.ndarray, fmt: str, quality: int) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    im = Image.fromarray(img)
+    if fmt == "jpg":
+        im.save(buf, format="JPEG", quality=quality)
+    else:
+        im.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _write_image(root: Path, rel: str, img: np.ndarray, fmt: str, quality: int) -> None:
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_bytes(encode(img, fmt, quality))
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+# ----------------------------------------------------------------------------------------------
+# Run bookkeeping
+
+
+def config_identity(cfg: GenerateConfig, G, device_type: str) -> dict:
+    """Everything that can change an output byte; a resume must match it exactly."""
+    d = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in GenerateConfig.RUNTIME_FIELDS}
+    d.update(network_sha256=G.sha256, device_type=device_type, fp16=bool(getattr(G, "use_fp16", False)),
+             forward_chunk=FORWARD_CHUNK, seed_policy=SEED_POLICY)
+    return d
+
+
+def _hash(d: dict) -> str:
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
+
+
+def _check_out_dir(out: Path, ident: dict, overwrite: bool, rank0: bool) -> None:
+    run_json = out / RUN_JSON
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{out} exists and is not a directory", "--out")
+    if not out.exists() or not any(out.iterdir()):
+        return
+    if run_json.is_file():
+        try:
+            prev = json.loads(run_json.read_text())
+        except ValueError:
+            prev = {}
+        if prev.get("config_hash") == _hash(ident):
+            return  # same config: resume
+        what = "a different config"
+        if prev.get("identity"):
+            diff = sorted(k for k in set(prev["identity"]) | set(ident) if prev["identity"].get(k) != ident.get(k))
+            what = f"a different config (differs in: {', '.join(diff)})"
+    else:
+        what = "other files (no run.json)"
+    if not overwrite:
+        raise UsageError(f"{out} is not empty and holds {what}; use a new directory or pass --overwrite to replace it", "--out")
+    if rank0:
+        shutil.rmtree(out)
+
+
+def _dist_info(cfg: GenerateConfig) -> tuple[int, int, bool]:
+    """(slice index, number of slices, under torchrun)."""
+    if cfg.shard_index is not None or cfg.num_shards is not None:
+        if cfg.shard_index is None or cfg.num_shards is None:
+            raise UsageError("--shard-index and --num-shards go together", "--num-shards")
+        if cfg.num_shards < 1 or not (0 <= cfg.shard_index < cfg.num_shards):
+            raise UsageError(f"need 0 <= shard-index < num-shards, got {cfg.shard_index}/{cfg.num_shards}", "--shard-index")
+        return cfg.shard_index, cfg.num_shards, False
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:
+        return int(os.environ["RANK"]), world, True
+    return 0, 1, False
+
+
+def _versions(device) -> dict:
+    import torch
+
+    return {"synthgen": __version__, "torch": torch.__version__, "numpy": np.__version__,
+            "python": platform.python_version(), "device": str(device),
+            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()}
+
+
+def generate(cfg: GenerateConfig | None = None, **kwargs) -> dict:
+    """Python API of `synthgen generate`; returns a summary dict. See GenerateConfig."""
+    import torch
+
+    from synthgen.generators import load_generator
+
+    cfg = cfg or GenerateConfig(**kwargs)
+    if cfg.noise_mode not in ("const", "random", "none"):
+        raise UsageError(f"'{cfg.noise_mode}' is not one of const, random, none", "--noise-mode")
+    if cfg.format not in ("png", "jpg"):
+        raise UsageError(f"'{cfg.format}' is not one of png, jpg", "--format")
+    if cfg.batch_size < 1:
+        raise UsageError(f"must be >= 1, got {cfg.batch_size}", "--batch-size")
+    if not np.isfinite(cfg.psi):
+        raise UsageError(f"must be a finite number, got {cfg.psi}", "--psi")
+    rank, world, torchrun = _dist_info(cfg)
+    device = cfg.device
+    if torchrun and cfg.device in ("auto", "cuda") and torch.cuda.is_available():
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
+    G = load_generator(cfg.network, device=device, force_fp32=cfg.force_fp32)
+    if G.device.type == "cuda":
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+    items = plan_items(cfg, G)  # validates classes, counts, seeds before any byte is written
+    ident = config_identity(cfg, G, G.device.type)
+    out = Path(cfg.out)
+    pg = None
+    if torchrun:
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if G.device.type == "cuda" else "gloo")
+            pg = dist
+    try:
+        _check_out_dir(out, ident, cfg.overwrite, rank0=(rank == 0 or not torchrun))
+        if torchrun:
+            torch.distributed.barrier()
+        out.mkdir(parents=True, exist_ok=True)
+        started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        meta = {"status": "running", "config": dataclasses.asdict(cfg), "identity": ident,
+                "config_hash": _hash(ident), "generator": _gen_meta(G), "versions": _versions(G.device),
+                "started": started, "total": len(items)}
+        if (rank == 0 or not torchrun) and not (out / RUN_JSON).exists():
+            atomic_write_text(out / RUN_JSON, json.dumps(meta, indent=2))
+        mine = items[rank::world]
+        t0 = time.time()
+        written = _run_slice(G, cfg, out, mine)
+        elapsed = time.time() - t0
+        if world > 1 and not torchrun:
+            _mark_part_done(out, rank, world, mine)
+        if torchrun:
+            torch.distributed.barrier()
+        summary = {"out": str(out), "total": len(items), "slice": [rank, world], "slice_items": len(mine),
+                   "written": written, "skipped_existing": len(mine) - written, "seconds": round(elapsed, 3),
+                   "images_per_s": round(written / elapsed, 2) if elapsed > 0 else None}
+        if rank == 0 or not torchrun:
+            summary["complete"] = _finalize_if_complete(out, cfg, items, G, meta, world if not torchrun else 1)
+        return summary
+    finally:
+        if pg is not None:
+            pg.destroy_process_group()
+
+
+def _gen_meta(G) -> dict:
+    d = G.describe()
+    d.pop("config", None)
+    d["source"] = G.source
+    return d
+
+
+def _existing(out: Path, items: list[Item]) -> set[str]:
+    """Paths (relative) of finished images, one directory scan per folder."""
+    done, seen = set(), {}
+    for it in items:
+        folder = it.path.split("/", 1)[0]
+        if folder not in seen:
+            d = out / folder
+            seen[folder] = {e.name for e in os.scandir(d)} if d.is_dir() else set()
+        if it.path.split("/", 1)[1] in seen[folder]:
+            done.add(it.path)
+    return done
+
+
+def _run_slice(G, cfg: GenerateConfig, out: Path, items: list[Item]) -> int:
+    from tqdm import tqdm
+
+    done = _existing(out, items)
+    todo = [it for it in items if it.path not in done]
+    step = max(FORWARD_CHUNK, -(-cfg.batch_size // FORWARD_CHUNK) * FORWARD_CHUNK)
+    bar = tqdm(total=len(items), initial=len(items) - len(todo), unit="img", disable=not cfg.progress,
+               desc="generate", dynamic_ncols=True)
+    pending: list[cf.Future] = []
+    written = 0
+    with cf.ThreadPoolExecutor(max_workers=max(1, cfg.writers)) as pool:
+        try:
+            for s in range(0, len(todo), step):
+                batch = todo[s : s + step]
+                imgs = render(G, batch, cfg)  # overlaps with the writers of the previous step
+                pending = _drain(pending, limit=2 * step)
+                for it, img in zip(batch, imgs):
+                    pending.append(pool.submit(_write_image, out, it.path, img, cfg.format, cfg.jpeg_quality))
+                written += len(batch)
+                bar.update(len(batch))
+            _drain(pending, limit=0)
+        except OSError as e:
+            for f in pending:
+                f.cancel()
+            raise DataError(f"writing to {out} failed ({e.strerror or e}); finished images are kept, "
+                            "fix the problem and rerun the same command to resume") from None
+        finally:
+            bar.close()
+    return written
+
+
+def _drain(pending: list, limit: int) -> list:
+    """Wait until at most `limit` writes are in flight; re-raise the first write error."""
+    while len(pending) > limit:
+        pending.pop(0).result()
+    for f in [f for f in pending if f.done()]:
+        f.result()
+    return [f for f in pending if not f.done()]
+
+
+def _mark_part_done(out: Path, rank: int, world: int, mine: list[Item]) -> None:
+    parts = out / PARTS_DIR
+    parts.mkdir(exist_ok=True)
+    atomic_write_text(parts / f"part-{rank:05d}-of-{world:05d}.done", f"{len(mine)}\n")
+
+
+def _finalize_if_complete(out: Path, cfg, items: list[Item], G, meta: dict, world: int) -> bool:
+    """Write manifest.jsonl and the final run.json once every slice has finished."""
+    parts = out / PARTS_DIR  # job arrays: each slice leaves a marker; the last one to finish merges
+    if world > 1 and not all((parts / f"part-{r:05d}-of-{world:05d}.done").is_file() for r in range(world)):
+        return False
+    done = _existing(out, items)
+    common = {"psi": cfg.psi, "truncation_cutoff": cfg.truncation_cutoff, "noise_mode": cfg.noise_mode,
+              "latent": "nvidia-seed" if cfg.seeds else ("seed-pool" if cfg.seed_pool else "derived")}
+    lines = [json.dumps(it.record(common, "ok" if it.path in done else "missing"), sort_keys=True) for it in items]
+    atomic_write_text(out / MANIFEST, "\n".join(lines) + "\n")
+    missing = len(items) - len(done)
+    meta = dict(meta, status="complete" if not missing else "incomplete", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                counts={"total": len(items), "ok": len(done), "missing": missing,
+                        "classes": len({it.cls for it in items}) if G.c_dim else len({it.index for it in items})})
+    prev = out / RUN_JSON
+    if prev.is_file():
+        meta["started"] = json.loads(prev.read_text()).get("started", meta["started"])
+    atomic_write_text(out / RUN_JSON, json.dumps(meta, indent=2))
+    shutil.rmtree(parts, ignore_errors=True)
+    return not missing
