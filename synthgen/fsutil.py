@@ -15,6 +15,7 @@ def atomic_path(path):
     A crash or error leaves no file under the final name, so a file that exists is complete.
     """
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         yield tmp

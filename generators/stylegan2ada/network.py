@@ -183,12 +183,13 @@ def upsample2d(x, f, up=2):
     return upfirdn2d(x, f, up=up, pad=(p0, p1, p0, p1), gain=up * up)
 
 
-def modulated_conv2d(x, weight, styles, demodulate=True, up=1, padding=0, resample_filter=None):
+def modulated_conv2d(x, weight, styles, demodulate=True, up=1, padding=0, resample_filter=None, gain=1.0):
     """Style-modulated convolution, one weight per sample, computed without per-sample weights.
 
     Modulating the input channels and demodulating the output channels is the same maths as
     scaling the weight per sample (out = conv(x * s, W) * d), but runs as a single ordinary
-    convolution over the batch; every sample is computed the same way whatever the batch size.
+    convolution over the batch. `gain` is folded into the demodulation scale. Activations are
+    channels_last, the layout oneDNN and cuDNN convolve fastest (2-3x on CPU here).
     """
     n = x.shape[0]
     out_ch, in_ch, kh, kw = weight.shape
@@ -198,21 +199,24 @@ def modulated_conv2d(x, weight, styles, demodulate=True, up=1, padding=0, resamp
         styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
     dcoefs = None
     if demodulate:
-        w = weight.unsqueeze(0) * styles.reshape(n, 1, -1, 1, 1)
-        dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()
+        # sum over (in, kh, kw) of (W * s)^2 = s^2 @ sum_k W^2: no per-sample weight tensor.
+        w2 = weight.square().sum(dim=[2, 3])  # [out, in]
+        dcoefs = (styles.square() @ w2.t() + 1e-8).rsqrt()  # [n, out]
     x = x * styles.to(x.dtype).reshape(n, -1, 1, 1)
     wt = weight.to(x.dtype)
     if up == 1:
-        x = F.conv2d(x, wt, padding=padding)
+        x = F.conv2d(x, wt.contiguous(memory_format=torch.channels_last), padding=padding)
     else:
         # Transposed strided conv (zero insertion + conv) followed by the FIR low-pass filter.
         fw = resample_filter.shape[-1]
         p0 = padding + (fw + up - 1) // 2 - (kw - 1)
         p1 = padding + (fw - up) // 2 - (kw - up)
-        x = F.conv_transpose2d(x, wt.transpose(0, 1), stride=up)
+        x = F.conv_transpose2d(x, wt.transpose(0, 1).contiguous(memory_format=torch.channels_last), stride=up)
         x = upfirdn2d(x, resample_filter, pad=(p0, p1, p0, p1), gain=up * up)
     if dcoefs is not None:
-        x = x * dcoefs.to(x.dtype).reshape(n, -1, 1, 1)
+        x.mul_((dcoefs * gain).to(x.dtype).reshape(n, -1, 1, 1))  # x is a fresh tensor here
+    elif gain != 1:
+        x.mul_(gain)
     return x
 
 
@@ -291,15 +295,20 @@ class SynthesisLayer(nn.Module):
     def forward(self, x, w, noise_mode="const", noise=None):
         styles = self.affine(w)
         f = self.resample_filter if self.up > 1 else None
-        x = modulated_conv2d(x, self.weight, styles, up=self.up, padding=self.padding, resample_filter=f)
+        g = self.act_gain  # lrelu(y) * g == lrelu(y * g) for g > 0: fold the gain in early
+        x = modulated_conv2d(x, self.weight, styles, up=self.up, padding=self.padding, resample_filter=f, gain=g)
+        # In place on the fresh conv output: each full-size pass costs as much as a small conv.
         if self.use_noise and noise_mode != "none":
             if noise_mode == "const":
-                n = self.noise_const * self.noise_strength
+                n = self.noise_const * (self.noise_strength * g)
             else:  # "random": per-sample noise supplied by the caller (seeded per image)
-                n = noise * self.noise_strength
-            x = x + n.to(x.dtype)
-        clamp = self.conv_clamp
-        return bias_act(x, self.bias.to(x.dtype), self.activation, gain=self.act_gain, clamp=clamp)
+                n = noise * (self.noise_strength * g)
+            x.add_(n.to(x.dtype))
+        x.add_((self.bias * g).to(x.dtype).reshape(1, -1, 1, 1))
+        F.leaky_relu(x, LRELU_SLOPE, inplace=True)
+        if self.conv_clamp is not None and self.conv_clamp >= 0:
+            x.clamp_(-self.conv_clamp, self.conv_clamp)
+        return x
 
 
 class ToRGBLayer(nn.Module):
@@ -337,7 +346,8 @@ class SynthesisBlock(nn.Module):
 
     def forward(self, x, img, ws, dtype, noise_mode="const", noise=()):
         if self.in_ch == 0:
-            x = self.const.to(dtype).unsqueeze(0).expand(ws.shape[0], -1, -1, -1)
+            x = self.const.to(dtype).unsqueeze(0).repeat(ws.shape[0], 1, 1, 1)
+            x = x.contiguous(memory_format=torch.channels_last)  # oneDNN/cuDNN's fast layout
             convs = [self.conv1]
         else:
             x = x.to(dtype)

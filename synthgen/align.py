@@ -1,0 +1,424 @@
+"""`synthgen align`: MTCNN 5-point landmarks -> similarity transform -> aligned crop.
+
+Geometry conventions (the insightface / OpenCV ones, so crops match ArcFace training data):
+pixel (x, y) has its centre at integer coordinates; the transform M (2x3) maps source pixels
+to output pixels; output pixel (u, v) takes the bilinear sample at M^-1 (u, v); samples
+outside the source are black (zero padding, like cv2.warpAffine's default border).
+The warp runs as one batched `grid_sample` on CPU or GPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import multiprocessing as mp
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from synthgen import __version__
+from synthgen.errors import DataError, UsageError
+from synthgen.fsutil import atomic_write_text
+from synthgen.imageio import UnreadableImage, list_images, load_rgb
+
+# ArcFace 112x112 template (insightface): left eye, right eye, nose, left/right mouth corner.
+ARCFACE_112 = np.array(
+    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]],
+    dtype=np.float64,
+)
+TEMPLATES = {"arcface": (ARCFACE_112, 112), "arcface-shift8": (ARCFACE_112 - [8.0, 0.0], 112)}
+STATUSES = ("ok", "no_face", "low_prob", "unreadable", "error")
+MANIFEST = "manifest.jsonl"
+ALIGN_JSON = "align.json"
+JOURNAL = ".align-journal.jsonl"
+
+
+def load_template(spec: str, size: int) -> tuple[str, np.ndarray]:
+    """Template name/file -> (name, 5x2 points scaled to an output of `size` x `size`)."""
+    if spec in TEMPLATES:
+        pts, base = TEMPLATES[spec]
+        return spec, pts * (size / base)
+    p = Path(spec)
+    if not p.is_file():
+        raise UsageError(f"'{spec}' is neither a known template ({', '.join(TEMPLATES)}) nor a JSON file", "--template")
+    try:
+        d = json.loads(p.read_text())
+        pts = np.asarray(d["points"], dtype=np.float64)
+        base = float(d.get("size", size))
+    except (ValueError, KeyError, TypeError) as e:
+        raise UsageError(f"{p}: expected JSON {{\"size\": 112, \"points\": [[x, y] x 5]}} ({e})", "--template") from None
+    if pts.shape != (5, 2):
+        raise UsageError(f"{p}: 'points' must be 5 [x, y] pairs, got shape {list(pts.shape)}", "--template")
+    return p.name, pts * (size / base)
+
+
+def similarity_transform(src, dst) -> np.ndarray:
+    """Least-squares similarity (rotation, uniform scale, translation) mapping src -> dst (Umeyama).
+
+    src, dst: [N, 2] points. Returns the 2x3 matrix M with dst ~= M @ [x, y, 1].
+    """
+    src = np.asarray(src, dtype=np.float64)
+    dst = np.asarray(dst, dtype=np.float64)
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    s0, d0 = src - mu_s, dst - mu_d
+    var_s = (s0**2).sum() / len(src)
+    cov = d0.T @ s0 / len(src)
+    u, sig, vt = np.linalg.svd(cov)
+    d = np.ones(2)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        d[-1] = -1
+    r = u @ np.diag(d) @ vt
+    scale = (sig * d).sum() / var_s if var_s > 0 else 1.0
+    t = mu_d - scale * r @ mu_s
+    return np.hstack([scale * r, t[:, None]])
+
+
+def apply_transform(m, pts) -> np.ndarray:
+    pts = np.asarray(pts, dtype=np.float64)
+    return pts @ m[:, :2].T + m[:, 2]
+
+
+def warp(images, matrices, size: int, device="cpu"):
+    """Batched similarity warp. images: list of equal-size HWC uint8 arrays (or NHWC uint8
+    tensor); matrices: [N, 2, 3] source->output. Returns NHWC uint8 numpy [N, size, size, 3]."""
+    import torch
+    import torch.nn.functional as F
+
+    x = images if torch.is_tensor(images) else torch.from_numpy(np.stack(images))
+    x = x.to(device).permute(0, 3, 1, 2).float()
+    n, _, h, w = x.shape
+    m = np.asarray(matrices, dtype=np.float64).reshape(n, 2, 3)
+    full = np.concatenate([m, np.tile([[[0.0, 0.0, 1.0]]], (n, 1, 1))], axis=1)
+    inv = np.linalg.inv(full)[:, :2]  # output pixel -> source pixel
+    # Fold pixel -> normalised coordinates (align_corners=False: x_n = (2x + 1) / W - 1) into theta.
+    to_pix = np.array([[size / 2, 0, size / 2 - 0.5], [0, size / 2, size / 2 - 0.5], [0, 0, 1]])
+    to_norm = np.array([[2 / w, 0, 1 / w - 1], [0, 2 / h, 1 / h - 1]])
+    theta = np.einsum("ij,njk,kl->nil", to_norm, np.concatenate([inv, np.tile([[[0, 0, 1.0]]], (n, 1, 1))], 1), to_pix)
+    theta = torch.from_numpy(theta).float().to(device)
+    grid = F.affine_grid(theta, [n, 3, size, size], align_corners=False)
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return out.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+# ----------------------------------------------------------------------------------------------
+# Detection
+
+
+class MTCNNDetector:
+    """facenet-pytorch MTCNN, used only for boxes, probabilities and 5 landmarks.
+
+    facenet-pytorch 2.5.3 with numpy 2 returns object arrays and cannot select faces in a
+    batch where one image has none, so we call `detect()` and select faces ourselves.
+    """
+
+    name = "mtcnn"
+
+    def __init__(self, device="cpu", min_face_size=20, thresholds=(0.6, 0.7, 0.7)):
+        from facenet_pytorch import MTCNN
+
+        self.device = device
+        self.mtcnn = MTCNN(keep_all=True, device=device, min_face_size=min_face_size,
+                           thresholds=list(thresholds), post_process=False, select_largest=False)
+
+    def detect(self, images: list[np.ndarray]):
+        """Equal-size RGB uint8 images -> per image (boxes [K,4], probs [K], points [K,5,2]) or None."""
+        import torch
+
+        batch = torch.from_numpy(np.stack(images))
+        boxes, probs, points = self.mtcnn.detect(batch, landmarks=True)
+        out = []
+        for b, p, l in zip(boxes, probs, points):
+            if b is None:
+                out.append(None)
+                continue
+            out.append((np.asarray(b, np.float64).reshape(-1, 4), np.asarray(p, np.float64).reshape(-1),
+                        np.asarray(l, np.float64).reshape(-1, 5, 2)))
+        return out
+
+
+def select_face(det, policy: str, shape) -> int:
+    boxes, probs, _ = det
+    if policy == "prob":
+        return int(np.argmax(probs))
+    if policy == "center":
+        h, w = shape[:2]
+        c = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], 1)
+        return int(np.argmin(((c - [w / 2, h / 2]) ** 2).sum(1)))
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return int(np.argmax(area))
+
+
+# ----------------------------------------------------------------------------------------------
+# The stage
+
+
+@dataclass
+class AlignConfig:
+    inp: str  # input identity-folder tree (or a generate output)
+    out: str  # output tree of aligned crops
+    size: int = 112  # output side in pixels (template scaled from 112)
+    template: str = "arcface"  # arcface | arcface-shift8 | FILE.json
+    detector: str = "mtcnn"
+    min_face_size: int = 20  # MTCNN minimum face size, pixels
+    thresholds: tuple = (0.6, 0.7, 0.7)  # MTCNN stage thresholds
+    min_prob: float = 0.0  # faces below this probability are 'low_prob' (treated as a miss)
+    select: str = "largest"  # largest | center | prob
+    on_miss: str = "skip"  # skip | center-crop | keep
+    batch_size: int = 32  # images per detector call (same-size images are batched)
+    device: str = "auto"
+    workers: int = 1  # CPU worker processes
+    overwrite: bool = False
+    progress: bool = True
+
+    RUNTIME_FIELDS = ("inp", "out", "batch_size", "device", "workers", "overwrite", "progress")
+
+
+def _identity(cfg: AlignConfig, template_pts) -> dict:
+    d = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in AlignConfig.RUNTIME_FIELDS}
+    d["thresholds"] = list(d["thresholds"])
+    d["template_points"] = np.round(template_pts, 6).tolist()
+    return d
+
+
+def _hash(d) -> str:
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
+
+
+def _fallback_matrix(shape, size, mode) -> np.ndarray:
+    """Transform for --on-miss: central square ('center-crop') or whole image ('keep')."""
+    h, w = shape[:2]
+    if mode == "center-crop":
+        side = min(h, w)
+        sx = sy = size / side
+        tx, ty = -(w - side) / 2 * sx, -(h - side) / 2 * sy
+    else:
+        sx, sy, tx, ty = size / w, size / h, 0.0, 0.0
+    # Pixel-centre convention: u + 0.5 = s (x + 0.5)
+    return np.array([[sx, 0, tx + 0.5 * sx - 0.5], [0, sy, ty + 0.5 * sy - 0.5]])
+
+
+def process_batch(rels, images, shapes, detector, cfg: AlignConfig, template_pts, template_name, device="cpu"):
+    """Detect + align one group of equal-size images -> (records, crops by index)."""
+    dets = detector.detect(images)
+    records, mats, keep_idx = [], [], []
+    for i, (rel, det) in enumerate(zip(rels, dets)):
+        r = {"source": rel, "identity": rel.split("/", 1)[0] if "/" in rel else "", "template": template_name,
+             "width": int(shapes[i][1]), "height": int(shapes[i][0])}
+        status, m = "no_face", None
+        if det is not None:
+            j = select_face(det, cfg.select, shapes[i])
+            boxes, probs, pts = det
+            r.update(prob=round(float(probs[j]), 6), box=np.round(boxes[j], 3).tolist(),
+                     landmarks=np.round(pts[j], 3).tolist(), faces=int(len(probs)))
+            if probs[j] < cfg.min_prob:
+                status = "low_prob"
+            else:
+                status, m = "ok", similarity_transform(pts[j], template_pts)
+        if m is None and cfg.on_miss != "skip":
+            m = _fallback_matrix(shapes[i], cfg.size, cfg.on_miss)
+            r["fallback"] = cfg.on_miss
+        r["status"] = status
+        if m is not None:
+            r["transform"] = np.round(m, 8).tolist()
+            mats.append(m)
+            keep_idx.append(i)
+        records.append(r)
+    crops = {}
+    if keep_idx:
+        warped = warp([images[i] for i in keep_idx], mats, cfg.size, device)
+        crops = dict(zip(keep_idx, warped))
+    return records, crops
+
+
+def _out_name(rel: str) -> str:
+    return str(Path(rel).with_suffix(".png").as_posix())
+
+
+def _save_png(path: Path, img: np.ndarray) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        Image.fromarray(img).save(tmp, format="PNG")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _work(rels, cfg: AlignConfig, template_pts, template_name, device, detector=None):
+    """Load, group by size, detect, align, write. Returns the records (in input order)."""
+    detector = detector or _make_detector(cfg, device)
+    inp, out = Path(cfg.inp), Path(cfg.out)
+    loaded, records = {}, {}
+    for rel in rels:
+        try:
+            loaded[rel] = load_rgb(inp / rel)
+        except UnreadableImage as e:
+            records[rel] = {"source": rel, "identity": rel.split("/", 1)[0] if "/" in rel else "",
+                            "status": "unreadable", "error": str(e).split(": ", 1)[-1], "template": template_name}
+    groups: dict[tuple, list[str]] = {}
+    for rel, img in loaded.items():
+        groups.setdefault(img.shape, []).append(rel)
+    for shape, group in groups.items():
+        for s in range(0, len(group), cfg.batch_size):
+            part = group[s : s + cfg.batch_size]
+            imgs = [loaded[r] for r in part]
+            try:
+                recs, crops = process_batch(part, imgs, [shape] * len(part), detector, cfg, template_pts, template_name, device)
+            except Exception as e:  # a per-image failure is data, never a crash of the run
+                recs, crops = [{"source": r, "identity": r.split("/", 1)[0] if "/" in r else "", "status": "error",
+                                "error": f"{type(e).__name__}: {e}", "template": template_name} for r in part], {}
+            for i, rec in enumerate(recs):
+                if i in crops:
+                    rec["path"] = _out_name(rec["source"])
+                    _save_png(out / rec["path"], crops[i])
+                records[rec["source"]] = rec
+    return [records[r] for r in rels]
+
+
+def _make_detector(cfg: AlignConfig, device):
+    if cfg.detector != "mtcnn":
+        raise UsageError(f"'{cfg.detector}' is not a known detector (known: mtcnn)", "--detector")
+    return MTCNNDetector(device=device, min_face_size=cfg.min_face_size, thresholds=cfg.thresholds)
+
+
+_WORKER = {}
+
+
+def _worker_init(cfg, template_pts, template_name):
+    import torch
+
+    torch.set_num_threads(1)
+    _WORKER.update(cfg=cfg, pts=template_pts, name=template_name, det=_make_detector(cfg, "cpu"))
+
+
+def _worker_run(rels):
+    w = _WORKER
+    return _work(rels, w["cfg"], w["pts"], w["name"], "cpu", w["det"])
+
+
+def _read_journal(path: Path) -> dict:
+    done = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                r = json.loads(line)
+            except ValueError:  # torn last line from a crash
+                continue
+            done[r["source"]] = r
+    return done
+
+
+def align(cfg: AlignConfig | None = None, **kwargs) -> dict:
+    """Python API of `synthgen align`; returns the summary written to align.json."""
+    from synthgen.generators.stylegan2ada import resolve_device
+
+    cfg = cfg or AlignConfig(**kwargs)
+    inp, out = Path(cfg.inp), Path(cfg.out)
+    if not inp.is_dir():
+        raise UsageError(f"{inp} is not a directory (expected an identity-folder tree of images)", "--in")
+    if cfg.size < 16:
+        raise UsageError(f"must be >= 16, got {cfg.size}", "--size")
+    for name, val, choices in (("--select", cfg.select, ("largest", "center", "prob")),
+                               ("--on-miss", cfg.on_miss, ("skip", "center-crop", "keep"))):
+        if val not in choices:
+            raise UsageError(f"'{val}' is not one of {', '.join(choices)}", name)
+    if len(cfg.thresholds) != 3 or not all(0 < t < 1 for t in cfg.thresholds):
+        raise UsageError(f"expected three numbers in (0, 1) like 0.6,0.7,0.7, got {cfg.thresholds}", "--thresholds")
+    if out.resolve() == inp.resolve() or inp.resolve() in out.resolve().parents:
+        raise UsageError(f"{out} must not be inside the input tree {inp}", "--out")
+    template_name, template_pts = load_template(cfg.template, cfg.size)
+    device = resolve_device(cfg.device)
+    rels = list_images(inp)
+    if not rels:
+        raise DataError(f"{inp}: no images found (looked for {', '.join(('jpg', 'jpeg', 'png', 'webp', 'bmp'))})")
+    ident = _identity(cfg, template_pts)
+    _check_out(out, ident, cfg.overwrite)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    meta = {"status": "running", "config": dataclasses.asdict(cfg), "identity": ident, "config_hash": _hash(ident),
+            "template_name": template_name, "synthgen": __version__, "started": started, "total": len(rels)}
+    if not (out / ALIGN_JSON).exists():
+        atomic_write_text(out / ALIGN_JSON, json.dumps(meta, indent=2))
+    journal_path = out / JOURNAL
+    done = _read_journal(journal_path)
+    done = {k: r for k, r in done.items() if "path" not in r or (out / r["path"]).is_file()}
+    todo = [r for r in rels if r not in done]
+    t0 = time.time()
+    _run(todo, cfg, template_pts, template_name, device, journal_path, done, len(rels))
+    elapsed = time.time() - t0
+    records = [done[r] for r in rels]
+    atomic_write_text(out / MANIFEST, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+    counts = {s: 0 for s in STATUSES}
+    per_identity: dict[str, dict] = {}
+    for r in records:
+        counts[r["status"]] += 1
+        pi = per_identity.setdefault(r["identity"], {s: 0 for s in STATUSES})
+        pi[r["status"]] += 1
+    meta = json.loads((out / ALIGN_JSON).read_text())
+    meta.update(status="complete", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), counts=counts,
+                written=sum(1 for r in records if "path" in r), per_identity=per_identity,
+                seconds_this_run=round(elapsed, 3), processed_this_run=len(todo),
+                images_per_s=round(len(todo) / elapsed, 2) if elapsed > 0 and todo else None)
+    atomic_write_text(out / ALIGN_JSON, json.dumps(meta, indent=2))
+    journal_path.unlink(missing_ok=True)
+    return meta
+
+
+def _check_out(out: Path, ident: dict, overwrite: bool) -> None:
+    if not out.exists() or not any(out.iterdir()):
+        return
+    j = out / ALIGN_JSON
+    if j.is_file():
+        try:
+            prev = json.loads(j.read_text())
+        except ValueError:
+            prev = {}
+        if prev.get("config_hash") == _hash(ident):
+            return
+        diff = sorted(k for k in set(prev.get("identity", {})) | set(ident) if prev.get("identity", {}).get(k) != ident.get(k))
+        what = f"an alignment run with a different config (differs in: {', '.join(diff)})"
+    else:
+        what = "other files (no align.json)"
+    if not overwrite:
+        raise UsageError(f"{out} is not empty and holds {what}; use a new directory or pass --overwrite", "--out")
+    shutil.rmtree(out)
+
+
+def _run(todo, cfg, template_pts, template_name, device, journal_path, done, total):
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, initial=total - len(todo), unit="img", desc="align", disable=not cfg.progress, dynamic_ncols=True)
+    chunk = max(cfg.batch_size, 1)
+    chunks = [todo[i : i + chunk] for i in range(0, len(todo), chunk)]
+    with open(journal_path, "a", encoding="utf-8") as journal:
+        def record(recs):
+            for r in recs:
+                done[r["source"]] = r
+                journal.write(json.dumps(r, sort_keys=True) + "\n")
+            journal.flush()
+            bar.update(len(recs))
+
+        if cfg.workers > 1 and device.type == "cpu" and len(chunks) > 1:
+            ctx = mp.get_context("spawn")
+            with ctx.Pool(cfg.workers, initializer=_worker_init, initargs=(cfg, template_pts, template_name)) as pool:
+                for recs in pool.imap(_worker_run, chunks):
+                    record(recs)
+        else:
+            det = _make_detector(cfg, device) if chunks else None
+            for c in chunks:
+                record(_work(c, cfg, template_pts, template_name, device, det))
+    bar.close()
+
+
+def residual(m, src, dst) -> float:
+    """RMS distance (output pixels) between transformed src points and dst."""
+    return float(math.sqrt(((apply_transform(m, src) - np.asarray(dst)) ** 2).sum(1).mean()))

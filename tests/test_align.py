@@ -1,0 +1,173 @@
+"""`synthgen align`: similarity fit, warp, input normalisation, golden test on a real face, resume."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from conftest import DATA
+from synthgen.align import (ARCFACE_112, AlignConfig, MTCNNDetector, align, apply_transform, residual,
+                            similarity_transform, warp)
+from synthgen.cli.main import cli
+from synthgen.errors import UsageError
+from synthgen.imageio import to_rgb_array
+
+ASTRONAUT = DATA / "astronaut.png"
+
+
+@pytest.mark.parametrize("angle,scale,shift", [(0.0, 1.0, (0, 0)), (0.3, 2.5, (10, -4)), (-2.0, 0.4, (-7.5, 33))])
+def test_similarity_fit_recovers_known_transform(angle, scale, shift):
+    rng = np.random.RandomState(0)
+    src = rng.uniform(0, 200, (5, 2))
+    r = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    m_true = np.hstack([scale * r, np.array(shift, float)[:, None]])
+    dst = apply_transform(m_true, src)
+    m = similarity_transform(src, dst)
+    np.testing.assert_allclose(m, m_true, atol=1e-9)
+    assert residual(m, src, dst) < 1e-9
+
+
+def test_similarity_fit_is_least_squares_with_noise():
+    rng = np.random.RandomState(1)
+    src = rng.uniform(0, 100, (5, 2))
+    m = similarity_transform(src, apply_transform(similarity_transform(src, ARCFACE_112), src) + rng.normal(0, 0.5, (5, 2)))
+    assert m[0, 0] == pytest.approx(m[1, 1]) and m[0, 1] == pytest.approx(-m[1, 0])  # rotation + uniform scale
+
+
+def test_warp_identity_and_shift_match_pixel_convention():
+    img = np.random.RandomState(0).randint(0, 256, (20, 20, 3), dtype=np.uint8)
+    ident = np.array([[1.0, 0, 0], [0, 1.0, 0]])
+    np.testing.assert_array_equal(warp([img], [ident], 20)[0], img)
+    shift = np.array([[1.0, 0, -3], [0, 1.0, -2]])  # output (u, v) = source (u + 3, v + 2)
+    out = warp([img], [shift], 20)[0]
+    np.testing.assert_array_equal(out[:18, :17], img[2:, 3:])
+    assert (out[18:] == 0).all()  # outside the source: black
+
+
+def test_input_forms_normalise_to_same_rgb():
+    rgb = np.random.RandomState(0).randint(0, 256, (8, 9, 3), dtype=np.uint8)
+    pil = Image.fromarray(rgb)
+    rgba = Image.fromarray(np.dstack([rgb, np.full((8, 9), 255, np.uint8)]))
+    for form in (pil, rgba, rgb, np.dstack([rgb, np.full((8, 9), 255, np.uint8)])):
+        np.testing.assert_array_equal(to_rgb_array(form), rgb)
+    import torch
+
+    np.testing.assert_array_equal(to_rgb_array(torch.from_numpy(rgb).permute(2, 0, 1)), rgb)
+    gray = Image.fromarray(rgb[..., 0])
+    np.testing.assert_array_equal(to_rgb_array(gray), np.repeat(rgb[..., :1], 3, 2))
+    pal = pil.convert("P")
+    assert to_rgb_array(pal).shape == (8, 9, 3)
+
+
+def test_exif_orientation_applied(tmp_path):
+    rgb = np.zeros((10, 20, 3), np.uint8)
+    rgb[:, :5] = 255  # white band on the left
+    im = Image.fromarray(rgb)
+    exif = im.getexif()
+    exif[0x0112] = 6  # rotate 90 CW on display
+    p = tmp_path / "r.jpg"
+    im.save(p, exif=exif, quality=100)
+    from synthgen.imageio import load_rgb
+
+    out = load_rgb(p)
+    assert out.shape == (20, 10, 3) and out[:5].mean() > 200  # band now at the top
+
+
+@pytest.fixture(scope="module")
+def detector():
+    return MTCNNDetector()
+
+
+def test_golden_astronaut(detector):
+    img = np.asarray(Image.open(ASTRONAUT).convert("RGB"))
+    det = detector.detect([img])[0]
+    assert det is not None
+    boxes, probs, pts = det
+    j = int(np.argmax(probs))
+    assert probs[j] > 0.99
+    m = similarity_transform(pts[j], ARCFACE_112)
+    assert residual(m, pts[j], ARCFACE_112) < 3.0  # a real face fits the template to a few px
+    crop = warp([img], [m], 112)[0]
+    re = detector.detect([crop])[0]
+    assert re is not None
+    k = int(np.argmax(re[1]))
+    assert np.abs(re[2][k] - ARCFACE_112).max() < 4.0
+
+
+def make_tree(root: Path, n_face=2):
+    face = Image.open(ASTRONAUT).convert("RGB").crop((120, 20, 320, 220))
+    (root / "id_a").mkdir(parents=True)
+    (root / "id_b" / "nested").mkdir(parents=True)
+    for i in range(n_face):
+        face.rotate(8 * i).save(root / "id_a" / f"{i}.jpg", quality=95)
+    Image.fromarray(np.full((200, 200, 3), 128, np.uint8)).save(root / "id_b" / "flat.png")  # no face
+    face.convert("RGBA").save(root / "id_b" / "nested" / "rgba.png")
+    (root / "id_b" / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    return root
+
+
+def test_align_tree_records_and_statuses(tmp_path):
+    src = make_tree(tmp_path / "raw")
+    s = align(AlignConfig(inp=str(src), out=str(tmp_path / "al"), progress=False))
+    assert s["counts"] == {"ok": 3, "no_face": 1, "low_prob": 0, "unreadable": 1, "error": 0}
+    assert s["per_identity"]["id_b"]["unreadable"] == 1
+    out = tmp_path / "al"
+    rec = {r["source"]: r for r in map(json.loads, (out / "manifest.jsonl").read_text().splitlines())}
+    assert rec["id_b/flat.png"]["status"] == "no_face" and "path" not in rec["id_b/flat.png"]
+    assert rec["id_b/broken.jpg"]["status"] == "unreadable"
+    ok = rec["id_b/nested/rgba.png"]
+    assert ok["path"] == "id_b/nested/rgba.png" and len(ok["landmarks"]) == 5 and len(ok["transform"]) == 2
+    assert Image.open(out / "id_a" / "0.png").size == (112, 112)
+    assert not (out / ".align-journal.jsonl").exists()
+
+
+def test_on_miss_center_crop(tmp_path):
+    src = make_tree(tmp_path / "raw", n_face=1)
+    s = align(AlignConfig(inp=str(src), out=str(tmp_path / "al"), on_miss="center-crop", size=64, progress=False))
+    assert s["written"] == 3
+    r = [json.loads(l) for l in (tmp_path / "al" / "manifest.jsonl").read_text().splitlines()]
+    flat = [x for x in r if x["source"] == "id_b/flat.png"][0]
+    assert flat["status"] == "no_face" and flat["fallback"] == "center-crop"
+    assert np.asarray(Image.open(tmp_path / "al" / "id_b" / "flat.png")).mean() == pytest.approx(128, abs=0.5)
+
+
+def test_resume_and_config_mismatch(tmp_path, monkeypatch):
+    src = make_tree(tmp_path / "raw")
+    ref = align(AlignConfig(inp=str(src), out=str(tmp_path / "ref"), progress=False))
+    import synthgen.align as al
+
+    real = al._work
+    calls = {"n": 0}
+
+    def crash_after_first(rels, *a, **k):
+        calls["n"] += 1
+        if calls["n"] > 1:
+            raise KeyboardInterrupt
+        return real(rels, *a, **k)
+
+    monkeypatch.setattr(al, "_work", crash_after_first)
+    with pytest.raises(KeyboardInterrupt):
+        align(AlignConfig(inp=str(src), out=str(tmp_path / "x"), batch_size=2, progress=False))
+    assert not (tmp_path / "x" / "manifest.jsonl").exists()
+    monkeypatch.setattr(al, "_work", real)
+    s = align(AlignConfig(inp=str(src), out=str(tmp_path / "x"), batch_size=2, progress=False))
+    assert s["processed_this_run"] == 3 and s["counts"] == ref["counts"]
+    a = (tmp_path / "ref" / "manifest.jsonl").read_text()
+    assert (tmp_path / "x" / "manifest.jsonl").read_text() == a
+    with pytest.raises(UsageError, match="differs in: size"):
+        align(AlignConfig(inp=str(src), out=str(tmp_path / "x"), size=96, progress=False))
+
+
+def test_cli_align(tmp_path):
+    src = make_tree(tmp_path / "raw", n_face=1)
+    r = CliRunner().invoke(cli, ["align", "--in", str(src), "--out", str(tmp_path / "al"), "--quiet", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["counts"]["ok"] == 2
+    r = CliRunner().invoke(cli, ["align", "--in", str(tmp_path / "nope"), "--out", str(tmp_path / "al2")])
+    assert r.exit_code == 2 and "--in" in r.output
+    r = CliRunner().invoke(cli, ["align", "--in", str(src), "--out", str(tmp_path / "al3"), "--template", "nope"])
+    assert r.exit_code == 2 and "--template" in r.output
