@@ -120,9 +120,15 @@ class MTCNNDetector:
     name = "mtcnn"
 
     def __init__(self, device="cpu", min_face_size=20, thresholds=(0.6, 0.7, 0.7)):
+        import torch
         from facenet_pytorch import MTCNN
 
         self.device = device
+        # MTCNN's later stages batch the candidate boxes of all images together, so batched
+        # float results depend on which images share a batch. On CPU batching buys no speed
+        # (workers parallelise instead), so detect per image there and stay deterministic;
+        # on CUDA batch for throughput (reproducible for a given --batch-size).
+        self.batched = torch.device(device).type == "cuda"
         self.mtcnn = MTCNN(keep_all=True, device=device, min_face_size=min_face_size,
                            thresholds=list(thresholds), post_process=False, select_largest=False)
 
@@ -130,8 +136,11 @@ class MTCNNDetector:
         """Equal-size RGB uint8 images -> per image (boxes [K,4], probs [K], points [K,5,2]) or None."""
         import torch
 
-        batch = torch.from_numpy(np.stack(images))
-        boxes, probs, points = self.mtcnn.detect(batch, landmarks=True)
+        if self.batched:
+            boxes, probs, points = self.mtcnn.detect(torch.from_numpy(np.stack(images)), landmarks=True)
+        else:  # one image per call: results independent of batch composition
+            res = [self.mtcnn.detect(torch.from_numpy(im[None]), landmarks=True) for im in images]
+            boxes, probs, points = ([r[k][0] for r in res] for k in range(3))
         out = []
         for b, p, l in zip(boxes, probs, points):
             if b is None:
@@ -179,8 +188,11 @@ class AlignConfig:
     RUNTIME_FIELDS = ("inp", "out", "batch_size", "device", "workers", "overwrite", "progress")
 
 
-def _identity(cfg: AlignConfig, template_pts) -> dict:
+def _identity(cfg: AlignConfig, template_pts, device) -> dict:
     d = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in AlignConfig.RUNTIME_FIELDS}
+    d["device_type"] = device.type
+    if device.type == "cuda":  # batched detection: float results depend on the batch
+        d["batch_size"] = cfg.batch_size
     d["thresholds"] = list(d["thresholds"])
     d["template_points"] = np.round(template_pts, 6).tolist()
     return d
@@ -340,7 +352,7 @@ def align(cfg: AlignConfig | None = None, **kwargs) -> dict:
     rels = list_images(inp)
     if not rels:
         raise DataError(f"{inp}: no images found (looked for {', '.join(('jpg', 'jpeg', 'png', 'webp', 'bmp'))})")
-    ident = _identity(cfg, template_pts)
+    ident = _identity(cfg, template_pts, device)
     _check_out(out, ident, cfg.overwrite)
     out.mkdir(parents=True, exist_ok=True)
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")

@@ -90,12 +90,21 @@ def test_golden_astronaut(detector):
     j = int(np.argmax(probs))
     assert probs[j] > 0.99
     m = similarity_transform(pts[j], ARCFACE_112)
-    assert residual(m, pts[j], ARCFACE_112) < 3.0  # a real face fits the template to a few px
+    res = residual(m, pts[j], ARCFACE_112)
+    assert res < 8.0  # a real (smiling, slightly turned) face: a few px RMS in the 112 crop
+    rng = np.random.RandomState(0)  # least squares: any other similarity fits worse
+    for _ in range(20):
+        a, s, t = rng.normal(0, 0.02), 1 + rng.normal(0, 0.02), rng.normal(0, 1, 2)
+        r = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]]) * s
+        other = np.hstack([r @ m[:, :2], (r @ m[:, 2] + t)[:, None]])
+        assert residual(other, pts[j], ARCFACE_112) > res
     crop = warp([img], [m], 112)[0]
     re = detector.detect([crop])[0]
     assert re is not None
     k = int(np.argmax(re[1]))
-    assert np.abs(re[2][k] - ARCFACE_112).max() < 4.0
+    # Re-detected landmarks on the crop land where the fit put them, within a few px.
+    np.testing.assert_allclose(re[2][k], apply_transform(m, pts[j]), atol=3.0)
+    assert np.abs(re[2][k] - ARCFACE_112).max() < 10.0
 
 
 def make_tree(root: Path, n_face=2):
