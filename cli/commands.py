@@ -169,3 +169,78 @@ def align(inp, out, size, template, detector, min_face_size, thresholds, min_pro
     elif not quiet:
         c = s["counts"]
         click.echo(f"aligned {s['written']} of {s['total']} -> {out} ({', '.join(f'{k} {v}' for k, v in c.items() if v)})")
+
+
+@cli.command()
+@click.option("--in", "inp", required=True, type=click.Path(path_type=str), metavar="DIR", help="Identity-folder tree (+ manifest.jsonl from generate/align).")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=str), metavar="DIR", help="Shard directory.")
+@click.option("--shard-size", default=10000, type=click.IntRange(min=1), metavar="N", help="Items per shard.")
+@click.option("--encoding", default="raw", type=click.Choice(["raw", "png", "jpeg"]), help="How images are stored.")
+@click.option("--jpeg-quality", default=95, type=click.IntRange(1, 100), metavar="Q", help="With --encoding jpeg.")
+@click.option("--compression", default="none", type=click.Choice(["none", "lzf", "gzip"]), help="HDF5 filter for raw images.")
+@click.option("--overwrite", is_flag=True, help="Replace an output directory that holds a different run.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def shard(inp, out, shard_size, encoding, jpeg_quality, compression, overwrite, quiet):
+    """Pack an image tree into HDF5 shards with an index (resumable, deterministic).
+
+    \b
+    Examples:
+      synthgen shard --in aligned --out shards
+      synthgen shard --in aligned --out shards-png --encoding png --shard-size 50000
+    """
+    from synthgen.shards import ShardConfig
+    from synthgen.shards import shard as run_shard
+
+    idx = run_shard(ShardConfig(inp=inp, out=out, shard_size=shard_size, encoding=encoding,
+                                jpeg_quality=jpeg_quality, compression=compression, overwrite=overwrite,
+                                progress=not quiet))
+    if not quiet:
+        click.echo(f"{idx['total']} images, {idx['num_classes']} classes in {len(idx['shards'])} shards -> {out}")
+
+
+@cli.command()
+@click.argument("directory", metavar="DIR", type=click.Path(path_type=str))
+def verify(directory):
+    """Check every shard against index.json (counts, sha256, labels, keys, image data).
+
+    Exit code 1 on any problem, each named with its shard.
+
+    \b
+    Example:
+      synthgen verify shards
+    """
+    from synthgen.shards import verify as run_verify
+
+    problems = run_verify(directory)
+    if problems:
+        for p in problems:
+            click.echo(f"FAIL {p}", err=True)
+        raise SystemExit(1)
+    click.echo(f"ok: {directory}")
+
+
+@cli.command()
+@click.argument("directory", metavar="DIR", type=click.Path(path_type=str))
+@click.option("--format", "fmt", required=True, type=click.Choice(["recordio", "imagefolder"]), help="Target format.")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=str), metavar="DIR", help="Output directory.")
+@click.option("--shuffle", is_flag=True, help="recordio: write records in shuffled order (for DALI).")
+@click.option("--seed", default=0, type=int, metavar="INT", help="Shuffle seed.")
+@click.option("--jpeg-quality", default=95, type=click.IntRange(1, 100), metavar="Q", help="JPEG quality (recordio, jpg).")
+@click.option("--image-format", default="png", type=click.Choice(["png", "jpg"]), help="imagefolder: file format.")
+@click.option("--overwrite", is_flag=True, help="Write into a non-empty directory.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def export(directory, fmt, out, shuffle, seed, jpeg_quality, image_format, overwrite, quiet):
+    """Export shards for trainers: insightface RecordIO (train.rec/.idx/property) or ImageFolder.
+
+    \b
+    Examples:
+      synthgen export shards --format recordio --out faces_sface
+      synthgen export shards --format recordio --out faces_sface_dali --shuffle --seed 0
+      synthgen export shards --format imagefolder --out sface-folder
+    """
+    from synthgen.export import export as run_export
+
+    r = run_export(directory, out, fmt, shuffle=shuffle, seed=seed, jpeg_quality=jpeg_quality,
+                   image_format=image_format, overwrite=overwrite, progress=not quiet)
+    if not quiet:
+        click.echo(f"exported {r['images']} images, {r['classes']} classes as {fmt} -> {out}")

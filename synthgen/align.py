@@ -137,9 +137,9 @@ class MTCNNDetector:
         import torch
 
         if self.batched:
-            boxes, probs, points = self.mtcnn.detect(torch.from_numpy(np.stack(images)), landmarks=True)
+            boxes, probs, points = self.mtcnn.detect(torch.tensor(np.stack(images)), landmarks=True)
         else:  # one image per call: results independent of batch composition
-            res = [self.mtcnn.detect(torch.from_numpy(im[None]), landmarks=True) for im in images]
+            res = [self.mtcnn.detect(torch.tensor(im[None]), landmarks=True) for im in images]
             boxes, probs, points = ([r[k][0] for r in res] for k in range(3))
         out = []
         for b, p, l in zip(boxes, probs, points):
