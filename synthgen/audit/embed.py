@@ -1,0 +1,152 @@
+"""Image sets (aligned folder trees or shard directories) and cached embeddings.
+
+Cache: <cache_dir>/<matcher id>/<hash of the set's absolute path>.npz holding keys, a per-key
+fingerprint (file size + mtime for folders, shard sha256 for shards) and the embeddings. A
+second audit against the same set embeds only images that are new or changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from synthgen.errors import DataError, UsageError
+from synthgen.imageio import UnreadableImage, list_images, load_rgb
+
+
+class ImageSet:
+    """Keys, identity names and pixels of an aligned folder tree or a shard directory."""
+
+    def __init__(self, path, max_per_class: int | None = None, flag: str = "PATH"):
+        self.path = Path(path)
+        if (self.path / "index.json").is_file():
+            from synthgen.data import ShardDataset
+
+            self.ds = ShardDataset(self.path, max_per_class=max_per_class, output="numpy")
+            classes = self.ds.classes
+            self.keys = [self.ds.key(i) for i in range(len(self.ds))]
+            self.identities = [classes[t] for t in self.ds.targets]
+            sha = {e["file"]: e["sha256"] for e in self.ds.shards.index["shards"]}
+            files = self.ds.shards.files
+            self.fingerprints = [sha[files[self.ds.shards.locate(int(g))[0]].name][:16] for g in self.ds.ids]
+            self.kind = "shards"
+        elif self.path.is_dir():
+            self.ds = None
+            keys = [k for k in list_images(self.path) if "/" in k]
+            if max_per_class is not None:
+                seen: dict[str, int] = {}
+                kept = []
+                for k in keys:
+                    ident = k.split("/", 1)[0]
+                    if seen.get(ident, 0) < max_per_class:
+                        kept.append(k)
+                        seen[ident] = seen.get(ident, 0) + 1
+                keys = kept
+            self.keys = keys
+            self.identities = [k.split("/", 1)[0] for k in keys]
+            self.fingerprints = []
+            for k in keys:
+                st = os.stat(self.path / k)
+                self.fingerprints.append(f"{st.st_size}:{st.st_mtime_ns}")
+            self.kind = "folder"
+        else:
+            raise UsageError(f"{self.path} is neither an image folder tree nor a shard directory", flag)
+        if not self.keys:
+            raise DataError(f"{self.path}: no images in identity folders (<identity>/<file>)")
+
+    def __len__(self):
+        return len(self.keys)
+
+    def read(self, i: int) -> np.ndarray:
+        if self.ds is not None:
+            return self.ds[i][0]
+        return load_rgb(self.path / self.keys[i])
+
+
+@dataclass
+class Embedded:
+    keys: list
+    identities: list
+    emb: np.ndarray  # float32 [N, D], L2-normalised
+    unreadable: list  # keys that could not be read
+
+
+def _resize(img: np.ndarray, size: int) -> np.ndarray:
+    if img.shape[0] == size and img.shape[1] == size:
+        return img
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(img).resize((size, size), Image.BILINEAR))
+
+
+def embed_set(images: ImageSet, matcher, cache_dir, batch_size: int = 256, progress=True, desc="embed") -> Embedded:
+    from tqdm import tqdm
+
+    from synthgen.fsutil import atomic_path
+
+    cache_dir = Path(cache_dir) / matcher.id
+    cache_file = cache_dir / (hashlib.sha256(str(images.path.resolve()).encode()).hexdigest()[:16] + ".npz")
+    cached: dict[str, tuple[str, np.ndarray]] = {}
+    if cache_file.is_file():
+        with np.load(cache_file, allow_pickle=False) as z:
+            for k, fp, e in zip(z["keys"], z["fingerprints"], z["emb"]):
+                cached[str(k)] = (str(fp), e)
+    todo = [i for i, (k, fp) in enumerate(zip(images.keys, images.fingerprints)) if cached.get(k, ("",))[0] != fp]
+    size = matcher.input_size
+    unreadable = []
+    bar = tqdm(total=len(todo), unit="img", desc=desc, disable=not progress or not todo, dynamic_ncols=True)
+    for s in range(0, len(todo), batch_size):
+        idx, batch = [], []
+        for i in todo[s : s + batch_size]:
+            try:
+                batch.append(_resize(images.read(i), size))
+                idx.append(i)
+            except UnreadableImage:
+                unreadable.append(images.keys[i])
+        if batch:
+            for i, e in zip(idx, matcher.embed(np.stack(batch))):
+                cached[images.keys[i]] = (images.fingerprints[i], e)
+        bar.update(len(todo[s : s + batch_size]))
+    bar.close()
+    if todo:
+        keys = sorted(cached)
+        with atomic_path(cache_file) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, keys=np.array(keys), fingerprints=np.array([cached[k][0] for k in keys]),
+                         emb=np.stack([cached[k][1] for k in keys]).astype(np.float32))
+    ok = [i for i, k in enumerate(images.keys) if k in cached and k not in set(unreadable)]
+    emb = np.stack([cached[images.keys[i]][1] for i in ok]).astype(np.float32) if ok else np.zeros((0, 1), np.float32)
+    return Embedded([images.keys[i] for i in ok], [images.identities[i] for i in ok], emb, unreadable)
+
+
+def load_embeddings_file(path, flag: str) -> Embedded:
+    """Precomputed embeddings: NPZ or HDF5 with `embeddings` [N, D], `keys` [N], `labels` [N]."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"{path}: embeddings file not found (with --matcher embeddings, pass .npz/.h5 files)", flag)
+    try:
+        if path.suffix in (".h5", ".hdf5"):
+            import h5py
+
+            with h5py.File(path, "r") as f:
+                emb, keys, labels = f["embeddings"][:], f["keys"][:], f["labels"][:]
+        else:
+            with np.load(path, allow_pickle=False) as z:
+                emb, keys, labels = z["embeddings"], z["keys"], z["labels"]
+    except KeyError as e:
+        raise DataError(f"{path}: missing array {e}; expected 'embeddings' [N, D], 'keys' [N], 'labels' [N]") from None
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path}: unreadable embeddings file ({e})") from None
+    dec = lambda v: v.decode() if isinstance(v, bytes) else str(v)  # noqa: E731
+    emb = np.asarray(emb, np.float32)
+    if emb.ndim != 2 or len(emb) != len(keys) or len(keys) != len(labels):
+        raise DataError(f"{path}: embeddings {emb.shape}, keys {len(keys)} and labels {len(labels)} do not line up")
+    emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    return Embedded([dec(k) for k in keys], [dec(l) for l in labels], emb, [])
+
+
