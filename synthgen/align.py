@@ -129,6 +129,7 @@ class MTCNNDetector:
         # (workers parallelise instead), so detect per image there and stay deterministic;
         # on CUDA batch for throughput (reproducible for a given --batch-size).
         self.batched = torch.device(device).type == "cuda"
+        self.min_face_size = min_face_size
         self.mtcnn = MTCNN(keep_all=True, device=device, min_face_size=min_face_size,
                            thresholds=list(thresholds), post_process=False, select_largest=False)
 
@@ -136,6 +137,8 @@ class MTCNNDetector:
         """Equal-size RGB uint8 images -> per image (boxes [K,4], probs [K], points [K,5,2]) or None."""
         import torch
 
+        if min(images[0].shape[:2]) < self.min_face_size:  # smaller than any face MTCNN looks for
+            return [None] * len(images)
         if self.batched:
             boxes, probs, points = self.mtcnn.detect(torch.tensor(np.stack(images)), landmarks=True)
         else:  # one image per call: results independent of batch composition

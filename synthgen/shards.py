@@ -51,6 +51,7 @@ PROVENANCE = {
     "template": ("template", "str"),
     "source": ("source", "str"),
     "view": ("view", "int"),
+    "fallback": ("align_fallback", "str"),
 }
 
 
@@ -84,7 +85,8 @@ def _manifest_records(root: Path) -> dict[str, dict] | None:
             r = json.loads(line)
         except ValueError:
             raise DataError(f"{m}:{n}: not valid JSON") from None
-        if r.get("status", "ok") == "ok" and r.get("path"):
+        # generate: status ok|missing; align: a record with "path" has an output (ok or --on-miss fallback)
+        if r.get("path") and r.get("status") != "missing":
             recs[r["path"]] = r
     return recs
 

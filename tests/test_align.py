@@ -180,3 +180,10 @@ def test_cli_align(tmp_path):
     assert r.exit_code == 2 and "--in" in r.output
     r = CliRunner().invoke(cli, ["align", "--in", str(src), "--out", str(tmp_path / "al3"), "--template", "nope"])
     assert r.exit_code == 2 and "--template" in r.output
+
+
+def test_images_smaller_than_min_face_are_no_face_not_errors(tmp_path):
+    (tmp_path / "raw" / "a").mkdir(parents=True)
+    Image.fromarray(np.full((16, 16, 3), 90, np.uint8)).save(tmp_path / "raw" / "a" / "tiny.png")
+    s = align(AlignConfig(inp=str(tmp_path / "raw"), out=str(tmp_path / "al"), on_miss="center-crop", progress=False))
+    assert s["counts"]["no_face"] == 1 and s["counts"]["error"] == 0 and s["written"] == 1

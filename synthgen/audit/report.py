@@ -328,7 +328,7 @@ def render_html(report, dist, flagged, syn_images, auth_images, max_pairs_shown=
             a1.plot(fmr, 1 - fnmr, label=name)
             a2.plot(np.maximum(fmr, 1e-6), np.maximum(fnmr, 1e-6), label=name)
     a1.set(xscale="log", xlim=(1e-5, 1), xlabel="FMR", ylabel="1 - FNMR", title="ROC")
-    a2.set(xscale="log", yscale="log", xlabel="FMR", ylabel="FNMR", title="DET")
+    a2.set(xscale="log", yscale="log", xlim=(1e-5, 1), ylim=(1e-4, 1.05), xlabel="FMR", ylabel="FNMR", title="DET")
     a1.legend(fontsize=7)
     figs.append(("ROC / DET", _png(fig)))
 

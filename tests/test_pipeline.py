@@ -1,0 +1,101 @@
+"""`synthgen run` and `synthgen demo`: the whole pipeline from one config."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from conftest import MICRO
+from synthgen.cli.main import cli
+from synthgen.errors import UsageError
+from synthgen.pipeline import load_config, run_pipeline
+
+
+@pytest.fixture
+def matcher_weights(tmp_path):
+    import torch
+
+    from synthgen.audit.matchers import IRESNET_LAYERS, IResNet
+
+    torch.manual_seed(0)
+    p = tmp_path / "r18.pth"
+    torch.save(IResNet(IRESNET_LAYERS["r18"]).state_dict(), p)
+    return p
+
+
+def small_config(tmp_path, weights, authentic):
+    return {
+        "out": str(tmp_path / "run"),
+        "generate": {"network": str(MICRO / "network-scrubbed-p4.pkl"), "classes": "0-3", "per_class": 3, "device": "cpu"},
+        "align": {"size": 64, "on_miss": "center-crop", "device": "cpu"},
+        "shard": {"shard_size": 5},
+        "audit": {"authentic": str(authentic), "matcher": "iresnet", "arch": "r18", "weights": str(weights), "device": "cpu"},
+    }
+
+
+def test_run_completes_then_does_nothing(tmp_path, matcher_weights):
+    from synthgen.generate import GenerateConfig, generate
+
+    generate(GenerateConfig(network=str(MICRO / "network-scrubbed-p3.pkl"), out=str(tmp_path / "auth"), classes="0-3",
+                            per_class=3, seed=9, progress=False))
+    cfg = small_config(tmp_path, matcher_weights, tmp_path / "auth")
+    logs = []
+    rec = run_pipeline(cfg, progress=False, log=logs.append)
+    assert [rec["stages"][s]["status"] for s in ("generate", "align", "shard", "audit")] == ["complete"] * 4
+    assert (tmp_path / "run" / "audit" / "report.html").is_file()
+    assert rec["stages"]["shard"]["summary"] == {"total": 12, "classes": 4, "shards": 3}
+    logs.clear()
+    run_pipeline(cfg, progress=False, log=logs.append)
+    assert logs == [f"[{s}] complete for this config, skipped" for s in ("generate", "align", "shard", "audit")]
+    # a different generate config into the same run dir is refused
+    cfg["generate"]["psi"] = 0.5
+    with pytest.raises(UsageError, match="psi"):
+        run_pipeline(cfg, progress=False, log=logs.append)
+
+
+def test_run_resumes_interrupted_stage(tmp_path, matcher_weights, monkeypatch):
+    import synthgen.shards as sh
+
+    cfg = small_config(tmp_path, matcher_weights, tmp_path / "unused")
+    cfg["audit"]["enabled"] = False
+    real = sh._write_shard
+    monkeypatch.setattr(sh, "_write_shard", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(cfg, progress=False, log=lambda *a: None)
+    monkeypatch.setattr(sh, "_write_shard", real)
+    logs = []
+    rec = run_pipeline(cfg, progress=False, log=logs.append)
+    assert logs[:2] == ["[generate] complete for this config, skipped", "[align] complete for this config, skipped"]
+    assert rec["stages"]["shard"]["status"] == "complete" and rec["stages"]["audit"]["status"] == "disabled"
+
+
+def test_config_errors(tmp_path):
+    with pytest.raises(UsageError, match=r"\[align\] unknown key 'sise' \(known: .*size"):
+        run_pipeline({"out": "x", "generate": {"network": "n.pkl"}, "align": {"sise": 3}})
+    with pytest.raises(UsageError, match="unknown key 'generat'"):
+        run_pipeline({"out": "x", "generat": {}})
+    with pytest.raises(UsageError, match=r"\[audit\] is enabled but has no `authentic"):
+        run_pipeline({"out": "x", "generate": {"network": "n.pkl"}})
+    (tmp_path / "bad.toml").write_text("out = [")
+    with pytest.raises(UsageError, match="not valid TOML"):
+        load_config(tmp_path / "bad.toml")
+
+
+def test_example_config_is_valid():
+    from pathlib import Path
+
+    from synthgen.pipeline import validate
+
+    cfg = validate(load_config(Path(__file__).parents[1] / "examples" / "sface60.toml"))
+    assert cfg["generate"]["per_class"] == 60 and cfg["shard"]["shard_size"] == 10000
+
+
+def test_demo_end_to_end(tmp_path):
+    r = CliRunner().invoke(cli, ["demo", "--out", str(tmp_path / "demo"), "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert "RANDOM weights" in r.output and "report.html" in r.output
+    rep = json.loads((tmp_path / "demo" / "run" / "audit" / "report.json").read_text())
+    flagged = [l.split(",")[1] for l in (tmp_path / "demo" / "run" / "audit" / "flagged.csv").read_text().splitlines()[1:]]
+    assert {f"{k:06d}/planted-{k}.png" for k in range(3)} <= set(flagged)
+    assert rep["nearest"]["images"]["flagged"] >= 3
