@@ -82,6 +82,11 @@ def convert(src, dst, overwrite):
 @click.option("--format", "fmt", default="png", type=click.Choice(["png", "jpg"]), help="Image file format.")
 @click.option("--jpeg-quality", default=95, type=click.IntRange(1, 100), metavar="Q", help="JPEG quality (with --format jpg).")
 @click.option("--writers", default=4, type=click.IntRange(min=1), metavar="N", help="Encoder/writer threads.")
+@click.option("--align", "align_inline", is_flag=True, help="Align each image on the fly; re-render misses with new seeds.")
+@click.option("--max-retries", default=10, type=click.IntRange(min=0), metavar="N", help="With --align: new seeds tried per image.")
+@click.option("--align-size", default=112, type=click.IntRange(min=16), metavar="PX", help="With --align: crop side.")
+@click.option("--align-template", default="arcface", metavar="NAME|FILE.json", help="With --align: landmark template.")
+@click.option("--min-face-size", default=20, type=click.IntRange(min=1), metavar="PX", help="With --align: MTCNN minimum face size.")
 @click.option("--shard-index", default=None, type=int, metavar="I", help="Job arrays: this job's slice (with --num-shards).")
 @click.option("--num-shards", default=None, type=int, metavar="N", help="Job arrays: number of slices.")
 @click.option("--overwrite", is_flag=True, help="Replace an output directory that holds a different run.")
@@ -89,6 +94,7 @@ def convert(src, dst, overwrite):
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def generate(network, out, classes, per_class, count, views, mix_layers, seed, seeds, seed_pool, psi,
              truncation_cutoff, noise_mode, batch_size, device, force_fp32, fmt, jpeg_quality, writers,
+             align_inline, max_retries, align_size, align_template, min_face_size,
              shard_index, num_shards, overwrite, quiet, as_json):
     """Sample a generator into identity folders with a manifest (deterministic, resumable).
 
@@ -99,6 +105,7 @@ def generate(network, out, classes, per_class, count, views, mix_layers, seed, s
       synthgen generate --network sface.pkl --out raw --classes all --per-class 60
       synthgen generate --network sface.pkl --out raw --classes 0-9 --seeds 0-4 --psi 0.7
       synthgen generate --network uncond.pkl --out usynth --count 100000 --views 2
+      synthgen generate --network sface.pkl --out aligned --per-class 60 --align --max-retries 20
       torchrun --nproc_per_node 8 -m synthgen.cli.main generate --network sface.pkl --out raw
     """
     from synthgen.generate import GenerateConfig
@@ -109,7 +116,8 @@ def generate(network, out, classes, per_class, count, views, mix_layers, seed, s
         mix_layers=mix_layers, seed=seed, seeds=seeds, seed_pool=seed_pool, psi=psi,
         truncation_cutoff=truncation_cutoff, noise_mode=noise_mode, batch_size=batch_size, device=device,
         force_fp32=force_fp32, format=fmt, jpeg_quality=jpeg_quality, writers=writers,
-        shard_index=shard_index, num_shards=num_shards, overwrite=overwrite, progress=not quiet,
+        align=align_inline, max_retries=max_retries, align_size=align_size, align_template=align_template,
+        min_face_size=min_face_size, shard_index=shard_index, num_shards=num_shards, overwrite=overwrite, progress=not quiet,
     )
     summary = run_generate(cfg)
     if as_json:

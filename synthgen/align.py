@@ -88,6 +88,16 @@ def warp(images, matrices, size: int, device="cpu"):
     """Batched similarity warp. images: list of equal-size HWC uint8 arrays (or NHWC uint8
     tensor); matrices: [N, 2, 3] source->output. Returns NHWC uint8 numpy [N, size, size, 3]."""
     import torch
+
+    if not torch.is_tensor(images) and images[0].shape[0] * images[0].shape[1] > 4 * size * size:
+        # Large photos: warp only the source region that lands in the crop (same result up to
+        # float rounding, far less work than converting a whole megapixel image), one at a time.
+        return np.concatenate([_warp_batch(*_crop_for(img, m, size), size, device) for img, m in zip(images, matrices)])
+    return _warp_batch(images, matrices, size, device)
+
+
+def _warp_batch(images, matrices, size, device):
+    import torch
     import torch.nn.functional as F
 
     x = images if torch.is_tensor(images) else torch.from_numpy(np.stack(images))
@@ -104,6 +114,22 @@ def warp(images, matrices, size: int, device="cpu"):
     grid = F.affine_grid(theta, [n, 3, size, size], align_corners=False)
     out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     return out.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def _crop_for(img, m, size, margin=2):
+    """-> ([source crop], [matrix adjusted to the crop]) covering the output square's preimage."""
+    m = np.asarray(m, np.float64)
+    inv = np.linalg.inv(np.vstack([m, [0, 0, 1]]))[:2]
+    corners = np.array([[-1, -1], [size, -1], [-1, size], [size, size]], np.float64)
+    src = corners @ inv[:, :2].T + inv[:, 2]
+    h, w = img.shape[:2]
+    x0 = int(np.clip(np.floor(src[:, 0].min()) - margin, 0, w - 1))
+    x1 = int(np.clip(np.ceil(src[:, 0].max()) + margin + 1, x0 + 1, w))
+    y0 = int(np.clip(np.floor(src[:, 1].min()) - margin, 0, h - 1))
+    y1 = int(np.clip(np.ceil(src[:, 1].max()) + margin + 1, y0 + 1, h))
+    m2 = m.copy()
+    m2[:, 2] += m[:, :2] @ np.array([x0, y0], np.float64)
+    return [np.ascontiguousarray(img[y0:y1, x0:x1])], [m2]
 
 
 # ----------------------------------------------------------------------------------------------

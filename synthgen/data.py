@@ -67,7 +67,25 @@ class _Shards:
             return data
         from PIL import Image
 
-        return np.asarray(Image.open(io.BytesIO(data.tobytes())).convert("RGB"))
+        return np.array(Image.open(io.BytesIO(data.tobytes())).convert("RGB"))
+
+    def images(self, ids) -> list[np.ndarray]:
+        """Many items at once: one sorted h5py read per shard instead of one call per item."""
+        ids = np.asarray(ids, np.int64)
+        shard_of = np.searchsorted(self.starts, ids, side="right") - 1
+        out: list = [None] * len(ids)
+        for s in np.unique(shard_of):
+            pos = np.flatnonzero(shard_of == s)
+            rows = ids[pos] - self.starts[s]
+            uniq, inv = np.unique(rows, return_inverse=True)
+            data = self._file(int(s))["images"][uniq]
+            for p, k in zip(pos, inv):
+                out[p] = data[k]
+        if self.encoding != "raw":
+            from PIL import Image
+
+            out = [np.array(Image.open(io.BytesIO(d.tobytes())).convert("RGB")) for d in out]
+        return out
 
     def key(self, i: int) -> str:
         s, r = self.locate(i)
@@ -122,6 +140,20 @@ class ShardDataset(Dataset):
         if self.target_transform is not None:
             label = self.target_transform(label)
         return img, label
+
+    def __getitems__(self, indices):
+        """Batched fetch (used by DataLoader since torch 2.0): one read per shard per batch."""
+        gids = self.ids[np.asarray(indices, np.int64)]
+        out = []
+        for gi, img in zip(gids, self.shards.images(gids)):
+            img = _to_output(img, self.output)
+            label = int(self.shards.labels[gi])
+            if self.transform is not None:
+                img = self.transform(img)
+            if self.target_transform is not None:
+                label = self.target_transform(label)
+            out.append((img, label))
+        return out
 
     def key(self, i) -> str:
         return self.shards.key(int(self.ids[i]))

@@ -66,6 +66,11 @@ class GenerateConfig:
     jpeg_quality: int = 95
     writers: int = 4  # encoder/writer threads
     overwrite: bool = False
+    align: bool = False  # align each image on the fly (MTCNN + ArcFace template); retry misses
+    max_retries: int = 10  # with --align: new seeds tried per image before giving up
+    align_size: int = 112  # with --align: crop side
+    align_template: str = "arcface"  # with --align: arcface | arcface-shift8 | FILE.json
+    min_face_size: int = 20  # with --align: MTCNN minimum face size
     shard_index: int | None = None  # job-array slice (None = all, or from torchrun's RANK)
     num_shards: int | None = None
     progress: bool = True
@@ -106,6 +111,10 @@ def plan_items(cfg: GenerateConfig, G) -> list[Item]:
     pool = parse_int_list(cfg.seed_pool, "--seed-pool", 0, 2**32 - 1) if cfg.seed_pool else None
     if seeds and pool:
         raise UsageError("--seeds and --seed-pool are exclusive; pick one", "--seed-pool")
+    if cfg.align and cfg.format != "png":
+        raise UsageError("--align writes PNG crops (provenance lives in a PNG text chunk); drop --format jpg", "--format")
+    if cfg.max_retries < 0:
+        raise UsageError(f"must be >= 0, got {cfg.max_retries}", "--max-retries")
     items: list[Item] = []
     if G.c_dim == 0:
         if cfg.classes not in (None, "all"):
@@ -187,24 +196,40 @@ def render(G, items: list[Item], cfg: GenerateConfig) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros((0, G.resolution, G.resolution, G.img_channels), np.uint8)
 
 
-def encode(img: np.ndarray, fmt: str, quality: int) -> bytes:
-    from PIL import Image
+def encode(img: np.ndarray, fmt: str, quality: int, meta: dict | None = None) -> bytes:
+    """PNG or JPEG bytes; `meta` is stored as a PNG text chunk 'synthgen' (JSON)."""
+    from PIL import Image, PngImagePlugin
 
     buf = io.BytesIO()
     im = Image.fromarray(img)
     if fmt == "jpg":
         im.save(buf, format="JPEG", quality=quality)
     else:
-        im.save(buf, format="PNG")
+        info = None
+        if meta is not None:
+            info = PngImagePlugin.PngInfo()
+            info.add_text(PNG_META_KEY, json.dumps(meta, sort_keys=True))
+        im.save(buf, format="PNG", pnginfo=info)
     return buf.getvalue()
 
 
-def _write_image(root: Path, rel: str, img: np.ndarray, fmt: str, quality: int) -> None:
+PNG_META_KEY = "synthgen"
+
+
+def read_png_meta(path) -> dict:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        text = im.text.get(PNG_META_KEY) if hasattr(im, "text") else None
+    return json.loads(text) if text else {}
+
+
+def _write_image(root: Path, rel: str, img: np.ndarray, fmt: str, quality: int, meta: dict | None = None) -> None:
     path = root / rel
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        tmp.write_bytes(encode(img, fmt, quality))
+        tmp.write_bytes(encode(img, fmt, quality, meta))
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -362,21 +387,34 @@ def _run_slice(G, cfg: GenerateConfig, out: Path, items: list[Item]) -> int:
 
     done = _existing(out, items)
     todo = [it for it in items if it.path not in done]
+    if cfg.align:  # images whose retries ran out in an earlier run are final too
+        todo = [it for it in todo if not _failure_path(out, it.path).is_file()]
     step = max(FORWARD_CHUNK, -(-cfg.batch_size // FORWARD_CHUNK) * FORWARD_CHUNK)
     bar = tqdm(total=len(items), initial=len(items) - len(todo), unit="img", disable=not cfg.progress,
                desc="generate", dynamic_ncols=True)
     pending: list[cf.Future] = []
     written = 0
+    aligner = _InlineAligner(cfg, G.device) if cfg.align else None
+    queue = list(todo)
     with cf.ThreadPoolExecutor(max_workers=max(1, cfg.writers)) as pool:
         try:
-            for s in range(0, len(todo), step):
-                batch = todo[s : s + step]
+            while queue:
+                batch, queue = queue[:step], queue[step:]
                 imgs = render(G, batch, cfg)  # overlaps with the writers of the previous step
+                metas = [None] * len(batch)
+                if aligner is not None:
+                    imgs, metas, retry, failed = aligner(batch, imgs, cfg)
+                    queue.extend(retry)
+                    for it in failed:
+                        _write_failure(out, it)
+                    batch = [it for it, m in zip(batch, metas) if m is not None]
+                    imgs = [im for im, m in zip(imgs, metas) if m is not None]
+                    metas = [m for m in metas if m is not None]
                 pending = _drain(pending, limit=2 * step)
-                for it, img in zip(batch, imgs):
-                    pending.append(pool.submit(_write_image, out, it.path, img, cfg.format, cfg.jpeg_quality))
+                for it, img, meta in zip(batch, imgs, metas):
+                    pending.append(pool.submit(_write_image, out, it.path, img, cfg.format, cfg.jpeg_quality, meta))
                 written += len(batch)
-                bar.update(len(batch))
+                bar.update(len(batch) + (len(failed) if aligner is not None else 0))
             _drain(pending, limit=0)
         except OSError as e:
             for f in pending:
@@ -386,6 +424,62 @@ def _run_slice(G, cfg: GenerateConfig, out: Path, items: list[Item]) -> int:
         finally:
             bar.close()
     return written
+
+
+class _InlineAligner:
+    """`generate --align`: MTCNN + similarity warp on each rendered image; a miss is re-rendered
+    with the item's next retry seed (derive_seed(base, class, index, "retry", attempt)), so
+    every class ends with exactly --per-class aligned images unless retries run out."""
+
+    def __init__(self, cfg: GenerateConfig, device):
+        from synthgen.align import AlignConfig, MTCNNDetector, load_template
+
+        self.acfg = AlignConfig(inp="", out="", size=cfg.align_size, template=cfg.align_template,
+                                min_face_size=cfg.min_face_size, on_miss="skip")
+        self.template_name, self.template = load_template(cfg.align_template, cfg.align_size)
+        self.device = device
+        self.detector = MTCNNDetector(device=str(device), min_face_size=cfg.min_face_size)
+        self.detector.batched = False  # per image: which seeds succeed must not depend on batching
+
+    def __call__(self, batch: list[Item], imgs, cfg: GenerateConfig):
+        from synthgen.align import process_batch
+
+        imgs = list(imgs)
+        recs, crops = process_batch([it.path for it in batch], imgs, [im.shape for im in imgs], self.detector,
+                                    self.acfg, self.template, self.template_name, self.device)
+        out_imgs, metas, retry, failed = [], [], [], []
+        for i, (it, rec) in enumerate(zip(batch, recs)):
+            if i in crops:
+                out_imgs.append(crops[i])
+                metas.append({"seed": it.seed, "noise_seed": it.noise_seed, "attempt": it.extra.get("attempt", 0),
+                              "skipped_seeds": it.extra.get("skipped_seeds", []), "prob": rec["prob"],
+                              "landmarks": rec["landmarks"], "transform": rec["transform"],
+                              "template": self.template_name, "align_size": cfg.align_size})
+                continue
+            out_imgs.append(imgs[i])
+            metas.append(None)
+            skipped = it.extra.get("skipped_seeds", []) + [it.seed]
+            attempt = it.extra.get("attempt", 0) + 1
+            if attempt > cfg.max_retries:
+                failed.append(dataclasses.replace(it, extra={**it.extra, "skipped_seeds": skipped, "attempt": attempt - 1}))
+                continue
+            c = it.cls if it.cls is not None else "instance"
+            retry.append(dataclasses.replace(
+                it, seed=derive_seed(cfg.seed, c, it.index, "retry", attempt),
+                noise_seed=derive_seed(cfg.seed, c, it.index, "noise", "retry", attempt) if it.noise_seed is not None else None,
+                extra={**it.extra, "attempt": attempt, "skipped_seeds": skipped}))
+        return out_imgs, metas, retry, failed
+
+
+def _failure_path(out: Path, rel: str) -> Path:
+    p = out / rel
+    return p.with_name(f".{p.stem}.failed.json")
+
+
+def _write_failure(out: Path, it: Item) -> None:
+    p = _failure_path(out, it.path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(p, json.dumps({"skipped_seeds": it.extra.get("skipped_seeds", []), "attempt": it.extra.get("attempt")}))
 
 
 def _drain(pending: list, limit: int) -> list:
@@ -411,11 +505,25 @@ def _finalize_if_complete(out: Path, cfg, items: list[Item], G, meta: dict, worl
     done = _existing(out, items)
     common = {"psi": cfg.psi, "truncation_cutoff": cfg.truncation_cutoff, "noise_mode": cfg.noise_mode,
               "latent": "nvidia-seed" if cfg.seeds else ("seed-pool" if cfg.seed_pool else "derived")}
-    lines = [json.dumps(it.record(common, "ok" if it.path in done else "missing"), sort_keys=True) for it in items]
+    lines = []
+    for it in items:
+        if it.path in done:
+            rec = it.record(common, "ok")
+            if cfg.align:  # the seed actually used, retries and landmarks travel in the PNG itself
+                png = read_png_meta(out / it.path)
+                rec.update({k: png[k] for k in ("seed", "noise_seed", "attempt", "skipped_seeds", "prob",
+                                                 "landmarks", "transform", "template") if k in png})
+        elif cfg.align and _failure_path(out, it.path).is_file():
+            rec = it.record(common, "no_face")
+            rec.update(json.loads(_failure_path(out, it.path).read_text()))
+        else:
+            rec = it.record(common, "missing")
+        lines.append(json.dumps(rec, sort_keys=True))
     atomic_write_text(out / MANIFEST, "\n".join(lines) + "\n")
-    missing = len(items) - len(done)
+    no_face = sum(1 for line in lines if '"status": "no_face"' in line)  # --align: retries ran out
+    missing = len(items) - len(done) - no_face
     meta = dict(meta, status="complete" if not missing else "incomplete", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                counts={"total": len(items), "ok": len(done), "missing": missing,
+                counts={"total": len(items), "ok": len(done), "missing": missing, "no_face": no_face,
                         "classes": len({it.cls for it in items}) if G.c_dim else len({it.index for it in items})})
     prev = out / RUN_JSON
     if prev.is_file():

@@ -109,6 +109,9 @@ def run_pipeline(cfg: dict, overwrite: bool = False, progress: bool = True, log=
         if stage != "generate" and not cfg[stage]["enabled"]:
             record["stages"][stage] = {"status": "disabled"}
             continue
+        if stage == "align" and cfg["generate"].get("align"):
+            record["stages"][stage] = {"status": "inline (generate --align)"}
+            continue
         if stage == "generate":
             args = dict(section, out=str(dirs[stage]))
         elif stage == "audit":

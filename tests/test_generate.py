@@ -61,7 +61,7 @@ def test_layout_manifest_and_run_json(tmp_path):
     assert all(r["status"] == "ok" and r["psi"] == 0.7 and r["noise_mode"] == "const" for r in rec)
     assert len({r["seed"] for r in rec}) == 4  # no latent reused across classes
     meta = json.loads((out / "run.json").read_text())
-    assert meta["status"] == "complete" and meta["counts"] == {"total": 4, "ok": 4, "missing": 0, "classes": 2}
+    assert meta["status"] == "complete" and meta["counts"] == {"total": 4, "ok": 4, "missing": 0, "no_face": 0, "classes": 2}
     assert len(meta["generator"]["sha256"]) == 64 and meta["versions"]["torch"]
     assert Image.open(out / files[0]).size == (16, 16)
 
@@ -91,11 +91,11 @@ def test_interrupted_run_resumes_to_identical_bytes(tmp_path, monkeypatch):
     real = gen._write_image
     calls = {"n": 0}
 
-    def flaky(root, rel, img, fmt, q):
+    def flaky(root, rel, img, fmt, q, meta=None):
         calls["n"] += 1
         if calls["n"] > 9:
             raise OSError(errno.ENOSPC, "No space left on device")
-        real(root, rel, img, fmt, q)
+        real(root, rel, img, fmt, q, meta)
 
     monkeypatch.setattr(gen, "_write_image", flaky)
     with pytest.raises(DataError, match="No space left.*rerun the same command to resume"):
@@ -201,3 +201,53 @@ def test_cli_end_to_end(tmp_path):
     assert json.loads(r.output)["written"] == 6
     r = CliRunner().invoke(cli, ["generate", "--network", NET, "--out", str(out), "--classes", "0-1", "--per-class", "3", "--json", "--quiet"])
     assert json.loads(r.output)["written"] == 0  # second invocation does nothing
+
+
+class FakeDetector:
+    """Finds a 'face' (template-shaped landmarks) in images whose pixel sum is even."""
+
+    def __init__(self, *a, **k):
+        self.batched = False
+
+    def detect(self, images):
+        from synthgen.align import ARCFACE_112
+
+        out = []
+        for im in images:
+            if int(im.astype(np.int64).sum()) % 2:
+                out.append(None)
+            else:
+                pts = ARCFACE_112 * (im.shape[0] / 112)
+                out.append((np.array([[0, 0, im.shape[1], im.shape[0]]], float), np.array([0.99]), pts[None]))
+        return out
+
+
+@pytest.fixture
+def fake_mtcnn(monkeypatch):
+    import synthgen.align as al
+
+    monkeypatch.setattr(al, "MTCNNDetector", FakeDetector)
+
+
+def test_inline_align_retries_to_exact_counts(tmp_path, fake_mtcnn):
+    kw = dict(classes="0-3", per_class=5, align=True, align_size=32, max_retries=20)
+    a, s = run(tmp_path, "a", batch_size=1, **kw)
+    b, _ = run(tmp_path, "b", batch_size=7, **kw)
+    assert s["complete"] and tree(a) == tree(b)
+    rec = [json.loads(l) for l in (a / "manifest.jsonl").read_text().splitlines()]
+    assert len(rec) == 20 and all(r["status"] == "ok" for r in rec)
+    retried = [r for r in rec if r["attempt"] > 0]
+    assert retried and all(len(r["skipped_seeds"]) == r["attempt"] for r in retried)
+    assert all(np.asarray(Image.open(a / r["path"])).shape == (32, 32, 3) for r in rec)
+    counts = json.loads((a / "run.json").read_text())["counts"]
+    assert counts["ok"] == 20 and counts["no_face"] == 0
+
+
+def test_inline_align_gives_up_after_max_retries(tmp_path, fake_mtcnn):
+    out, s = run(tmp_path, "a", classes="0-1", per_class=4, align=True, align_size=32, max_retries=0)
+    rec = [json.loads(l) for l in (out / "manifest.jsonl").read_text().splitlines()]
+    failed = [r for r in rec if r["status"] == "no_face"]
+    assert failed and all(len(r["skipped_seeds"]) == 1 for r in failed) and s["complete"]
+    assert not any((out / r["path"]).exists() for r in failed)
+    _, s2 = run(tmp_path, "a", classes="0-1", per_class=4, align=True, align_size=32, max_retries=0)
+    assert s2["written"] == 0  # resume does not retry final failures

@@ -247,3 +247,14 @@ def test_bad_inputs(tmp_path, gen_dir):
     shard(ShardConfig(inp=str(gen_dir), out=str(tmp_path / "o4"), progress=False))
     with pytest.raises(UsageError, match="--overwrite"):
         shard(ShardConfig(inp=str(gen_dir), out=str(tmp_path / "o4"), shard_size=3, progress=False))
+
+
+def test_batched_fetch_equals_single_items(gen_dir, tmp_path):
+    shard(ShardConfig(inp=str(gen_dir), out=str(tmp_path / "s"), shard_size=7, progress=False))
+    ds = ShardDataset(tmp_path / "s", output="numpy")
+    idx = [20, 3, 3, 11, 0, 23, 7]
+    batch = ds.__getitems__(idx)
+    for i, (img, label) in zip(idx, batch):
+        ref, ref_label = ds[i]
+        np.testing.assert_array_equal(img, ref)
+        assert label == ref_label

@@ -146,7 +146,7 @@ def pair_scores(ea, eb, i, j, chunk=65536) -> np.ndarray:
 # Chunked top-k search (never materialises the N x M score matrix)
 
 
-def topk_search(queries, gallery, k: int = 5, chunk_q: int = 4096, chunk_g: int = 65536, device="cpu",
+def topk_search(queries, gallery, k: int = 5, chunk_q: int = 1024, chunk_g: int = 32768, device="cpu",
                 q_labels=None, g_labels=None, exclude_same_label=False, exclude_self=False):
     """For each query row, the k best cosine scores in `gallery` and their indices.
 
