@@ -32,7 +32,6 @@ def make_inputs(root: Path, n: int, size: int):
 
 def baseline(root: Path, out: Path):
     """SFace-style: per image, MTCNN.detect, similarity transform, PIL affine warp, save."""
-    import torch
     from facenet_pytorch import MTCNN
     from PIL import Image
 

@@ -6,7 +6,6 @@ PNGs one by one (the reference generate.py's best CPU path, run with our network
 
 import argparse
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -20,7 +19,6 @@ def baseline_loop(network, n, out, device):
     """generate.py style: one seed at a time, batch 1, PIL save per image."""
     import numpy as np
     import PIL.Image
-    import torch
 
     from synthgen.generators import load_generator
     from synthgen.generators.stylegan2ada import to_uint8

@@ -64,7 +64,7 @@ def main():
 
     runs = [("cpu", True)] + ([("cuda", False), ("cuda", True)] if torch.cuda.is_available() else [])
     print(f"machine: {machine()}\nnetwork: {network}\n")
-    print(f"| device | precision | batch | images/s | peak memory (MiB) |\n|---|---|---|---|---|")
+    print("| device | precision | batch | images/s | peak memory (MiB) |\n|---|---|---|---|---|")
     for device, fp32 in runs:
         for b in map(int, a.batches.split(",")):
             args = [sys.executable, __file__, "--network", network, "--seconds", str(a.seconds),

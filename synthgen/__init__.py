@@ -1,21 +1,39 @@
 """synthgen: build privacy-friendly synthetic face-recognition datasets and audit them.
 
-Pipeline: generate -> align -> shard -> audit. Each stage is one importable function
-(`synthgen.generate`, ...) and one thin `synthgen <stage>` command.
+Pipeline: generate -> align -> shard -> audit. Each stage is one function here and one thin
+`synthgen <stage>` command:
+
+    synthgen.generate(network=..., out=...)      synthgen.align(inp=..., out=...)
+    synthgen.shard(inp=..., out=...)             synthgen.verify(dir)
+    synthgen.run_audit(synthetic=..., authentic=..., out=...)
+    synthgen.run_pipeline(config_dict)           synthgen.load_generator(path)
 """
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "generate", "load_generator"]
+# Bound after the submodules load, so `synthgen.generate` / `synthgen.align` are the functions
+# (the modules stay importable as `synthgen.generate` / `synthgen.align` via sys.modules).
+from synthgen.align import align  # noqa: E402
+from synthgen.generate import generate  # noqa: E402
+from synthgen.shards import shard, verify  # noqa: E402
 
 
-def __getattr__(name):  # lazy, so `import synthgen` stays cheap (no torch import)
-    if name == "generate":
-        from synthgen.generate import generate
+def load_generator(path, device="cpu", force_fp32=False):
+    from synthgen.generators import load_generator as _load
 
-        return generate
-    if name == "load_generator":
-        from synthgen.generators import load_generator
+    return _load(path, device=device, force_fp32=force_fp32)
 
-        return load_generator
-    raise AttributeError(f"module 'synthgen' has no attribute {name!r}")
+
+def run_audit(cfg=None, **kwargs):
+    from synthgen.audit.report import run_audit as _run
+
+    return _run(cfg, **kwargs)
+
+
+def run_pipeline(cfg, **kwargs):
+    from synthgen.pipeline import run_pipeline as _run
+
+    return _run(cfg, **kwargs)
+
+
+__all__ = ["__version__", "align", "generate", "load_generator", "run_audit", "run_pipeline", "shard", "verify"]

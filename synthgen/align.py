@@ -10,12 +10,10 @@ The warp runs as one batched `grid_sample` on CPU or GPU.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import multiprocessing as mp
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +23,7 @@ import numpy as np
 from synthgen import __version__
 from synthgen.errors import DataError, UsageError
 from synthgen.fsutil import atomic_write_text
+from synthgen.runs import check_output_dir, config_hash
 from synthgen.imageio import UnreadableImage, list_images, load_rgb
 
 # ArcFace 112x112 template (insightface): left eye, right eye, nose, left/right mouth corner.
@@ -227,10 +226,6 @@ def _identity(cfg: AlignConfig, template_pts, device) -> dict:
     return d
 
 
-def _hash(d) -> str:
-    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
-
-
 def _fallback_matrix(shape, size, mode) -> np.ndarray:
     """Transform for --on-miss: central square ('center-crop') or whole image ('keep')."""
     h, w = shape[:2]
@@ -382,10 +377,10 @@ def align(cfg: AlignConfig | None = None, **kwargs) -> dict:
     if not rels:
         raise DataError(f"{inp}: no images found (looked for {', '.join(('jpg', 'jpeg', 'png', 'webp', 'bmp'))})")
     ident = _identity(cfg, template_pts, device)
-    _check_out(out, ident, cfg.overwrite)
+    check_output_dir(out, ALIGN_JSON, ident, cfg.overwrite)
     out.mkdir(parents=True, exist_ok=True)
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    meta = {"status": "running", "config": dataclasses.asdict(cfg), "identity": ident, "config_hash": _hash(ident),
+    meta = {"status": "running", "config": dataclasses.asdict(cfg), "identity": ident, "config_hash": config_hash(ident),
             "template_name": template_name, "synthgen": __version__, "started": started, "total": len(rels)}
     if not (out / ALIGN_JSON).exists():
         atomic_write_text(out / ALIGN_JSON, json.dumps(meta, indent=2))
@@ -412,26 +407,6 @@ def align(cfg: AlignConfig | None = None, **kwargs) -> dict:
     atomic_write_text(out / ALIGN_JSON, json.dumps(meta, indent=2))
     journal_path.unlink(missing_ok=True)
     return meta
-
-
-def _check_out(out: Path, ident: dict, overwrite: bool) -> None:
-    if not out.exists() or not any(out.iterdir()):
-        return
-    j = out / ALIGN_JSON
-    if j.is_file():
-        try:
-            prev = json.loads(j.read_text())
-        except ValueError:
-            prev = {}
-        if prev.get("config_hash") == _hash(ident):
-            return
-        diff = sorted(k for k in set(prev.get("identity", {})) | set(ident) if prev.get("identity", {}).get(k) != ident.get(k))
-        what = f"an alignment run with a different config (differs in: {', '.join(diff)})"
-    else:
-        what = "other files (no align.json)"
-    if not overwrite:
-        raise UsageError(f"{out} is not empty and holds {what}; use a new directory or pass --overwrite", "--out")
-    shutil.rmtree(out)
 
 
 def _run(todo, cfg, template_pts, template_name, device, journal_path, done, total):

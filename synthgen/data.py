@@ -7,6 +7,7 @@ process (the pid is checked on every access). That makes them safe with
 
 from __future__ import annotations
 
+import bisect
 import io
 import json
 import os
@@ -34,58 +35,58 @@ class _Shards:
         self.files = [self.root / e["file"] for e in self.index["shards"]]
         counts = [e["count"] for e in self.index["shards"]]
         self.starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        self._starts = self.starts.tolist()
         labels = []
         for p in self.files:
             with h5py.File(p, "r") as f:
                 labels.append(f["labels"][:])
         self.labels = np.concatenate(labels) if labels else np.zeros(0, np.int64)
         self.encoding = self.index["encoding"]
-        self._pid, self._handles = None, {}
+        self._pid, self._handles, self._images = None, {}, {}
 
     def __getstate__(self):  # never pickle open handles into workers
         d = dict(self.__dict__)
-        d["_pid"], d["_handles"] = None, {}
+        d["_pid"], d["_handles"], d["_images"] = None, {}, {}
         return d
 
     def _file(self, s):
         import h5py
 
         if self._pid != os.getpid():
-            self._pid, self._handles = os.getpid(), {}
+            self._pid, self._handles, self._images = os.getpid(), {}, {}
         if s not in self._handles:
             self._handles[s] = h5py.File(self.files[s], "r")
         return self._handles[s]
 
     def locate(self, i: int) -> tuple[int, int]:
-        s = int(np.searchsorted(self.starts, i, side="right") - 1)
-        return s, int(i - self.starts[s])
+        s = bisect.bisect_right(self._starts, i) - 1
+        return s, i - self._starts[s]
+
+    def _dataset(self, s: int):
+        """(images dataset, image shape if rows can be read as raw chunks else None), cached."""
+        if self._pid != os.getpid() or s not in self._images:
+            ds = self._file(s)["images"]
+            direct = self.encoding == "raw" and ds.compression is None and ds.chunks == (1, *ds.shape[1:])
+            self._images[s] = (ds, tuple(ds.shape[1:]) if direct else None)
+        return self._images[s]
+
+    def _row(self, s: int, r: int) -> np.ndarray:
+        ds, shape = self._dataset(s)
+        if shape is not None:
+            # One image per uncompressed chunk: read the chunk's bytes directly (several times
+            # faster than h5py's selection machinery for a single row).
+            return np.frombuffer(bytearray(ds.id.read_direct_chunk((r, 0, 0, 0))[1]), np.uint8).reshape(shape)
+        return ds[r]
 
     def image(self, i: int) -> np.ndarray:
         s, r = self.locate(i)
-        data = self._file(s)["images"][r]
+        data = self._row(s, r)
         if self.encoding == "raw":
             return data
         from PIL import Image
 
         return np.array(Image.open(io.BytesIO(data.tobytes())).convert("RGB"))
 
-    def images(self, ids) -> list[np.ndarray]:
-        """Many items at once: one sorted h5py read per shard instead of one call per item."""
-        ids = np.asarray(ids, np.int64)
-        shard_of = np.searchsorted(self.starts, ids, side="right") - 1
-        out: list = [None] * len(ids)
-        for s in np.unique(shard_of):
-            pos = np.flatnonzero(shard_of == s)
-            rows = ids[pos] - self.starts[s]
-            uniq, inv = np.unique(rows, return_inverse=True)
-            data = self._file(int(s))["images"][uniq]
-            for p, k in zip(pos, inv):
-                out[p] = data[k]
-        if self.encoding != "raw":
-            from PIL import Image
-
-            out = [np.array(Image.open(io.BytesIO(d.tobytes())).convert("RGB")) for d in out]
-        return out
 
     def key(self, i: int) -> str:
         s, r = self.locate(i)
@@ -140,20 +141,6 @@ class ShardDataset(Dataset):
         if self.target_transform is not None:
             label = self.target_transform(label)
         return img, label
-
-    def __getitems__(self, indices):
-        """Batched fetch (used by DataLoader since torch 2.0): one read per shard per batch."""
-        gids = self.ids[np.asarray(indices, np.int64)]
-        out = []
-        for gi, img in zip(gids, self.shards.images(gids)):
-            img = _to_output(img, self.output)
-            label = int(self.shards.labels[gi])
-            if self.transform is not None:
-                img = self.transform(img)
-            if self.target_transform is not None:
-                label = self.target_transform(label)
-            out.append((img, label))
-        return out
 
     def key(self, i) -> str:
         return self.shards.key(int(self.ids[i]))

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import dataclasses
-import hashlib
 import io
 import json
 import os
@@ -36,6 +35,7 @@ import numpy as np
 from synthgen import __version__
 from synthgen.errors import DataError, UsageError
 from synthgen.fsutil import atomic_write_text
+from synthgen.runs import check_output_dir, config_hash
 from synthgen.seeding import SEED_POLICY, derive_seed, latent, parse_int_list
 
 FORWARD_CHUNK = 16  # samples per network call, fixed so that outputs never depend on batching
@@ -248,35 +248,6 @@ def config_identity(cfg: GenerateConfig, G, device_type: str) -> dict:
     return d
 
 
-def _hash(d: dict) -> str:
-    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
-
-
-def _check_out_dir(out: Path, ident: dict, overwrite: bool, rank0: bool) -> None:
-    run_json = out / RUN_JSON
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"{out} exists and is not a directory", "--out")
-    if not out.exists() or not any(out.iterdir()):
-        return
-    if run_json.is_file():
-        try:
-            prev = json.loads(run_json.read_text())
-        except ValueError:
-            prev = {}
-        if prev.get("config_hash") == _hash(ident):
-            return  # same config: resume
-        what = "a different config"
-        if prev.get("identity"):
-            diff = sorted(k for k in set(prev["identity"]) | set(ident) if prev["identity"].get(k) != ident.get(k))
-            what = f"a different config (differs in: {', '.join(diff)})"
-    else:
-        what = "other files (no run.json)"
-    if not overwrite:
-        raise UsageError(f"{out} is not empty and holds {what}; use a new directory or pass --overwrite to replace it", "--out")
-    if rank0:
-        shutil.rmtree(out)
-
-
 def _dist_info(cfg: GenerateConfig) -> tuple[int, int, bool]:
     """(slice index, number of slices, under torchrun)."""
     if cfg.shard_index is not None or cfg.num_shards is not None:
@@ -333,13 +304,13 @@ def generate(cfg: GenerateConfig | None = None, **kwargs) -> dict:
             dist.init_process_group("nccl" if G.device.type == "cuda" else "gloo")
             pg = dist
     try:
-        _check_out_dir(out, ident, cfg.overwrite, rank0=(rank == 0 or not torchrun))
+        check_output_dir(out, RUN_JSON, ident, cfg.overwrite, remove=(rank == 0 or not torchrun))
         if torchrun:
             torch.distributed.barrier()
         out.mkdir(parents=True, exist_ok=True)
         started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         meta = {"status": "running", "config": dataclasses.asdict(cfg), "identity": ident,
-                "config_hash": _hash(ident), "generator": _gen_meta(G), "versions": _versions(G.device),
+                "config_hash": config_hash(ident), "generator": _gen_meta(G), "versions": _versions(G.device),
                 "started": started, "total": len(items)}
         if (rank == 0 or not torchrun) and not (out / RUN_JSON).exists():
             atomic_write_text(out / RUN_JSON, json.dumps(meta, indent=2))

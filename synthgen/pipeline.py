@@ -20,13 +20,13 @@ unless `overwrite`. Config (TOML), every key optional unless marked:
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import time
 from pathlib import Path
 
 from synthgen.errors import UsageError
 from synthgen.fsutil import atomic_write_text
+from synthgen.runs import config_hash
 
 STAGES = ("generate", "align", "shard", "audit")
 _RESERVED = {"generate": {"out"}, "align": {"inp", "out"}, "shard": {"inp", "out"},
@@ -84,10 +84,6 @@ def validate(cfg: dict) -> dict:
     return out
 
 
-def _hash(d) -> str:
-    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
-
-
 def run_pipeline(cfg: dict, overwrite: bool = False, progress: bool = True, log=print) -> dict:
     """Python API of `synthgen run`. `cfg` as loaded from TOML; returns the run record."""
     from synthgen.align import align
@@ -121,7 +117,7 @@ def run_pipeline(cfg: dict, overwrite: bool = False, progress: bool = True, log=
         args["progress"] = progress
         if "overwrite" in {f.name for f in dataclasses.fields(classes[stage])}:
             args["overwrite"] = overwrite or section.get("overwrite", False)
-        h = _hash({k: v for k, v in args.items() if k not in ("progress", "overwrite")})
+        h = config_hash({k: v for k, v in args.items() if k not in ("progress", "overwrite")})
         prev = record["stages"].get(stage, {})
         if prev.get("status") == "complete" and prev.get("config_hash") == h and _looks_complete(stage, dirs[stage]):
             log(f"[{stage}] complete for this config, skipped")

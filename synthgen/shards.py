@@ -34,6 +34,7 @@ import numpy as np
 from synthgen import __version__
 from synthgen.errors import DataError, UsageError
 from synthgen.fsutil import atomic_write_text, sha256_file
+from synthgen.runs import config_hash
 from synthgen.imageio import UnreadableImage, list_images, load_rgb
 
 SCHEMA_VERSION = 1
@@ -220,7 +221,7 @@ def shard(cfg: ShardConfig | None = None, **kwargs) -> dict:
         raise UsageError(f"must be >= 1, got {cfg.shard_size}", "--shard-size")
     items, classes = plan(root)
     ident = _identity(cfg)
-    chash = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
+    chash = config_hash(ident)
     _check_out(out, chash, cfg.overwrite)
     if (out / INDEX).is_file():
         return json.loads((out / INDEX).read_text())  # finished run with this config: nothing to do

@@ -1,7 +1,6 @@
 """`synthgen align`: similarity fit, warp, input normalisation, golden test on a real face, resume."""
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np

@@ -1,7 +1,6 @@
 """audit: metrics against scikit-learn, chunked search, matchers' weight loading, end-to-end reports."""
 
 import csv
-import json
 import shutil
 
 import numpy as np

@@ -8,7 +8,6 @@ second audit against the same set embeds only images that are new or changed.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
