@@ -35,7 +35,7 @@ def baseline(root: Path, out: Path):
     from facenet_pytorch import MTCNN
     from PIL import Image
 
-    from synthgen.align import ARCFACE_112, similarity_transform
+    from synthgen.alignment import ARCFACE_112, similarity_transform
 
     mtcnn = MTCNN(keep_all=True, device="cpu")
     files = sorted(root.rglob("*.png"))
@@ -55,7 +55,7 @@ def baseline(root: Path, out: Path):
 
 
 def ours(root: Path, out: Path, workers: int):
-    from synthgen.align import AlignConfig, align
+    from synthgen.alignment import AlignConfig, align
 
     t0 = time.perf_counter()
     s = align(AlignConfig(inp=str(root), out=str(out), workers=workers, device="cpu", progress=False))

@@ -34,7 +34,7 @@ def baseline_loop(network, n, out, device):
 
 
 def ours(network, n, out, device, batch, c_dim):
-    from synthgen.generate import GenerateConfig, generate
+    from synthgen.generation import GenerateConfig, generate
 
     n_cls = min(c_dim, n // 4)
     per_class = n // n_cls

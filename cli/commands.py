@@ -108,8 +108,8 @@ def generate(network, out, classes, per_class, count, views, mix_layers, seed, s
       synthgen generate --network sface.pkl --out aligned --per-class 60 --align --max-retries 20
       torchrun --nproc_per_node 8 -m synthgen.cli.main generate --network sface.pkl --out raw
     """
-    from synthgen.generate import GenerateConfig
-    from synthgen.generate import generate as run_generate
+    from synthgen.generation import GenerateConfig
+    from synthgen.generation import generate as run_generate
 
     cfg = GenerateConfig(
         network=network, out=out, classes=classes, per_class=per_class, count=count, views=views,
@@ -167,8 +167,8 @@ def align(inp, out, size, template, detector, min_face_size, thresholds, min_pro
       synthgen align --in CASIA-WebFace --out casia-112 --workers 2
       synthgen align --in raw --out aligned --on-miss center-crop --device cuda --batch-size 256
     """
-    from synthgen.align import AlignConfig
-    from synthgen.align import align as run_align
+    from synthgen.alignment import AlignConfig
+    from synthgen.alignment import align as run_align
 
     s = run_align(AlignConfig(inp=inp, out=out, size=size, template=template, detector=detector,
                               min_face_size=min_face_size, thresholds=thresholds, min_prob=min_prob,

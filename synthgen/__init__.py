@@ -11,10 +11,9 @@ Pipeline: generate -> align -> shard -> audit. Each stage is one function here a
 
 __version__ = "0.1.0"
 
-# Bound after the submodules load, so `synthgen.generate` / `synthgen.align` are the functions
-# (the modules stay importable as `synthgen.generate` / `synthgen.align` via sys.modules).
-from synthgen.align import align  # noqa: E402
-from synthgen.generate import generate  # noqa: E402
+# The stage modules are `generation`, `alignment`, `shards`, so these names stay functions.
+from synthgen.alignment import align  # noqa: E402
+from synthgen.generation import generate  # noqa: E402
 from synthgen.shards import shard, verify  # noqa: E402
 
 

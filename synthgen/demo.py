@@ -45,8 +45,8 @@ def _matcher(path: Path):
 
 
 def run_demo(out="demo-run", progress=True, log=print) -> dict:
-    from synthgen.align import AlignConfig, align
-    from synthgen.generate import GenerateConfig, generate
+    from synthgen.alignment import AlignConfig, align
+    from synthgen.generation import GenerateConfig, generate
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

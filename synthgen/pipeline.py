@@ -34,9 +34,9 @@ _RESERVED = {"generate": {"out"}, "align": {"inp", "out"}, "shard": {"inp", "out
 
 
 def _stage_classes():
-    from synthgen.align import AlignConfig
+    from synthgen.alignment import AlignConfig
     from synthgen.audit.report import AuditConfig
-    from synthgen.generate import GenerateConfig
+    from synthgen.generation import GenerateConfig
     from synthgen.shards import ShardConfig
 
     return {"generate": GenerateConfig, "align": AlignConfig, "shard": ShardConfig, "audit": AuditConfig}
@@ -86,9 +86,9 @@ def validate(cfg: dict) -> dict:
 
 def run_pipeline(cfg: dict, overwrite: bool = False, progress: bool = True, log=print) -> dict:
     """Python API of `synthgen run`. `cfg` as loaded from TOML; returns the run record."""
-    from synthgen.align import align
+    from synthgen.alignment import align
     from synthgen.audit.report import run_audit
-    from synthgen.generate import generate
+    from synthgen.generation import generate
     from synthgen.shards import shard
 
     cfg = validate(cfg)

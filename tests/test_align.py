@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from conftest import DATA
-from synthgen.align import (ARCFACE_112, AlignConfig, MTCNNDetector, align, apply_transform, residual,
+from synthgen.alignment import (ARCFACE_112, AlignConfig, MTCNNDetector, align, apply_transform, residual,
                             similarity_transform, warp)
 from synthgen.cli.main import cli
 from synthgen.errors import UsageError
@@ -146,7 +146,7 @@ def test_on_miss_center_crop(tmp_path):
 def test_resume_and_config_mismatch(tmp_path, monkeypatch):
     src = make_tree(tmp_path / "raw")
     ref = align(AlignConfig(inp=str(src), out=str(tmp_path / "ref"), progress=False))
-    import synthgen.align as al
+    import synthgen.alignment as al
 
     real = al._work
     calls = {"n": 0}
@@ -191,7 +191,7 @@ def test_images_smaller_than_min_face_are_no_face_not_errors(tmp_path):
 def test_cropped_warp_of_large_image_equals_full_warp():
     import torch
 
-    from synthgen.align import _crop_for
+    from synthgen.alignment import _crop_for
 
     rng = np.random.RandomState(0)
     img = rng.randint(0, 256, (400, 500, 3), dtype=np.uint8)

@@ -14,7 +14,7 @@ from PIL import Image
 from conftest import MICRO
 from synthgen.cli.main import cli
 from synthgen.errors import DataError, UsageError
-from synthgen.generate import GenerateConfig, generate
+from synthgen.generation import GenerateConfig, generate
 
 NET = str(MICRO / "network-scrubbed-p4.pkl")
 
@@ -86,7 +86,7 @@ def test_seed_pool_reuses_pool_seeds_deterministically(tmp_path):
 
 def test_interrupted_run_resumes_to_identical_bytes(tmp_path, monkeypatch):
     ref, _ = run(tmp_path, "ref", batch_size=4)
-    import synthgen.generate as gen
+    import synthgen.generation as gen
 
     real = gen._write_image
     calls = {"n": 0}
@@ -210,7 +210,7 @@ class FakeDetector:
         self.batched = False
 
     def detect(self, images):
-        from synthgen.align import ARCFACE_112
+        from synthgen.alignment import ARCFACE_112
 
         out = []
         for im in images:
@@ -224,7 +224,7 @@ class FakeDetector:
 
 @pytest.fixture
 def fake_mtcnn(monkeypatch):
-    import synthgen.align as al
+    import synthgen.alignment as al
 
     monkeypatch.setattr(al, "MTCNNDetector", FakeDetector)
 

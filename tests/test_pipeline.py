@@ -34,7 +34,7 @@ def small_config(tmp_path, weights, authentic):
 
 
 def test_run_completes_then_does_nothing(tmp_path, matcher_weights):
-    from synthgen.generate import GenerateConfig, generate
+    from synthgen.generation import GenerateConfig, generate
 
     generate(GenerateConfig(network=str(MICRO / "network-scrubbed-p3.pkl"), out=str(tmp_path / "auth"), classes="0-3",
                             per_class=3, seed=9, progress=False))

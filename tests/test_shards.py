@@ -16,7 +16,7 @@ from synthgen.cli.main import cli
 from synthgen.data import ShardDataset, TwoViewShardDataset, USynthAugment
 from synthgen.errors import DataError, UsageError
 from synthgen.export import export
-from synthgen.generate import GenerateConfig, generate
+from synthgen.generation import GenerateConfig, generate
 from synthgen.shards import ShardConfig, shard, verify
 
 

@@ -403,7 +403,7 @@ class _InlineAligner:
     every class ends with exactly --per-class aligned images unless retries run out."""
 
     def __init__(self, cfg: GenerateConfig, device):
-        from synthgen.align import AlignConfig, MTCNNDetector, load_template
+        from synthgen.alignment import AlignConfig, MTCNNDetector, load_template
 
         self.acfg = AlignConfig(inp="", out="", size=cfg.align_size, template=cfg.align_template,
                                 min_face_size=cfg.min_face_size, on_miss="skip")
@@ -413,7 +413,7 @@ class _InlineAligner:
         self.detector.batched = False  # per image: which seeds succeed must not depend on batching
 
     def __call__(self, batch: list[Item], imgs, cfg: GenerateConfig):
-        from synthgen.align import process_batch
+        from synthgen.alignment import process_batch
 
         imgs = list(imgs)
         recs, crops = process_batch([it.path for it in batch], imgs, [im.shape for im in imgs], self.detector,
