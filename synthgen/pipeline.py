@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from pathlib import Path
 
@@ -93,6 +94,8 @@ def run_pipeline(cfg: dict, overwrite: bool = False, progress: bool = True, log=
 
     cfg = validate(cfg)
     classes = _stage_classes()
+    # Under torchrun every process takes its slice of `generate`; rank 0 alone runs the rest.
+    rank = int(os.environ.get("RANK", "0")) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0
     root = Path(cfg["out"])
     root.mkdir(parents=True, exist_ok=True)
     rec_path = root / "run.json"
@@ -101,6 +104,8 @@ def run_pipeline(cfg: dict, overwrite: bool = False, progress: bool = True, log=
     dirs = {"generate": root / "raw", "align": root / "aligned", "shard": root / "shards", "audit": root / "audit"}
     prev_out = None
     for stage in STAGES:
+        if rank != 0 and stage != "generate":
+            return record  # this process's generate slice is done; rank 0 runs the later stages
         section = {k: v for k, v in cfg[stage].items() if k != "enabled"}
         if stage != "generate" and not cfg[stage]["enabled"]:
             record["stages"][stage] = {"status": "disabled"}
@@ -128,12 +133,14 @@ def run_pipeline(cfg: dict, overwrite: bool = False, progress: bool = True, log=
         log(f"[{stage}] running -> {dirs[stage]}")
         t0 = time.time()
         record["stages"][stage] = {"status": "running", "config_hash": h}
-        atomic_write_text(rec_path, json.dumps(record, indent=1, default=str))
+        if rank == 0:
+            atomic_write_text(rec_path, json.dumps(record, indent=1, default=str))
         fn = {"generate": generate, "align": align, "shard": shard, "audit": run_audit}[stage]
         result = fn(classes[stage](**args))
         record["stages"][stage] = {"status": "complete", "config_hash": h, "seconds": round(time.time() - t0, 2),
                                    "summary": _brief(stage, result)}
-        atomic_write_text(rec_path, json.dumps(record, indent=1, default=str))
+        if rank == 0:
+            atomic_write_text(rec_path, json.dumps(record, indent=1, default=str))
         prev_out = dirs[stage]
     return record
 

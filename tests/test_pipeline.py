@@ -98,3 +98,32 @@ def test_demo_end_to_end(tmp_path):
     flagged = [l.split(",")[1] for l in (tmp_path / "demo" / "run" / "audit" / "flagged.csv").read_text().splitlines()[1:]]
     assert {f"{k:06d}/planted-{k}.png" for k in range(3)} <= set(flagged)
     assert rep["nearest"]["images"]["flagged"] >= 3
+
+
+def _run_worker(rank, world, port, cfg):
+    import os
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    import torch
+
+    torch.set_num_threads(1)
+    run_pipeline(cfg, progress=False, log=lambda *a: None)
+
+
+def test_run_under_two_gloo_processes(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = {"out": str(tmp_path / "run"),
+           "generate": {"network": str(MICRO / "network-scrubbed-p4.pkl"), "classes": "0-3", "per_class": 3, "device": "cpu"},
+           "align": {"size": 32, "on_miss": "center-crop", "device": "cpu"}, "shard": {"shard_size": 5},
+           "audit": {"enabled": False}}
+    mp.start_processes(_run_worker, args=(2, port, cfg), nprocs=2, start_method="spawn")
+    rec = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert [rec["stages"][s]["status"] for s in ("generate", "align", "shard")] == ["complete"] * 3
+    assert rec["stages"]["shard"]["summary"]["total"] == 12
