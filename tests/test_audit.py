@@ -213,3 +213,24 @@ def test_audit_on_shards(tmp_path, r18_weights):
                               out=str(tmp_path / "o"), matcher="iresnet", arch="r18", weights=str(r18_weights),
                               progress=False, device="cpu"))
     assert r["counts"]["synthetic_images"] == 6 and r["counts"]["synthetic_identities"] == 3
+
+
+def test_onnx_matcher_equals_torch_matcher(tmp_path, r18_weights):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    import warnings
+
+    from synthgen.audit.matchers import OnnxMatcher
+
+    tm = IResNetMatcher(r18_weights, "r18")
+    onnx_path = tmp_path / "r18.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(tm.model, torch.zeros(1, 3, 112, 112), str(onnx_path), input_names=["input"],
+                          dynamic_axes={"input": {0: "n"}}, dynamo=False)
+    om = OnnxMatcher(onnx_path)
+    x = np.random.RandomState(0).randint(0, 255, (3, 112, 112, 3), dtype=np.uint8)
+    np.testing.assert_allclose(om.embed(x), tm.embed(x), atol=1e-4)
+    (tmp_path / "bad.onnx").write_bytes(b"nope")
+    with pytest.raises(DataError, match="not a loadable ONNX model"):
+        OnnxMatcher(tmp_path / "bad.onnx")
