@@ -54,11 +54,12 @@ def baseline(root: Path, out: Path):
     return len(files) / (time.perf_counter() - t0)
 
 
-def ours(root: Path, out: Path, workers: int):
+def ours(root: Path, out: Path, workers: int, batched=False):
     from synthgen.alignment import AlignConfig, align
 
     t0 = time.perf_counter()
-    s = align(AlignConfig(inp=str(root), out=str(out), workers=workers, device="cpu", progress=False))
+    s = align(AlignConfig(inp=str(root), out=str(out), workers=workers, device="cpu", batched_detection=batched,
+                          progress=False))
     assert s["counts"]["ok"] == s["total"], s["counts"]
     return s["total"] / (time.perf_counter() - t0)
 
@@ -74,7 +75,8 @@ def main():
     torch.set_num_threads(1 if a.workers > 1 else 2)
     print(f"machine: {machine()}\n")
     print("| input | images | per-image loop (img/s) | synthgen align, 1 process | synthgen align, "
-          f"{a.workers} workers | speed-up |\n|---|---|---|---|---|---|")
+          f"{a.workers} workers | {a.workers} workers + --batched-detection | speed-up (default / batched) |"
+          "\n|---|---|---|---|---|---|---|")
     for label, n, size in (("128x128 generator-size", a.n128, 128), ("1024x1024 photo", a.nphoto, 1024)):
         tmp = Path(tempfile.mkdtemp())
         try:
@@ -84,9 +86,11 @@ def main():
             one = ours(tmp / "in", tmp / "one", 1)
             torch.set_num_threads(1)
             many = ours(tmp / "in", tmp / "many", a.workers)
+            batched = ours(tmp / "in", tmp / "batched", a.workers, batched=True)
         finally:
             shutil.rmtree(tmp)
-        print(f"| {label} | {n} | {base:.1f} | {one:.1f} | {many:.1f} | {max(one, many) / base:.2f}x |", flush=True)
+        print(f"| {label} | {n} | {base:.1f} | {one:.1f} | {many:.1f} | {batched:.1f} | "
+              f"{max(one, many) / base:.2f}x / {batched / base:.2f}x |", flush=True)
 
 
 if __name__ == "__main__":

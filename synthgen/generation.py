@@ -35,7 +35,7 @@ import numpy as np
 from synthgen import __version__
 from synthgen.errors import DataError, UsageError
 from synthgen.fsutil import atomic_write_text
-from synthgen.runs import check_output_dir, config_hash
+from synthgen.runs import check_output_dir, config_hash, ensure_writable_dir
 from synthgen.seeding import SEED_POLICY, derive_seed, latent, parse_int_list
 
 FORWARD_CHUNK = 16  # samples per network call, fixed so that outputs never depend on batching
@@ -307,7 +307,7 @@ def generate(cfg: GenerateConfig | None = None, **kwargs) -> dict:
         check_output_dir(out, RUN_JSON, ident, cfg.overwrite, remove=(rank == 0 or not torchrun))
         if torchrun:
             torch.distributed.barrier()
-        out.mkdir(parents=True, exist_ok=True)
+        ensure_writable_dir(out)
         started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         meta = {"status": "running", "config": dataclasses.asdict(cfg), "identity": ident,
                 "config_hash": config_hash(ident), "generator": _gen_meta(G), "versions": _versions(G.device),
@@ -316,14 +316,15 @@ def generate(cfg: GenerateConfig | None = None, **kwargs) -> dict:
             atomic_write_text(out / RUN_JSON, json.dumps(meta, indent=2))
         mine = items[rank::world]
         t0 = time.time()
-        written = _run_slice(G, cfg, out, mine)
+        written, no_face = _run_slice(G, cfg, out, mine)
         elapsed = time.time() - t0
         if world > 1 and not torchrun:
             _mark_part_done(out, rank, world, mine)
         if torchrun:
             torch.distributed.barrier()
         summary = {"out": str(out), "total": len(items), "slice": [rank, world], "slice_items": len(mine),
-                   "written": written, "skipped_existing": len(mine) - written, "seconds": round(elapsed, 3),
+                   "written": written, "no_face": no_face, "skipped_existing": len(mine) - written - no_face,
+                   "seconds": round(elapsed, 3),
                    "images_per_s": round(written / elapsed, 2) if elapsed > 0 else None}
         if rank == 0 or not torchrun:
             summary["complete"] = _finalize_if_complete(out, cfg, items, G, meta, world if not torchrun else 1)
@@ -353,7 +354,8 @@ def _existing(out: Path, items: list[Item]) -> set[str]:
     return done
 
 
-def _run_slice(G, cfg: GenerateConfig, out: Path, items: list[Item]) -> int:
+def _run_slice(G, cfg: GenerateConfig, out: Path, items: list[Item]) -> tuple[int, int]:
+    """Render and write this process's items; returns (images written, items given up: --align)."""
     from tqdm import tqdm
 
     done = _existing(out, items)
@@ -364,7 +366,7 @@ def _run_slice(G, cfg: GenerateConfig, out: Path, items: list[Item]) -> int:
     bar = tqdm(total=len(items), initial=len(items) - len(todo), unit="img", disable=not cfg.progress,
                desc="generate", dynamic_ncols=True)
     pending: list[cf.Future] = []
-    written = 0
+    written = gave_up = 0
     aligner = _InlineAligner(cfg, G.device) if cfg.align else None
     queue = list(todo)
     with cf.ThreadPoolExecutor(max_workers=max(1, cfg.writers)) as pool:
@@ -378,6 +380,7 @@ def _run_slice(G, cfg: GenerateConfig, out: Path, items: list[Item]) -> int:
                     queue.extend(retry)
                     for it in failed:
                         _write_failure(out, it)
+                    gave_up += len(failed)
                     batch = [it for it, m in zip(batch, metas) if m is not None]
                     imgs = [im for im, m in zip(imgs, metas) if m is not None]
                     metas = [m for m in metas if m is not None]
@@ -394,7 +397,7 @@ def _run_slice(G, cfg: GenerateConfig, out: Path, items: list[Item]) -> int:
                             "fix the problem and rerun the same command to resume") from None
         finally:
             bar.close()
-    return written
+    return written, gave_up
 
 
 class _InlineAligner:
@@ -409,8 +412,8 @@ class _InlineAligner:
                                 min_face_size=cfg.min_face_size, on_miss="skip")
         self.template_name, self.template = load_template(cfg.align_template, cfg.align_size)
         self.device = device
-        self.detector = MTCNNDetector(device=str(device), min_face_size=cfg.min_face_size)
-        self.detector.batched = False  # per image: which seeds succeed must not depend on batching
+        # per image: which seeds succeed must not depend on batching
+        self.detector = MTCNNDetector(device=str(device), min_face_size=cfg.min_face_size, batched=False)
 
     def __call__(self, batch: list[Item], imgs, cfg: GenerateConfig):
         from synthgen.alignment import process_batch

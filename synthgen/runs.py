@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -42,3 +43,15 @@ def check_output_dir(out: Path, marker: str, identity: dict, overwrite: bool, re
         raise UsageError(f"{out} is not empty and holds {what}; use a new directory or pass --overwrite to replace it", "--out")
     if remove:
         shutil.rmtree(out)
+
+
+def ensure_writable_dir(out: Path, flag: str = "--out") -> None:
+    """Create `out` and prove it is writable, before any work starts."""
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise UsageError(f"cannot write to {out} ({e.strerror or e}); pick a writable directory", flag) from None

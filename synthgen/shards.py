@@ -34,7 +34,7 @@ import numpy as np
 from synthgen import __version__
 from synthgen.errors import DataError, UsageError
 from synthgen.fsutil import atomic_write_text, sha256_file
-from synthgen.runs import config_hash
+from synthgen.runs import config_hash, ensure_writable_dir
 from synthgen.imageio import UnreadableImage, list_images, load_rgb
 
 SCHEMA_VERSION = 1
@@ -225,7 +225,7 @@ def shard(cfg: ShardConfig | None = None, **kwargs) -> dict:
     _check_out(out, chash, cfg.overwrite)
     if (out / INDEX).is_file():
         return json.loads((out / INDEX).read_text())  # finished run with this config: nothing to do
-    out.mkdir(parents=True, exist_ok=True)
+    ensure_writable_dir(out)
     size = load_rgb(root / items[0][0]).shape[:2]
     meta = {"schema_version": SCHEMA_VERSION, "synthgen_version": __version__, "image_size": list(size),
             "colour_order": "RGB", "encoding": cfg.encoding, "compression": cfg.compression,

@@ -143,9 +143,10 @@ def test_on_miss_center_crop(tmp_path):
     assert np.asarray(Image.open(tmp_path / "al" / "id_b" / "flat.png")).mean() == pytest.approx(128, abs=0.5)
 
 
-def test_resume_and_config_mismatch(tmp_path, monkeypatch):
+@pytest.mark.parametrize("batched", [False, True])
+def test_resume_and_config_mismatch(tmp_path, monkeypatch, batched):
     src = make_tree(tmp_path / "raw")
-    ref = align(AlignConfig(inp=str(src), out=str(tmp_path / "ref"), progress=False))
+    ref = align(AlignConfig(inp=str(src), out=str(tmp_path / "ref"), batch_size=2, batched_detection=batched, progress=False))
     import synthgen.alignment as al
 
     real = al._work
@@ -159,15 +160,18 @@ def test_resume_and_config_mismatch(tmp_path, monkeypatch):
 
     monkeypatch.setattr(al, "_work", crash_after_first)
     with pytest.raises(KeyboardInterrupt):
-        align(AlignConfig(inp=str(src), out=str(tmp_path / "x"), batch_size=2, progress=False))
+        align(AlignConfig(inp=str(src), out=str(tmp_path / "x"), batch_size=2, batched_detection=batched, progress=False))
     assert not (tmp_path / "x" / "manifest.jsonl").exists()
     monkeypatch.setattr(al, "_work", real)
-    s = align(AlignConfig(inp=str(src), out=str(tmp_path / "x"), batch_size=2, progress=False))
+    s = align(AlignConfig(inp=str(src), out=str(tmp_path / "x"), batch_size=2, batched_detection=batched, progress=False))
     assert s["processed_this_run"] == 3 and s["counts"] == ref["counts"]
     a = (tmp_path / "ref" / "manifest.jsonl").read_text()
     assert (tmp_path / "x" / "manifest.jsonl").read_text() == a
+    for png in (tmp_path / "ref").rglob("*.png"):  # resumed crops equal the uninterrupted run's
+        assert png.read_bytes() == (tmp_path / "x" / png.relative_to(tmp_path / "ref")).read_bytes()
     with pytest.raises(UsageError, match="differs in: size"):
-        align(AlignConfig(inp=str(src), out=str(tmp_path / "x"), size=96, progress=False))
+        align(AlignConfig(inp=str(src), out=str(tmp_path / "x"), size=96, batch_size=2, batched_detection=batched,
+                          progress=False))
 
 
 def test_cli_align(tmp_path):

@@ -251,3 +251,10 @@ def test_inline_align_gives_up_after_max_retries(tmp_path, fake_mtcnn):
     assert not any((out / r["path"]).exists() for r in failed)
     _, s2 = run(tmp_path, "a", classes="0-1", per_class=4, align=True, align_size=32, max_retries=0)
     assert s2["written"] == 0  # resume does not retry final failures
+
+
+def test_unwritable_output_dir_is_a_usage_error(tmp_path):
+    (tmp_path / "file").write_text("x")
+    out = tmp_path / "file" / "sub"  # a path below a regular file cannot be created
+    r = CliRunner().invoke(cli, ["generate", "--network", NET, "--out", str(out), "--classes", "0", "--per-class", "1"])
+    assert r.exit_code == 2 and "--out" in r.output and "cannot write" in r.output

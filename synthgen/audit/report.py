@@ -28,6 +28,7 @@ import numpy as np
 from synthgen import __version__
 from synthgen.errors import DataError, UsageError
 from synthgen.fsutil import atomic_path, atomic_write_text
+from synthgen.runs import ensure_writable_dir
 
 from . import metrics as M
 from .embed import Embedded, ImageSet, embed_set, load_embeddings_file
@@ -101,6 +102,7 @@ def run_audit(cfg: AuditConfig | None = None, **kwargs) -> dict:
         raise UsageError(f"a cosine threshold must be in [-1, 1], got {cfg.threshold}", "--threshold")
     device = resolve_device(cfg.device)
     out = Path(cfg.out)
+    ensure_writable_dir(out)
     matcher = None if cfg.matcher == "embeddings" else make_matcher(cfg.matcher, cfg.weights, cfg.arch, device)
     t0 = time.time()
     syn, syn_images = _embed_side(cfg.synthetic, matcher, cfg, "--synthetic", "embed synthetic")
