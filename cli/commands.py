@@ -151,13 +151,14 @@ def _thresholds(ctx, param, value):
 @click.option("--on-miss", default="skip", type=click.Choice(["skip", "center-crop", "keep"]), help="What to write when no face is found.")
 @click.option("--batch-size", default=32, type=click.IntRange(min=1), metavar="N", help="Images per step / per batched detector call.")
 @click.option("--batched-detection/--per-image-detection", default=None, help="Batch MTCNN calls (faster; results then depend on --batch-size). [default: batched on CUDA, per image on CPU]")
+@click.option("--detect-size", default=0, type=click.IntRange(min=0), metavar="PX", help="Detect on images resized to this longer side (0 = native); mixed sizes are letterboxed for batched detection.")
 @click.option("--device", default="auto", metavar="auto|cpu|cuda", help="Where to run MTCNN and the warp.")
 @click.option("--workers", default=1, type=click.IntRange(min=1), metavar="N", help="CPU worker processes.")
 @click.option("--overwrite", is_flag=True, help="Replace an output directory that holds a different run.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def align(inp, out, size, template, detector, min_face_size, thresholds, min_prob, select, on_miss,
-          batch_size, batched_detection, device, workers, overwrite, quiet, as_json):
+          batch_size, batched_detection, detect_size, device, workers, overwrite, quiet, as_json):
     """Align faces to the ArcFace template: MTCNN 5 points -> similarity warp -> crop.
 
     Every image gets a manifest record (ok, no_face, low_prob, unreadable, error); rerun to resume.
@@ -174,7 +175,7 @@ def align(inp, out, size, template, detector, min_face_size, thresholds, min_pro
     s = run_align(AlignConfig(inp=inp, out=out, size=size, template=template, detector=detector,
                               min_face_size=min_face_size, thresholds=thresholds, min_prob=min_prob,
                               select=select, on_miss=on_miss, batch_size=batch_size,
-                              batched_detection=batched_detection, device=device,
+                              batched_detection=batched_detection, detect_size=detect_size, device=device,
                               workers=workers, overwrite=overwrite, progress=not quiet))
     if as_json:
         echo_json({k: s[k] for k in ("counts", "written", "total", "seconds_this_run", "images_per_s")})

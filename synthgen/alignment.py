@@ -208,6 +208,7 @@ class AlignConfig:
     on_miss: str = "skip"  # skip | center-crop | keep
     batch_size: int = 32  # images per step (and per detector call with batched detection)
     batched_detection: bool | None = None  # None = on for CUDA, off for CPU (see MTCNNDetector)
+    detect_size: int = 0  # detect on images resized to this longer side (0 = native size)
     device: str = "auto"
     workers: int = 1  # CPU worker processes
     overwrite: bool = False
@@ -240,9 +241,49 @@ def _fallback_matrix(shape, size, mode) -> np.ndarray:
     return np.array([[sx, 0, tx + 0.5 * sx - 0.5], [0, sy, ty + 0.5 * sy - 0.5]])
 
 
-def process_batch(rels, images, shapes, detector, cfg: AlignConfig, template_pts, template_name, device="cpu"):
-    """Detect + align one group of equal-size images -> (records, crops by index)."""
-    dets = detector.detect(images)
+def detect_any_size(detector, images, detect_size: int = 0):
+    """Detections in source pixels for images of any sizes.
+
+    Images are brought to a common canvas for the detector: each is resized so its longer side
+    is `detect_size` (0 = kept as is) and padded with black at the right/bottom to the largest
+    canvas in the call; boxes and landmarks are scaled back to source pixels. Batched detectors
+    get one call; per-image detectors one call per image (no padding needed then).
+    """
+    from PIL import Image
+
+    scaled, scales = [], []
+    for im in images:
+        h, w = im.shape[:2]
+        f = detect_size / max(h, w) if detect_size else 1.0
+        if f != 1.0:
+            im = np.asarray(Image.fromarray(im).resize((max(1, round(w * f)), max(1, round(h * f))), Image.BILINEAR))
+        scaled.append(im)
+        scales.append(f)
+    if detector.batched and len({im.shape for im in scaled}) > 1:
+        hh = max(im.shape[0] for im in scaled)
+        ww = max(im.shape[1] for im in scaled)
+        canvases = []
+        for im in scaled:
+            c = np.zeros((hh, ww, 3), np.uint8)
+            c[: im.shape[0], : im.shape[1]] = im
+            canvases.append(c)
+        dets = detector.detect(canvases)
+    elif detector.batched:
+        dets = detector.detect(scaled)
+    else:
+        dets = [detector.detect([im])[0] for im in scaled]
+    out = []
+    for det, f in zip(dets, scales):
+        if det is not None and f != 1.0:
+            det = (det[0] / f, det[1], det[2] / f)
+        out.append(det)
+    return out
+
+
+def process_batch(rels, images, detector, cfg: AlignConfig, template_pts, template_name, device="cpu"):
+    """Detect + align images of any sizes -> (records, crops by index)."""
+    shapes = [im.shape for im in images]
+    dets = detect_any_size(detector, images, cfg.detect_size)
     records, mats, keep_idx = [], [], []
     for i, (rel, det) in enumerate(zip(rels, dets)):
         r = {"source": rel, "identity": rel.split("/", 1)[0] if "/" in rel else "", "template": template_name,
@@ -267,9 +308,12 @@ def process_batch(rels, images, shapes, detector, cfg: AlignConfig, template_pts
             keep_idx.append(i)
         records.append(r)
     crops = {}
-    if keep_idx:
-        warped = warp([images[i] for i in keep_idx], mats, cfg.size, device)
-        crops = dict(zip(keep_idx, warped))
+    by_shape: dict[tuple, list[int]] = {}
+    for k, i in enumerate(keep_idx):
+        by_shape.setdefault(shapes[i], []).append(k)
+    for ks in by_shape.values():  # the warp batches images of one size
+        warped = warp([images[keep_idx[k]] for k in ks], [mats[k] for k in ks], cfg.size, device)
+        crops.update({keep_idx[k]: w for k, w in zip(ks, warped)})
     return records, crops
 
 
@@ -304,25 +348,20 @@ def _work(rels, cfg: AlignConfig, template_pts, template_name, device, detector=
         except UnreadableImage as e:
             records[rel] = {"source": rel, "identity": rel.split("/", 1)[0] if "/" in rel else "",
                             "status": "unreadable", "error": str(e).split(": ", 1)[-1], "template": template_name}
-    groups: dict[tuple, list[str]] = {}
-    for rel, img in loaded.items():
-        groups.setdefault(img.shape, []).append(rel)
-    for shape, group in groups.items():
-        for s in range(0, len(group), cfg.batch_size):
-            part = group[s : s + cfg.batch_size]
-            imgs = [loaded[r] for r in part]
-            try:
-                recs, crops = process_batch(part, imgs, [shape] * len(part), detector, cfg, template_pts, template_name, device)
-            except Exception as e:  # a per-image failure is data, never a crash of the run
-                recs, crops = [{"source": r, "identity": r.split("/", 1)[0] if "/" in r else "", "status": "error",
-                                "error": f"{type(e).__name__}: {e}", "template": template_name} for r in part], {}
-            for i, rec in enumerate(recs):
-                if only is not None and rec["source"] not in only:
-                    continue
-                if i in crops:
-                    rec["path"] = _out_name(rec["source"])
-                    _save_png(out / rec["path"], crops[i])
-                records[rec["source"]] = rec
+    part = [r for r in rels if r in loaded]
+    if part:
+        try:
+            recs, crops = process_batch(part, [loaded[r] for r in part], detector, cfg, template_pts, template_name, device)
+        except Exception as e:  # a failure is data, never a crash of the run
+            recs, crops = [{"source": r, "identity": r.split("/", 1)[0] if "/" in r else "", "status": "error",
+                            "error": f"{type(e).__name__}: {e}", "template": template_name} for r in part], {}
+        for i, rec in enumerate(recs):
+            if only is not None and rec["source"] not in only:
+                continue
+            if i in crops:
+                rec["path"] = _out_name(rec["source"])
+                _save_png(out / rec["path"], crops[i])
+            records[rec["source"]] = rec
     return [records[r] for r in rels if only is None or r in only]
 
 

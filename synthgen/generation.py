@@ -419,8 +419,8 @@ class _InlineAligner:
         from synthgen.alignment import process_batch
 
         imgs = list(imgs)
-        recs, crops = process_batch([it.path for it in batch], imgs, [im.shape for im in imgs], self.detector,
-                                    self.acfg, self.template, self.template_name, self.device)
+        recs, crops = process_batch([it.path for it in batch], imgs, self.detector, self.acfg, self.template,
+                                    self.template_name, self.device)
         out_imgs, metas, retry, failed = [], [], [], []
         for i, (it, rec) in enumerate(zip(batch, recs)):
             if i in crops:

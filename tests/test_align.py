@@ -207,3 +207,19 @@ def test_cropped_warp_of_large_image_equals_full_warp():
     full = warp(torch.from_numpy(img[None]), [m], 112)[0]  # a tensor input takes the full-image path
     diff = np.abs(fast.astype(int) - full)
     assert diff.max() <= 1 and (diff > 0).mean() < 0.005  # same up to float32 coordinate rounding
+
+
+def test_mixed_sizes_letterboxed_for_batched_detection(detector):
+    from synthgen.alignment import detect_any_size
+
+    face = Image.open(ASTRONAUT).convert("RGB").crop((120, 20, 320, 220))
+    small, big = np.asarray(face), np.asarray(face.resize((320, 320), Image.BILINEAR))
+    per_image = detect_any_size(detector, [small, big])  # detector fixture: per-image
+    batched = MTCNNDetector(batched=True)
+    together = detect_any_size(batched, [small, big])
+    for a, b in zip(per_image, together):
+        assert a is not None and b is not None
+        np.testing.assert_allclose(a[2][np.argmax(a[1])], b[2][np.argmax(b[1])], atol=2.0)
+    np.testing.assert_allclose(together[1][2][0] / 1.6, together[0][2][0], atol=4.0)  # same face, scaled
+    resized = detect_any_size(detector, [big], detect_size=200)[0]  # detect at 200 px, map back
+    np.testing.assert_allclose(resized[2][0], per_image[1][2][0], atol=4.0)  # MTCNN jitters across scales
