@@ -257,3 +257,16 @@ def test_direct_chunk_read_equals_h5py_read(gen_dir, tmp_path):
     ds = ShardDataset(tmp_path / "s", output="numpy")
     with h5py.File(tmp_path / "s" / "shard-00002.h5") as f:
         np.testing.assert_array_equal(ds[16][0], f["images"][2])  # row 2 of the third shard
+
+
+def test_distributed_sampler_splits_the_dataset(gen_dir, tmp_path):
+    from torch.utils.data import DataLoader, DistributedSampler
+
+    shard(ShardConfig(inp=str(gen_dir), out=str(tmp_path / "s"), shard_size=5, progress=False))
+    ds = ShardDataset(tmp_path / "s", output="tensor")
+    seen = []
+    for rank in range(2):
+        sampler = DistributedSampler(ds, num_replicas=2, rank=rank, shuffle=True, seed=0)
+        for _, y in DataLoader(ds, batch_size=5, sampler=sampler, num_workers=1):
+            seen.extend(y.tolist())
+    assert sorted(seen) == sorted(ds.targets)
