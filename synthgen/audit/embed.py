@@ -118,7 +118,8 @@ def embed_set(images: ImageSet, matcher, cache_dir, batch_size: int = 256, progr
             with open(tmp, "wb") as f:
                 np.savez(f, keys=np.array(keys), fingerprints=np.array([cached[k][0] for k in keys]),
                          emb=np.stack([cached[k][1] for k in keys]).astype(np.float32))
-    ok = [i for i, k in enumerate(images.keys) if k in cached and k not in set(unreadable)]
+    bad = set(unreadable)
+    ok = [i for i, k in enumerate(images.keys) if k in cached and k not in bad]
     emb = np.stack([cached[images.keys[i]][1] for i in ok]).astype(np.float32) if ok else np.zeros((0, 1), np.float32)
     return Embedded([images.keys[i] for i in ok], [images.identities[i] for i in ok], emb, unreadable)
 
