@@ -42,7 +42,7 @@ def embed_speed(name, n):
     return k / (time.perf_counter() - t0)
 
 
-def search_one(n):
+def search_one(n, backend):
     from synthgen.audit.metrics import topk_search
 
     rng = np.random.RandomState(0)
@@ -54,10 +54,10 @@ def search_one(n):
 
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()
-    topk_search(q, g, k=5)
+    topk_search(q, g, k=5, backend=backend)
     dt = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"n": n, "seconds": round(dt, 2), "peak_rss_mib": round(peak / 1024, 1), "search_extra_mib": round((peak - base) / 1024, 1),
+    return {"n": n, "backend": backend, "seconds": round(dt, 2), "peak_rss_mib": round(peak / 1024, 1), "search_extra_mib": round((peak - base) / 1024, 1),
             "inputs_mib": round(2 * n * 512 * 4 / 2**20, 1), "full_matrix_mib": round(n * n * 4 / 2**20, 1)}
 
 
@@ -65,23 +65,28 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="10000,100000")
     ap.add_argument("--embed-images", type=int, default=64)
-    ap.add_argument("--_search", type=int, default=None)
+    ap.add_argument("--_search", default=None)
     a = ap.parse_args()
     import torch
 
     torch.set_num_threads(2)
     if a._search:
-        print(json.dumps(search_one(a._search)))
+        n, backend = a._search.split(":")
+        print(json.dumps(search_one(int(n), backend)))
         return
     print(f"machine: {machine()}\n")
     print("| matcher (random weights) | device | embed img/s (112 px input) |\n|---|---|---|")
     for name in ("iresnet-r50", "iresnet-r100", "facenet"):
         print(f"| {name} | cpu | {embed_speed(name, a.embed_images):.1f} |", flush=True)
-    print("\n| synthetic x authentic (512-d) | top-5 search (s) | peak RSS (MiB) | RSS added by the search (MiB) | inputs (MiB) | full N x M matrix would be (MiB) |\n|---|---|---|---|---|---|")
-    for n in map(int, a.sizes.split(",")):
-        r = json.loads(subprocess.run([sys.executable, __file__, "--_search", str(n)], capture_output=True, text=True,
-                                      check=True).stdout.strip().splitlines()[-1])
-        print(f"| {n:,} x {n:,} | {r['seconds']} | {r['peak_rss_mib']} | {r['search_extra_mib']} | {r['inputs_mib']} | {r['full_matrix_mib']:,} |", flush=True)
+    print("\n| synthetic x authentic (512-d) | backend | top-5 search (s) | peak RSS (MiB) | RSS added by the search (MiB) | inputs (MiB) | full N x M matrix would be (MiB) |\n|---|---|---|---|---|---|---|")
+    from synthgen.audit.metrics import _faiss
+
+    backends = ["torch"] + (["faiss"] if _faiss() else [])
+    for n, backend in [(n, b) for n in map(int, a.sizes.split(",")) for b in backends]:
+        r = json.loads(subprocess.run([sys.executable, __file__, "--_search", f"{n}:{backend}"], capture_output=True,
+                                      text=True, check=True).stdout.strip().splitlines()[-1])
+        print(f"| {n:,} x {n:,} | {backend} | {r['seconds']} | {r['peak_rss_mib']} | {r['search_extra_mib']} "
+              f"| {r['inputs_mib']} | {r['full_matrix_mib']:,} |", flush=True)
 
 
 if __name__ == "__main__":

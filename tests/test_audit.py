@@ -51,7 +51,7 @@ def test_chunked_search_equals_brute_force():
     rng = np.random.RandomState(1)
     q = rng.randn(53, 16).astype(np.float32)
     g = rng.randn(211, 16).astype(np.float32)
-    s, i = M.topk_search(q, g, k=4, chunk_q=7, chunk_g=19)
+    s, i = M.topk_search(q, g, k=4, chunk_q=7, chunk_g=19, backend="torch")
     full = q @ g.T
     np.testing.assert_array_equal(i, np.argsort(-full, 1)[:, :4])
     np.testing.assert_allclose(s, np.sort(full, 1)[:, ::-1][:, :4], atol=1e-5)
@@ -234,3 +234,16 @@ def test_onnx_matcher_equals_torch_matcher(tmp_path, r18_weights):
     (tmp_path / "bad.onnx").write_bytes(b"nope")
     with pytest.raises(DataError, match="not a loadable ONNX model"):
         OnnxMatcher(tmp_path / "bad.onnx")
+
+
+def test_faiss_backend_equals_torch_backend():
+    pytest.importorskip("faiss")
+    rng = np.random.RandomState(2)
+    q = rng.randn(300, 64).astype(np.float32)
+    g = rng.randn(900, 64).astype(np.float32)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    g /= np.linalg.norm(g, axis=1, keepdims=True)
+    s1, i1 = M.topk_search(q, g, k=5, backend="torch", chunk_g=100)
+    s2, i2 = M.topk_search(q, g, k=5, backend="faiss")
+    np.testing.assert_array_equal(i1, i2)
+    np.testing.assert_allclose(s1, s2, atol=1e-5)
