@@ -106,7 +106,7 @@ def generate(network, out, classes, per_class, count, views, mix_layers, seed, s
       synthgen generate --network sface.pkl --out raw --classes 0-9 --seeds 0-4 --psi 0.7
       synthgen generate --network uncond.pkl --out usynth --count 100000 --views 2
       synthgen generate --network sface.pkl --out aligned --per-class 60 --align --max-retries 20
-      torchrun --nproc_per_node 8 -m synthgen.cli.main generate --network sface.pkl --out raw
+      torchrun --nproc_per_node 8 -m synthgen generate --network sface.pkl --out raw
     """
     from synthgen.generation import GenerateConfig
     from synthgen.generation import generate as run_generate

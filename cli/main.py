@@ -55,5 +55,7 @@ def main(argv=None):
     return cli.main(args=argv, prog_name="synthgen")
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # `python -m synthgen.cli.main`: use the module the commands registered on
+    from synthgen.cli.main import main as _main
+
+    sys.exit(_main())

@@ -258,3 +258,19 @@ def test_unwritable_output_dir_is_a_usage_error(tmp_path):
     out = tmp_path / "file" / "sub"  # a path below a regular file cannot be created
     r = CliRunner().invoke(cli, ["generate", "--network", NET, "--out", str(out), "--classes", "0", "--per-class", "1"])
     assert r.exit_code == 2 and "--out" in r.output and "cannot write" in r.output
+
+
+def test_real_torchrun_cli_equals_single_process(tmp_path):
+    import subprocess
+    import sys
+
+    torchrun = Path(sys.executable).with_name("torchrun")
+    if not torchrun.exists():
+        pytest.skip("torchrun not installed next to this Python")
+    ref, _ = run(tmp_path, "ref", classes="0-2", per_class=3)
+    out = tmp_path / "tr"
+    cmd = [str(torchrun), "--nproc_per_node", "2", "--master_port", str(_free_port()), "-m", "synthgen", "generate",
+           "--network", NET, "--out", str(out), "--classes", "0-2", "--per-class", "3", "--device", "cpu", "--quiet"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert tree(out) == tree(ref)
