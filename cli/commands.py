@@ -117,7 +117,7 @@ def generate(network, out, classes, per_class, count, views, mix_layers, seed, s
         truncation_cutoff=truncation_cutoff, noise_mode=noise_mode, batch_size=batch_size, device=device,
         force_fp32=force_fp32, format=fmt, jpeg_quality=jpeg_quality, writers=writers,
         align=align_inline, max_retries=max_retries, align_size=align_size, align_template=align_template,
-        min_face_size=min_face_size, shard_index=shard_index, num_shards=num_shards, overwrite=overwrite, progress=not quiet,
+        min_face_size=min_face_size, shard_index=shard_index, num_shards=num_shards, overwrite=overwrite, progress=not (quiet or as_json),
     )
     summary = run_generate(cfg)
     if as_json:
@@ -176,7 +176,7 @@ def align(inp, out, size, template, detector, min_face_size, thresholds, min_pro
                               min_face_size=min_face_size, thresholds=thresholds, min_prob=min_prob,
                               select=select, on_miss=on_miss, batch_size=batch_size,
                               batched_detection=batched_detection, detect_size=detect_size, device=device,
-                              workers=workers, overwrite=overwrite, progress=not quiet))
+                              workers=workers, overwrite=overwrite, progress=not (quiet or as_json)))
     if as_json:
         echo_json({k: s[k] for k in ("counts", "written", "total", "seconds_this_run", "images_per_s")})
     elif not quiet:
@@ -295,7 +295,7 @@ def audit(synthetic, authentic, out, matcher, weights, arch, fmr, threshold, bat
     r = run_audit(AuditConfig(synthetic=synthetic, authentic=authentic, out=out, matcher=matcher, weights=weights,
                               arch=arch, fmr=fmr, threshold=threshold, batch_size=batch_size, device=device,
                               max_per_class=max_per_class, top_k=top_k, label_map=label_map, cache_dir=cache_dir,
-                              fail_on_leak=fail_on_leak, progress=not quiet))
+                              fail_on_leak=fail_on_leak, progress=not (quiet or as_json)))
     v = r["verdict"]
     if as_json:
         echo_json(v)
@@ -335,7 +335,7 @@ def run(config, out, network, authentic, overwrite, quiet, as_json):
         cfg.setdefault("generate", {})["network"] = network
     if authentic:
         cfg.setdefault("audit", {})["authentic"] = authentic
-    record = run_pipeline(cfg, overwrite=overwrite, progress=not quiet, log=(lambda *a: None) if quiet or as_json else click.echo)
+    record = run_pipeline(cfg, overwrite=overwrite, progress=not (quiet or as_json), log=(lambda *a: None) if quiet or as_json else click.echo)
     if as_json:
         echo_json(record)
     elif not quiet:

@@ -127,3 +127,37 @@ def test_run_under_two_gloo_processes(tmp_path):
     rec = json.loads((tmp_path / "run" / "run.json").read_text())
     assert [rec["stages"][s]["status"] for s in ("generate", "align", "shard")] == ["complete"] * 3
     assert rec["stages"]["shard"]["summary"]["total"] == 12
+
+
+def test_run_cli_json_and_release_gate(tmp_path, matcher_weights):
+    from synthgen.generation import GenerateConfig, generate
+
+    auth = tmp_path / "auth"
+    generate(GenerateConfig(network=str(MICRO / "network-scrubbed-p3.pkl"), out=str(auth), classes="0-3",
+                            per_class=3, seed=9, progress=False))
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text(f"""
+out = "{tmp_path / 'run'}"
+[generate]
+network = "{MICRO / 'network-scrubbed-p4.pkl'}"
+classes = "0-3"
+per_class = 3
+device = "cpu"
+[align]
+enabled = false
+[shard]
+shard_size = 6
+[audit]
+authentic = "{auth}"
+matcher = "iresnet"
+arch = "r18"
+weights = "{matcher_weights}"
+threshold = -1.0
+fail_on_leak = true
+""")
+    r = CliRunner().invoke(cli, ["run", str(cfg), "--json"])
+    assert r.exit_code == 3, r.output  # threshold -1 flags everything: the gate trips
+    rec = json.loads(r.stdout)
+    assert rec["stages"]["align"]["status"] == "disabled" and rec["stages"]["audit"]["summary"]["verdict"]["leak"]
+    r = CliRunner().invoke(cli, ["run", str(cfg), "--audit-typo"])
+    assert r.exit_code == 2
