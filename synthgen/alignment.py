@@ -156,6 +156,11 @@ class MTCNNDetector:
         self.min_face_size = min_face_size
         self.mtcnn = MTCNN(keep_all=True, device=device, min_face_size=min_face_size,
                            thresholds=list(thresholds), post_process=False, select_largest=False)
+        # Feed MTCNN's three nets channels_last activations: on CPU torch's max-pooling is ~8x
+        # faster in that layout (2.6 ms -> 0.3 ms for RNet's [29, 28, 22, 22] pool), which makes
+        # detection ~1.6x faster overall. Same maths; floats may differ in the last bits.
+        for net in (self.mtcnn.pnet, self.mtcnn.rnet, self.mtcnn.onet):
+            net.register_forward_pre_hook(_channels_last_input)
 
     def detect(self, images: list[np.ndarray]):
         """Equal-size RGB uint8 images -> per image (boxes [K,4], probs [K], points [K,5,2]) or None."""
@@ -176,6 +181,12 @@ class MTCNNDetector:
             out.append((np.asarray(b, np.float64).reshape(-1, 4), np.asarray(p, np.float64).reshape(-1),
                         np.asarray(l, np.float64).reshape(-1, 5, 2)))
         return out
+
+
+def _channels_last_input(module, args):
+    import torch
+
+    return (args[0].contiguous(memory_format=torch.channels_last), *args[1:])
 
 
 def select_face(det, policy: str, shape) -> int:
