@@ -128,8 +128,9 @@ def _identity(cfg: ShardConfig) -> dict:
     return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ShardConfig.RUNTIME_FIELDS}
 
 
-def _plan_hash(ident: dict, part) -> str:
-    h = hashlib.sha256(json.dumps(ident, sort_keys=True).encode())
+def plan_hash(config_hash: str, part) -> str:
+    """Hash of the shard config and exactly which (key, label) pairs a shard holds."""
+    h = hashlib.sha256(config_hash.encode())
     for key, label, _ in part:
         h.update(f"{key}\t{label}\n".encode())
     return h.hexdigest()
@@ -171,17 +172,12 @@ def _write_shard(path: Path, root: Path, part, cfg: ShardConfig, size, index: in
             f.create_dataset("labels", data=np.array([l for _, l, _ in part], np.int64))
             f.create_dataset("keys", data=[k for k, _, _ in part], dtype=h5py.string_dtype())
             _write_provenance(f, part)
-            f.attrs.update({k: v for k, v in meta.items() if k != "_ident"})
-            f.attrs.update(shard_index=index, count=n, plan_hash=meta_plan(meta, part))
+            f.attrs.update(meta)
+            f.attrs.update(shard_index=index, count=n, plan_hash=plan_hash(meta["config_hash"], part))
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
-
-
-def meta_plan(meta, part) -> str:
-    """Hash of the shard config and exactly which (key, label) pairs this shard holds."""
-    return _plan_hash(json.loads(meta["_ident"]), part)
 
 
 def _write_provenance(f, part) -> None:
@@ -229,8 +225,7 @@ def shard(cfg: ShardConfig | None = None, **kwargs) -> dict:
     size = load_rgb(root / items[0][0]).shape[:2]
     meta = {"schema_version": SCHEMA_VERSION, "synthgen_version": __version__, "image_size": list(size),
             "colour_order": "RGB", "encoding": cfg.encoding, "compression": cfg.compression,
-            "source_config_hash": _source_config_hash(root), "config_hash": chash,
-            "_ident": json.dumps(ident, sort_keys=True)}
+            "source_config_hash": _source_config_hash(root), "config_hash": chash}
     parts = [items[i : i + cfg.shard_size] for i in range(0, len(items), cfg.shard_size)]
     entries = []
     bar = tqdm(total=len(items), unit="img", desc="shard", disable=not cfg.progress, dynamic_ncols=True)
@@ -260,7 +255,7 @@ def _shard_done(path: Path, meta: dict, part) -> bool:
 
     try:
         with h5py.File(path, "r") as f:
-            return f.attrs.get("plan_hash") == meta_plan(meta, part) and int(f.attrs.get("count", -1)) == len(part)
+            return f.attrs.get("plan_hash") == plan_hash(meta["config_hash"], part) and int(f.attrs.get("count", -1)) == len(part)
     except OSError:
         return False
 
