@@ -301,6 +301,8 @@ def generate(cfg: GenerateConfig | None = None, **kwargs) -> dict:
         import torch.distributed as dist
 
         if not dist.is_initialized():
+            if G.device.type == "cuda":
+                torch.cuda.set_device(G.device)  # so nccl's barrier uses this rank's GPU
             dist.init_process_group("nccl" if G.device.type == "cuda" else "gloo")
             pg = dist
     try:
