@@ -313,10 +313,11 @@ def audit(synthetic, authentic, out, matcher, weights, arch, fmr, threshold, bat
 @click.option("--out", default=None, type=click.Path(file_okay=False, path_type=str), metavar="DIR", help="Run directory (overrides `out` in the config).")
 @click.option("--network", default=None, metavar="PKL_OR_CKPT", help="Overrides [generate] network.")
 @click.option("--authentic", default=None, metavar="PATH", help="Overrides [audit] authentic.")
+@click.option("--set", "overrides", multiple=True, metavar="STAGE.KEY=VALUE", help="Override any config value, e.g. --set generate.per_class=10 (repeatable; VALUE in TOML syntax, bare words are strings).")
 @click.option("--overwrite", is_flag=True, help="Replace stage outputs made with a different config.")
 @click.option("--quiet", is_flag=True, help="No progress bars or stage log.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run record as JSON.")
-def run(config, out, network, authentic, overwrite, quiet, as_json):
+def run(config, out, network, authentic, overrides, overwrite, quiet, as_json):
     """Run generate -> align -> shard -> audit from one TOML config into one run directory.
 
     Completed stages are skipped, an interrupted one resumes; a second invocation does nothing.
@@ -325,10 +326,13 @@ def run(config, out, network, authentic, overwrite, quiet, as_json):
     Example:
       synthgen run examples/sface60.toml
       synthgen run examples/sface60.toml --out runs/try2 --network other.pkl
+      synthgen run examples/sface60.toml --set generate.per_class=10 --set audit.enabled=false
     """
-    from synthgen.pipeline import load_config, run_pipeline
+    from synthgen.pipeline import apply_override, load_config, run_pipeline
 
     cfg = load_config(config) if config else {}
+    for item in overrides:
+        apply_override(cfg, item)
     if out:
         cfg["out"] = out
     if network:

@@ -57,6 +57,31 @@ def load_config(path) -> dict:
         raise UsageError(f"{p}: not valid TOML ({e})", "CONFIG") from None
 
 
+def apply_override(cfg: dict, item: str) -> None:
+    """`stage.key=value` (or `out=value`) into the config; value in TOML syntax, else a string."""
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
+    if "=" not in item:
+        raise UsageError(f"'{item}': expected STAGE.KEY=VALUE, e.g. generate.per_class=10", "--set")
+    key, raw = item.split("=", 1)
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    parts = key.strip().split(".")
+    if len(parts) == 1:
+        cfg[parts[0]] = value
+    elif len(parts) == 2:
+        section = cfg.setdefault(parts[0], {})
+        if not isinstance(section, dict):
+            raise UsageError(f"'{key}': '{parts[0]}' is not a section", "--set")
+        section[parts[1]] = value
+    else:
+        raise UsageError(f"'{key}': expected STAGE.KEY or KEY", "--set")
+
+
 def validate(cfg: dict) -> dict:
     """Check keys against each stage's config fields; returns the normalised config."""
     classes = _stage_classes()

@@ -161,3 +161,18 @@ fail_on_leak = true
     assert rec["stages"]["align"]["status"] == "disabled" and rec["stages"]["audit"]["summary"]["verdict"]["leak"]
     r = CliRunner().invoke(cli, ["run", str(cfg), "--audit-typo"])
     assert r.exit_code == 2
+
+
+def test_set_overrides():
+    from synthgen.pipeline import apply_override
+
+    cfg = {"generate": {"network": "a.pkl"}}
+    apply_override(cfg, "generate.per_class=10")
+    apply_override(cfg, "audit.enabled=false")
+    apply_override(cfg, "generate.classes=0-9")  # not TOML: kept as a string
+    apply_override(cfg, "audit.fmr=1e-4")
+    apply_override(cfg, "out=runs/x")
+    assert cfg == {"generate": {"network": "a.pkl", "per_class": 10, "classes": "0-9"},
+                   "audit": {"enabled": False, "fmr": 1e-4}, "out": "runs/x"}
+    with pytest.raises(UsageError, match="--set"):
+        apply_override(cfg, "generate.per_class")
