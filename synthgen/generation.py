@@ -473,11 +473,22 @@ def _mark_part_done(out: Path, rank: int, world: int, mine: list[Item]) -> None:
     atomic_write_text(parts / f"part-{rank:05d}-of-{world:05d}.done", f"{len(mine)}\n")
 
 
+def _remove_stale_temps(out: Path, items: list[Item]) -> None:
+    """Temp files left by a killed writer (every slice has finished when this runs)."""
+    for folder in sorted({it.path.split("/", 1)[0] for it in items}):
+        d = out / folder
+        if d.is_dir():
+            for e in os.scandir(d):
+                if e.name.startswith(".") and ".tmp-" in e.name:
+                    os.unlink(e.path)
+
+
 def _finalize_if_complete(out: Path, cfg, items: list[Item], G, meta: dict, world: int) -> bool:
     """Write manifest.jsonl and the final run.json once every slice has finished."""
     parts = out / PARTS_DIR  # job arrays: each slice leaves a marker; the last one to finish merges
     if world > 1 and not all((parts / f"part-{r:05d}-of-{world:05d}.done").is_file() for r in range(world)):
         return False
+    _remove_stale_temps(out, items)
     done = _existing(out, items)
     common = {"psi": cfg.psi, "truncation_cutoff": cfg.truncation_cutoff, "noise_mode": cfg.noise_mode,
               "latent": "nvidia-seed" if cfg.seeds else ("seed-pool" if cfg.seed_pool else "derived")}
