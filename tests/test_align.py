@@ -223,3 +223,14 @@ def test_mixed_sizes_letterboxed_for_batched_detection(detector):
     np.testing.assert_allclose(together[1][2][0] / 1.6, together[0][2][0], atol=4.0)  # same face, scaled
     resized = detect_any_size(detector, [big], detect_size=200)[0]  # detect at 200 px, map back
     np.testing.assert_allclose(resized[2][0], per_image[1][2][0], atol=4.0)  # MTCNN jitters across scales
+
+
+@pytest.mark.slow
+def test_worker_processes_give_identical_outputs(tmp_path):
+    src = make_tree(tmp_path / "raw", n_face=4)
+    a = align(AlignConfig(inp=str(src), out=str(tmp_path / "one"), batch_size=2, progress=False))
+    b = align(AlignConfig(inp=str(src), out=str(tmp_path / "two"), batch_size=2, workers=2, progress=False))
+    assert a["counts"] == b["counts"]
+    assert (tmp_path / "one" / "manifest.jsonl").read_text() == (tmp_path / "two" / "manifest.jsonl").read_text()
+    for png in (tmp_path / "one").rglob("*.png"):
+        assert png.read_bytes() == (tmp_path / "two" / png.relative_to(tmp_path / "one")).read_bytes()
