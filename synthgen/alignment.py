@@ -158,7 +158,7 @@ class MTCNNDetector:
                            thresholds=list(thresholds), post_process=False, select_largest=False)
         # Feed MTCNN's three nets channels_last activations: on CPU torch's max-pooling is ~8x
         # faster in that layout (2.6 ms -> 0.3 ms for RNet's [29, 28, 22, 22] pool), which makes
-        # detection ~1.6x faster overall. Same maths; floats may differ in the last bits.
+        # detection ~1.9x faster overall (19.2 -> 10.2 ms per 128 px image, one thread). Same maths; floats may differ in the last bits.
         for net in (self.mtcnn.pnet, self.mtcnn.rnet, self.mtcnn.onet):
             net.register_forward_pre_hook(_channels_last_input)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 import io
+import itertools
 import json
 import os
 from pathlib import Path
@@ -34,8 +35,8 @@ class _Shards:
         self.index = json.loads(ip.read_text())
         self.files = [self.root / e["file"] for e in self.index["shards"]]
         counts = [e["count"] for e in self.index["shards"]]
-        self.starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        self._starts = self.starts.tolist()
+        self._starts = [0, *itertools.accumulate(counts)]  # first global item of each shard
+        self._keys = None  # all keys, read on first use (one read per shard)
         labels = []
         for p in self.files:
             with h5py.File(p, "r") as f:
@@ -46,7 +47,7 @@ class _Shards:
 
     def __getstate__(self):  # never pickle open handles into workers
         d = dict(self.__dict__)
-        d["_pid"], d["_handles"], d["_images"] = None, {}, {}
+        d["_pid"], d["_handles"], d["_images"], d["_keys"] = None, {}, {}, None
         return d
 
     def _file(self, s):
@@ -89,9 +90,10 @@ class _Shards:
 
 
     def key(self, i: int) -> str:
-        s, r = self.locate(i)
-        k = self._file(s)["keys"][r]
-        return k.decode() if isinstance(k, bytes) else k
+        if self._keys is None:
+            self._keys = [k.decode() if isinstance(k, bytes) else k
+                          for s in range(len(self.files)) for k in self._file(s)["keys"][:]]
+        return self._keys[i]
 
 
 def _subset(labels: np.ndarray, max_per_class: int | None) -> np.ndarray:

@@ -115,6 +115,13 @@ def plan_items(cfg: GenerateConfig, G) -> list[Item]:
         raise UsageError("--align writes PNG crops (provenance lives in a PNG text chunk); drop --format jpg", "--format")
     if cfg.max_retries < 0:
         raise UsageError(f"must be >= 0, got {cfg.max_retries}", "--max-retries")
+
+
+    def seed_for(*place) -> int:  # latent seed of an image that --seeds does not name
+        if pool:
+            return pool[derive_seed(cfg.seed, *place, "pool") % len(pool)]
+        return derive_seed(cfg.seed, *place)
+
     items: list[Item] = []
     if G.c_dim == 0:
         if cfg.classes not in (None, "all"):
@@ -126,7 +133,7 @@ def plan_items(cfg: GenerateConfig, G) -> list[Item]:
         if not n or n < 1:
             raise UsageError("an unconditional generator needs --count N (instances) or --seeds", "--count")
         for i in range(n):
-            seed = seeds[i] if seeds else (pool[derive_seed(cfg.seed, "instance", i, "pool") % len(pool)] if pool else derive_seed(cfg.seed, "instance", i))
+            seed = seeds[i] if seeds else seed_for("instance", i)
             for v in range(cfg.views):
                 items.append(Item(
                     path=f"{i:07d}/{v:02d}.{ext}", cls=None, index=i, seed=seed,
@@ -148,12 +155,7 @@ def plan_items(cfg: GenerateConfig, G) -> list[Item]:
         raise UsageError(f"must be >= 1, got {cfg.per_class}", "--per-class")
     for c in classes:
         for k in range(n):
-            if seeds:
-                seed = seeds[k]
-            elif pool:
-                seed = pool[derive_seed(cfg.seed, c, k, "pool") % len(pool)]
-            else:
-                seed = derive_seed(cfg.seed, c, k)
+            seed = seeds[k] if seeds else seed_for(c, k)
             items.append(Item(f"{c:06d}/{k:06d}.{ext}", c, k, seed, derive_seed(cfg.seed, c, k, "noise") if rnd else None))
     return items
 

@@ -12,9 +12,14 @@ def network_info(path) -> dict:
     """Hyper-parameters, parameter count and sha256 of a generator file."""
     from synthgen.generators import load_generator
 
+    from synthgen.generators.stylegan2ada import _file_kind
+
     g = load_generator(path, device="cpu")
     d = g.describe()
-    d["source_format"] = g.provenance.get("source_format", "synthgen-checkpoint")
+    if _file_kind(Path(path)) == "pkl":
+        d["source_format"] = "stylegan2-ada-pkl"
+    else:  # our checkpoint; say where its weights came from
+        d["source_format"] = f"synthgen-checkpoint, from {g.provenance.get('source_format', 'unknown')}"
     return d
 
 

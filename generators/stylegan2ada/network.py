@@ -346,8 +346,8 @@ class SynthesisBlock(nn.Module):
 
     def forward(self, x, img, ws, dtype, noise_mode="const", noise=()):
         if self.in_ch == 0:
-            x = self.const.to(dtype).unsqueeze(0).repeat(ws.shape[0], 1, 1, 1)
-            x = x.contiguous(memory_format=torch.channels_last)  # oneDNN/cuDNN's fast layout
+            x = self.const.to(dtype).unsqueeze(0).expand(ws.shape[0], -1, -1, -1)
+            x = x.contiguous(memory_format=torch.channels_last)  # one copy, in oneDNN/cuDNN's fast layout
             convs = [self.conv1]
         else:
             x = x.to(dtype)
