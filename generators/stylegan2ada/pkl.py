@@ -3,17 +3,22 @@
 Those pickles store every module as a call to `torch_utils.persistence.
 _reconstruct_persistent_obj(meta)`, where `meta` carries the module's Python source
 (`module_src`), its class name and its instance state. NVIDIA's loader `exec`s that source,
-so loading a file means running its author's code. We do not: an allow-list unpickler maps
-each permitted global to an inert stand-in, and anything else stops the load before it runs.
-`module_src` is kept as an opaque string (hashed for provenance, never executed).
+so loading a file means running its author's code. We do not: `pickle_vm.PickleVM`
+interprets the opcodes itself and builds only plain data; the few globals such a file uses map
+to functions here that build inert records (`PersistentRecord`, a dtype record, tensors from
+storages parsed byte by byte, never through `torch.load`), each checking its arguments. Any
+other global, and BUILD/SETITEM/APPEND on anything but our own records and containers, stops
+the load before anything is built from it. `module_src` is kept as an opaque string (hashed
+for provenance, never executed). Tensor data may not exceed what the file holds: a tensor
+must fit inside its storage, a storage must be declared and fully present, views are never
+expanded, and the total allocated is bounded by the file size.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import math
-import pickle
+import struct
 from collections import OrderedDict
 
 import numpy as np
@@ -22,6 +27,7 @@ import torch
 from synthgen.errors import DataError, UnsafePickleError
 
 from .network import MappingConfig, StyleGAN2Config, SynthesisConfig
+from .pickle_vm import PickleVM, _Global, escape
 
 
 class PersistentRecord:
@@ -34,7 +40,11 @@ class PersistentRecord:
         self.state = meta.get("state") or {}
         self.version = meta.get("version")
         src = meta.get("module_src")
-        self.module_src_sha256 = hashlib.sha256(src.encode()).hexdigest() if isinstance(src, str) else None
+        self.module_src_sha256 = (hashlib.sha256(src.encode("utf-8", "surrogatepass")).hexdigest()
+                                  if isinstance(src, str) else None)
+
+    def _children(self):  # for the reader's graph check (cycles, depth)
+        return (self.state,)
 
     def __repr__(self):
         return f"<PersistentRecord {self.class_name}>"
@@ -66,95 +76,272 @@ class _EasyDict(dict):
     """Plain dict standing in for `dnnlib.util.EasyDict`."""
 
 
+def _build(obj, state) -> None:
+    """BUILD is allowed on two records only: a numpy dtype (its byte order) and an empty EasyDict state."""
+    if isinstance(obj, _DtypeRecord):
+        obj.set_state(state)
+    elif type(obj) is _EasyDict and state in ({}, None):
+        pass
+    else:
+        raise UnsafePickleError(f"BUILD on a {type(obj).__name__} is not allowed; synthgen's pickle reader builds "
+                                "only plain data, so the file was not loaded and nothing in it ran")
+
+
+# numpy dtypes a network pickle may hold: plain little/big-endian numbers, nothing with fields,
+# sub-arrays or objects. Spec strings as numpy pickles them (e.g. 'f8', 'i8', 'b1', 'u1').
+_NUMPY_KINDS = {"b1": "?", "i1": "i1", "i2": "i2", "i4": "i4", "i8": "i8", "u1": "u1", "u2": "u2", "u4": "u4",
+                "u8": "u8", "f2": "f2", "f4": "f4", "f8": "f8", "c8": "c8", "c16": "c16"}
+
+
+class _DtypeRecord:
+    """`numpy.dtype(spec, align, copy)` plus its BUILD state, kept as data until a scalar needs it."""
+
+    __slots__ = ("spec", "byteorder")
+
+    def __init__(self, spec, align=False, copy=False):
+        if not isinstance(spec, str) or spec not in _NUMPY_KINDS:
+            raise UnsafePickleError(f"numpy dtype {escape(repr(spec))} in the pickle is refused "
+                                    f"(allowed: {', '.join(sorted(_NUMPY_KINDS))})")
+        if align not in (False, True, 0, 1) or copy not in (False, True, 0, 1):
+            raise UnsafePickleError("numpy dtype with unexpected arguments in the pickle is refused")
+        self.spec, self.byteorder = spec, "<"
+
+    def set_state(self, state) -> None:
+        # numpy's dtype state: (version, byteorder, subarray, names, fields, elsize, alignment, flags[, meta])
+        ok = (isinstance(state, tuple) and len(state) in (8, 9) and state[0] in (3, 4)
+              and state[1] in ("<", ">", "|", "=") and state[2:5] == (None, None, None)
+              and state[5:7] == (-1, -1) and isinstance(state[7], int) and state[7] == 0
+              and (len(state) == 8 or state[8] is None))
+        if not ok:
+            raise UnsafePickleError(f"numpy dtype state {escape(repr(state), 80)} in the pickle is refused "
+                                    "(only plain numeric dtypes: no fields, sub-arrays, objects or flags)")
+        self.byteorder = "<" if state[1] in ("|", "=") else state[1]
+
+    def dtype(self) -> np.dtype:
+        return np.dtype(_NUMPY_KINDS[self.spec]).newbyteorder(self.byteorder)
+
+
 def _numpy_scalar(dtype, data=None):
-    if not isinstance(dtype, np.dtype) or dtype.hasobject or not isinstance(data, (bytes, bytearray)):
+    if not isinstance(dtype, _DtypeRecord) or not isinstance(data, bytes):
         raise UnsafePickleError("numpy scalar in the pickle is not a plain numeric value")
-    return np.frombuffer(data, dtype=dtype)[0]
-
-
-def _numpy_dtype(spec, align=False, copy=False):
-    dt = np.dtype(spec, align, copy)
-    if dt.hasobject:
-        raise UnsafePickleError("numpy dtype 'object' in the pickle is refused")
-    return dt
+    dt = dtype.dtype()
+    if len(data) != dt.itemsize:
+        raise UnsafePickleError(f"numpy scalar of {len(data)} bytes for a {dt.itemsize}-byte dtype is refused")
+    return np.frombuffer(data, dtype=dt).copy()[0]
 
 
 def _codecs_encode(text, encoding="latin1"):  # protocol-2 spelling of a bytes object
     if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
         raise UnsafePickleError("_codecs.encode in the pickle is only allowed for latin1 bytes")
-    return text.encode("latin1")
+    try:
+        return text.encode("latin1")
+    except UnicodeEncodeError:
+        raise UnsafePickleError("_codecs.encode of a non-latin1 string is refused") from None
 
 
-def _load_storage(blob: bytes):
-    # A legacy torch.save stream of one storage; weights_only=True runs no pickle globals
-    # outside torch's own allow-list.
-    return torch.load(io.BytesIO(blob), weights_only=True, map_location="cpu")
-
-
-def _rebuild_tensor_v2(storage, offset, size, stride, requires_grad=False, hooks=None, metadata=None):
-    if isinstance(storage, torch.TypedStorage):
-        flat = torch.empty(0, dtype=storage.dtype).set_(storage._untyped_storage)
-    else:
-        raise UnsafePickleError("tensor storage in the pickle is not a torch storage")
-    return torch.as_strided(flat, tuple(size), tuple(stride), offset).clone()
-
-
-def _rebuild_parameter(data, requires_grad=False, hooks=None):
-    return data
-
-
-_ALLOWED = {
-    ("torch_utils.persistence", "_reconstruct_persistent_obj"): PersistentRecord,
-    ("collections", "OrderedDict"): OrderedDict,
-    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
-    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
-    ("torch.storage", "_load_from_bytes"): _load_storage,
-    ("numpy._core.multiarray", "scalar"): _numpy_scalar,
-    ("numpy.core.multiarray", "scalar"): _numpy_scalar,
-    ("numpy", "dtype"): _numpy_dtype,
-    ("dnnlib.util", "EasyDict"): _EasyDict,
-    ("dnnlib", "EasyDict"): _EasyDict,
-    ("builtins", "set"): set,
-    ("builtins", "frozenset"): frozenset,
-    ("__builtin__", "set"): set,
-    ("_codecs", "encode"): _codecs_encode,
-}
-
-
-class _AllowListUnpickler(pickle.Unpickler):
-    def find_class(self, module, name):
+def _ordered_dict(items=()):
+    if items == ():
+        return OrderedDict()
+    if isinstance(items, list) and all(isinstance(p, (list, tuple)) and len(p) == 2 for p in items):
         try:
-            return _ALLOWED[(module, name)]
-        except KeyError:
-            raise UnsafePickleError(
-                f"refused global '{module}.{name}': it is not on synthgen's allow-list of "
-                "StyleGAN2-ADA pickle contents, so the file was not loaded and nothing in it ran"
-            ) from None
+            return OrderedDict(items)
+        except TypeError:
+            pass
+    raise UnsafePickleError("collections.OrderedDict with unexpected arguments in the pickle is refused")
 
-    def persistent_load(self, pid):
-        raise UnsafePickleError("pickle uses persistent ids (a torch.save file?); not a network pickle")
+
+def _set_of(kind):
+    def make(items=()):
+        if not isinstance(items, (list, tuple)) or not all(isinstance(x, (str, int, float, bytes, type(None)))
+                                                            for x in items):
+            raise UnsafePickleError(f"builtins.{kind.__name__} of non-atomic items in the pickle is refused")
+        return kind(items)
+
+    return make
+
+
+def _persistent_record(meta):
+    if not isinstance(meta, dict) or not isinstance(meta.get("state", {}), dict):
+        raise UnsafePickleError("a persistent object in the pickle without a meta dict/state dict is refused")
+    return PersistentRecord(meta)
+
+
+class _Budget:
+    """Bytes of tensor data a load may allocate: what the file itself holds (plus 1 MiB)."""
+
+    def __init__(self, file_bytes: int):
+        self.left = file_bytes + (1 << 20)
+
+    def charge(self, nbytes: int, where: str) -> None:
+        self.left -= nbytes
+        if self.left < 0:
+            raise DataError(f"{where}: its tensors would need more memory than the file holds data for "
+                            "(repeated or expanded storages); not a genuine network snapshot")
+
+
+# -- tensors: legacy torch.save storages, parsed here (never through torch.load) --------------
+
+_STORAGE_DTYPES = {
+    "FloatStorage": torch.float32, "DoubleStorage": torch.float64, "HalfStorage": torch.float16,
+    "BFloat16Storage": torch.bfloat16, "LongStorage": torch.int64, "IntStorage": torch.int32,
+    "ShortStorage": torch.int16, "CharStorage": torch.int8, "ByteStorage": torch.uint8, "BoolStorage": torch.bool,
+}
+_TORCH_SAVE_MAGIC = 0x1950A86A20F9469CFC6C
+_LEGACY_PROTOCOL = 1001
+
+
+class _StorageRecord:
+    __slots__ = ("flat",)
+
+    def __init__(self, flat: torch.Tensor):
+        self.flat = flat
+
+
+class _StorageRef:
+    """The persistent id a storage pickle names: ('storage', type, key, location, numel, view)."""
+
+    __slots__ = ("dtype", "key", "numel")
+
+
+def _storage_type(name):
+    def token():
+        return name
+
+    return token
+
+
+def _parse_storage(blob: bytes, where: str, budget: _Budget) -> _StorageRecord:
+    """One legacy `torch.save(storage)` stream: five small pickles, int64 count, raw data."""
+    globals_ = {("torch", n): _storage_type(n) for n in _STORAGE_DTYPES}
+    refs = []
+
+    def persistent(pid):
+        ok = (isinstance(pid, tuple) and len(pid) == 6 and pid[0] == "storage" and isinstance(pid[1], _Global)
+              and pid[1].name in _STORAGE_DTYPES and isinstance(pid[2], str) and isinstance(pid[3], str)
+              and (pid[3] == "cpu" or pid[3].startswith("cuda")) and type(pid[4]) is int and pid[4] >= 0
+              and pid[5] is None)
+        if not ok:
+            raise UnsafePickleError(f"storage record {escape(repr(pid), 80)} is refused (expected one whole "
+                                    "CPU/CUDA storage: no views)")
+        ref = _StorageRef()
+        ref.dtype, ref.key, ref.numel = _STORAGE_DTYPES[pid[1].name], pid[2], pid[4]
+        refs.append(ref)
+        return ref
+
+    sub = f"{where} (tensor storage)"
+    pos = 0
+    values = []
+    for i in range(5):
+        vm = PickleVM(blob, sub, globals_, persistent=persistent if i == 3 else None)
+        obj, pos = vm.run(pos)
+        values.append(obj)
+    magic, proto, sysinfo, ref, keys = values
+    if magic != _TORCH_SAVE_MAGIC or proto != _LEGACY_PROTOCOL:
+        raise DataError(f"{sub}: not a legacy torch.save storage stream (magic/protocol differ)")
+    if not isinstance(sysinfo, dict) or sysinfo.get("little_endian") is not True:
+        raise DataError(f"{sub}: storage written big-endian or without system info; not supported")
+    if not isinstance(ref, _StorageRef) or len(refs) != 1 or keys != [ref.key]:
+        raise DataError(f"{sub}: expected exactly one storage, declared and listed once")
+    (count,) = struct.unpack("<q", blob[pos : pos + 8]) if len(blob) >= pos + 8 else (None,)
+    elsize = torch.empty(0, dtype=ref.dtype).element_size()
+    data = memoryview(blob)[pos + 8 :]
+    if count != ref.numel or len(data) != ref.numel * elsize:
+        raise DataError(f"{sub}: storage declares {ref.numel} elements but holds "
+                        f"{'no count' if count is None else count} / {len(data)} bytes of data; truncated or forged")
+    budget.charge(len(data), where)
+    flat = torch.frombuffer(bytearray(data), dtype=ref.dtype) if len(data) else torch.empty(0, dtype=ref.dtype)
+    return _StorageRecord(flat)
+
+
+def _ints(x, what) -> tuple:
+    if not isinstance(x, tuple) or len(x) > 8 or not all(type(v) is int and v >= 0 for v in x):
+        raise UnsafePickleError(f"tensor {what} {escape(repr(x), 80)} is refused (expected up to 8 non-negative ints)")
+    return x
+
+
+def _make_tensor_builders(where: str, budget: _Budget):
+    def load_from_bytes(blob):
+        if not isinstance(blob, bytes):
+            raise UnsafePickleError("torch.storage._load_from_bytes of something other than bytes is refused")
+        return _parse_storage(blob, where, budget)
+
+    def rebuild_tensor_v2(storage, offset, size, stride, requires_grad=False, hooks=None, metadata=None):
+        if not isinstance(storage, _StorageRecord):
+            raise UnsafePickleError("tensor storage in the pickle is not a torch storage")
+        size, stride = _ints(size, "size"), _ints(stride, "stride")
+        if type(offset) is not int or offset < 0 or len(size) != len(stride):
+            raise UnsafePickleError("tensor offset/size/stride in the pickle are inconsistent")
+        if hooks not in (None, {}) or metadata not in (None, {}) or requires_grad not in (False, True):
+            raise UnsafePickleError("tensor with hooks or metadata in the pickle is refused")
+        flat = storage.flat
+        numel = math.prod(size)
+        if numel:
+            last = offset + sum((n - 1) * s for n, s in zip(size, stride))
+            if last >= flat.numel():
+                raise DataError(f"{where}: a tensor of shape {list(size)} reaches past its storage of "
+                                f"{flat.numel()} elements; truncated or forged")
+        if numel > flat.numel():
+            raise DataError(f"{where}: a tensor of shape {list(size)} would expand a storage of {flat.numel()} "
+                            "elements (overlapping strides); not a genuine snapshot")
+        contiguous = tuple(torch.empty(size, device="meta").stride()) == stride
+        if offset == 0 and numel == flat.numel() and contiguous:
+            return flat.view(size)
+        budget.charge(numel * flat.element_size(), where)
+        return torch.as_strided(flat, size, stride, offset).clone()
+
+    def rebuild_parameter(data, requires_grad=False, hooks=None):
+        if not isinstance(data, torch.Tensor) or hooks not in (None, {}):
+            raise UnsafePickleError("parameter in the pickle is not a plain tensor")
+        return data
+
+    return load_from_bytes, rebuild_tensor_v2, rebuild_parameter
 
 
 def read_pickle(path) -> dict:
     """Load a network pickle into plain data + PersistentRecords, executing nothing."""
     try:
         with open(path, "rb") as f:
-            head = f.read(2)
-            if len(head) < 2 or head[0] != 0x80:
-                raise DataError(f"{path}: not a pickle file (expected a StyleGAN2-ADA network .pkl)")
-            f.seek(0)
-            data = _AllowListUnpickler(f).load()
+            data = f.read()
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a directory, expected a StyleGAN2-ADA network .pkl") from None
+    if len(data) < 2 or data[0] != 0x80:
+        raise DataError(f"{path}: not a pickle file (expected a StyleGAN2-ADA network .pkl)")
+    budget = _Budget(len(data))
+    load_from_bytes, rebuild_tensor_v2, rebuild_parameter = _make_tensor_builders(str(path), budget)
+    scalar = _numpy_scalar
+    globals_ = {
+        ("torch_utils.persistence", "_reconstruct_persistent_obj"): _persistent_record,
+        ("collections", "OrderedDict"): _ordered_dict,
+        ("torch._utils", "_rebuild_parameter"): rebuild_parameter,
+        ("torch._utils", "_rebuild_tensor_v2"): rebuild_tensor_v2,
+        ("torch.storage", "_load_from_bytes"): load_from_bytes,
+        ("numpy._core.multiarray", "scalar"): scalar,
+        ("numpy.core.multiarray", "scalar"): scalar,
+        ("numpy", "dtype"): _DtypeRecord,
+        ("builtins", "set"): _set_of(set),
+        ("builtins", "frozenset"): _set_of(frozenset),
+        ("__builtin__", "set"): _set_of(set),
+        ("_codecs", "encode"): _codecs_encode,
+    }
+    newobj = {("dnnlib.util", "EasyDict"): _EasyDict, ("dnnlib", "EasyDict"): _EasyDict,
+              ("collections", "OrderedDict"): OrderedDict}
+    vm = PickleVM(data, str(path), globals_, newobj=newobj, build=_build)
+    try:
+        obj, _ = vm.run(0)
     except UnsafePickleError as e:
-        raise UnsafePickleError(f"{path}: {e}") from None
+        msg = str(e)
+        raise UnsafePickleError(msg if msg.startswith(str(path)) else f"{path}: {msg}") from None
     except DataError:
         raise
-    except (EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError, IndexError, RuntimeError) as e:
-        raise DataError(f"{path}: truncated or corrupt pickle ({type(e).__name__}: {e})") from None
-    if not isinstance(data, dict):
-        raise DataError(f"{path}: pickle holds a {type(data).__name__}, expected a network snapshot dict")
-    return data
+    except (TypeError, ValueError, OverflowError, struct.error, RuntimeError) as e:
+        raise DataError(f"{path}: truncated or corrupt pickle ({type(e).__name__}: {escape(e, 160)})") from None
+    except MemoryError:
+        raise DataError(f"{path}: ran out of memory while reading it; not a loadable network snapshot") from None
+    if not isinstance(obj, dict):
+        raise DataError(f"{path}: pickle holds a {type(obj).__name__}, expected a network snapshot dict")
+    return obj
 
 
 def _f(x) -> float:
