@@ -13,6 +13,7 @@ can run on load). It holds a dict:
 from __future__ import annotations
 
 import json
+import os
 import zipfile
 
 import torch
@@ -20,7 +21,9 @@ import torch
 from synthgen.errors import DataError
 from synthgen.fsutil import atomic_path
 
+from .bounds import check_config, check_state
 from .network import StyleGAN2Config
+from .pickle_vm import escape
 
 FORMAT = "synthgen.stylegan2ada"
 FORMAT_VERSION = 1
@@ -38,23 +41,75 @@ def save_checkpoint(path, cfg: StyleGAN2Config, state_dict: dict, provenance: di
         torch.save(payload, tmp)
 
 
+def _check_zip(path) -> None:
+    """torch.save zips store their records uncompressed; a compressed record could inflate far
+    beyond the file (a zip bomb), so refuse those before torch reads anything."""
+    size = os.path.getsize(path)
+    try:
+        with zipfile.ZipFile(path) as z:
+            infos = z.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
+        raise DataError(f"{path}: not a readable synthgen checkpoint ({escape(e, 120)})") from None
+    if any(i.compress_type != zipfile.ZIP_STORED for i in infos) or sum(i.file_size for i in infos) > size:
+        raise DataError(f"{path}: checkpoint records are compressed or larger than the file; torch.save never "
+                        "writes that, so the file was not loaded")
+
+
+def _json_field(payload, key, path) -> dict:
+    text = payload.get(key)
+    try:
+        value = json.loads(text) if isinstance(text, str) else None
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise DataError(f"{path}: checkpoint field '{key}' is not a JSON object; the file is damaged "
+                        "(re-create it with `synthgen convert`)")
+    return value
+
+
+def _torch_error(e: Exception) -> str:
+    """torch's refusal, first line only, without its advice to disable weights_only."""
+    text = str(e)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        text = text.split(marker, 1)[1]
+    line = text.strip().splitlines()[0] if text.strip() else type(e).__name__
+    if "weights_only" in line:
+        line = "it holds objects that the safe loader refuses"
+    return escape(line, 160)
+
+
 def load_checkpoint(path):
-    """Return (config, state_dict, provenance)."""
+    """Return (config, state_dict, provenance); bounded and shape-checked before any allocation."""
     if not zipfile.is_zipfile(path):
         raise DataError(f"{path}: not a synthgen checkpoint (expected a torch.save zip file)")
+    _check_zip(path)
     try:
         payload = torch.load(path, weights_only=True, map_location="cpu")
-    except Exception as e:  # torch raises a variety of types on corrupt/truncated zips
-        raise DataError(f"{path}: cannot read checkpoint ({type(e).__name__}: {e})") from None
+    except MemoryError:
+        raise DataError(f"{path}: ran out of memory reading the checkpoint; the file is damaged or hostile") from None
+    except Exception as e:  # torch raises a variety of types on corrupt/truncated/hostile zips
+        raise DataError(f"{path}: cannot read checkpoint safely ({type(e).__name__}: {_torch_error(e)}); "
+                        "re-create it with `synthgen convert`") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise DataError(f"{path}: not a synthgen StyleGAN2-ADA checkpoint (no format '{FORMAT}')")
-    if payload.get("format_version", 0) > FORMAT_VERSION:
+    version = payload.get("format_version")
+    if type(version) is not int or version < 1:
+        raise DataError(f"{path}: checkpoint format_version is {escape(repr(version), 40)}, expected an integer >= 1")
+    if version > FORMAT_VERSION:
         raise DataError(
-            f"{path}: checkpoint format version {payload['format_version']} is newer than this "
-            f"synthgen reads ({FORMAT_VERSION}); upgrade synthgen"
+            f"{path}: checkpoint format version {version} is newer than this synthgen reads ({FORMAT_VERSION}); "
+            "upgrade synthgen"
         )
+    config = _json_field(payload, "config", path)
+    provenance = _json_field(payload, "provenance", path) if "provenance" in payload else {}
     try:
-        cfg = StyleGAN2Config.from_dict(json.loads(payload["config"]))
-    except (KeyError, TypeError, ValueError) as e:
-        raise DataError(f"{path}: invalid generator config in checkpoint ({e})") from None
-    return cfg, payload["state_dict"], json.loads(payload.get("provenance") or "{}")
+        cfg = StyleGAN2Config.from_dict(config)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise DataError(f"{path}: invalid generator config in checkpoint ({escape(e, 160)})") from None
+    check_config(cfg, str(path))
+    state = payload.get("state_dict")
+    if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
+        raise DataError(f"{path}: checkpoint has no state_dict of named tensors")
+    check_state(cfg, state, str(path))
+    return cfg, state, provenance

@@ -26,6 +26,7 @@ import torch
 
 from synthgen.errors import DataError, UnsafePickleError
 
+from .bounds import check_config, check_state
 from .network import MappingConfig, StyleGAN2Config, SynthesisConfig
 from .pickle_vm import PickleVM, _Global, escape
 
@@ -449,8 +450,17 @@ def load_pickle(path, key: str = "G_ema"):
     g = data[key]
     if not isinstance(g, PersistentRecord):
         raise DataError(f"{path}: '{key}' is a {type(g).__name__}, not a persistent network object")
-    cfg = config_from_record(g, f"{path}: {key}")
-    state = g.tensors()
+    where = f"{path}: {key}"
+    try:
+        cfg = config_from_record(g, where)
+        check_config(cfg, where)
+        state = g.tensors()
+    except DataError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError) as e:
+        raise DataError(f"{where}: malformed network record ({type(e).__name__}: {escape(e, 120)}); the file is "
+                        "damaged or not a StyleGAN2-ADA generator") from None
+    check_state(cfg, state, where)
     info = {"source_format": "stylegan2-ada-pkl", "snapshot_keys": sorted(map(str, data.keys())),
             "module_src_sha256": g.module_src_sha256}
     return cfg, state, info
