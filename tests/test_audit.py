@@ -144,16 +144,40 @@ def test_iresnet_weights_load_and_wrong_arch_named(r18_weights):
         IResNetMatcher(r18_weights, "r50")
 
 
-def test_facenet_weights_file_and_offline_message(tmp_path, monkeypatch):
+def _facenet_release_file(path, which, monkeypatch):
+    """A file in the release's exact structure, proven by facenet-pytorch's own loader: it builds
+    `logits` (8631/10575 classes) before a strict load_state_dict of the cached file."""
     from facenet_pytorch import InceptionResnetV1
 
     torch.manual_seed(0)
-    net = InceptionResnetV1(pretrained=None, classify=False, num_classes=7)
-    p = tmp_path / "20180408-102900-casia-webface.pt"
-    torch.save(net.state_dict(), p)  # as the release: state dict with the logits head
-    m = FacenetMatcher("facenet-casia", p)
-    assert m.embed(np.zeros((1, 112, 112, 3), np.uint8)).shape == (1, 512)
+    net = InceptionResnetV1(pretrained=None, classify=False)
+    net.logits = torch.nn.Linear(512, {"vggface2": 8631, "casia-webface": 10575}[which])
+    torch.save(net.state_dict(), path)
+    home = path.parent / "torch-home"
+    (home / "checkpoints").mkdir(parents=True, exist_ok=True)
+    name = {"vggface2": "20180402-114759-vggface2.pt", "casia-webface": "20180408-102900-casia-webface.pt"}[which]
+    (home / "checkpoints" / name).write_bytes(path.read_bytes())
+    monkeypatch.setenv("TORCH_HOME", str(home))
+    InceptionResnetV1(pretrained=which)  # raises if the structure differs from the real release
+    return net
 
+
+@pytest.mark.parametrize("which,matcher", [("casia-webface", "facenet-casia"), ("vggface2", "facenet-vggface2")])
+def test_facenet_release_weights_load(tmp_path, monkeypatch, which, matcher):
+    p = tmp_path / "release.pt"
+    net = _facenet_release_file(p, which, monkeypatch)
+    assert "logits.weight" in torch.load(p, weights_only=True)
+    m = FacenetMatcher(matcher, p)
+    x = np.random.RandomState(0).randint(0, 255, (2, 160, 160, 3), dtype=np.uint8)
+    with torch.no_grad():
+        ref = torch.nn.functional.normalize(net.eval()((torch.from_numpy(x).permute(0, 3, 1, 2).float() - 127.5) / 128))
+    np.testing.assert_allclose(m.embed(x), ref.numpy(), atol=1e-5)
+    other = "facenet-vggface2" if matcher == "facenet-casia" else "facenet-casia"
+    with pytest.raises(DataError, match=f"use --matcher {matcher}"):
+        FacenetMatcher(other, p)
+
+
+def test_facenet_offline_message_and_wrong_file(tmp_path, monkeypatch):
     import facenet_pytorch.models.inception_resnet_v1 as irv
 
     def offline(*a, **k):
@@ -165,6 +189,9 @@ def test_facenet_weights_file_and_offline_message(tmp_path, monkeypatch):
     torch.save({"conv.weight": torch.zeros(1)}, tmp_path / "wrong.pt")
     with pytest.raises(DataError, match="missing keys"):
         FacenetMatcher("facenet-casia", tmp_path / "wrong.pt")
+    torch.save({"conv.weight": "not a tensor"}, tmp_path / "odd.pt")
+    with pytest.raises(DataError, match="names -> tensors"):
+        FacenetMatcher("facenet-casia", tmp_path / "odd.pt")
 
 
 def write_faces(root, n_id, per, rng, size=112):

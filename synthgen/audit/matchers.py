@@ -21,6 +21,7 @@ from torch import nn
 from synthgen.errors import DataError, UsageError
 from synthgen.fsutil import sha256_file
 
+FACENET_CLASSES = {"facenet-vggface2": 8631, "facenet-casia": 10575}  # the release files' logits heads
 FACENET_RELEASES = {
     "facenet-vggface2": ("vggface2", "20180402-114759-vggface2.pt"),
     "facenet-casia": ("casia-webface", "20180408-102900-casia-webface.pt"),
@@ -33,11 +34,15 @@ def _load_state(path, what):
     except FileNotFoundError:
         raise DataError(f"{path}: weights file not found") from None
     except Exception as e:
-        raise DataError(f"{path}: cannot read {what} weights ({type(e).__name__}: {e})") from None
+        first = (str(e).split("WeightsUnpickler error:", 1)[-1].strip().splitlines() or [""])[0]
+        if "weights_only" in first:
+            first = "it holds objects that the safe loader refuses"
+        raise DataError(f"{path}: cannot read {what} weights ({type(e).__name__}: {first[:160]!r})") from None
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]
-    if not isinstance(sd, dict):
-        raise DataError(f"{path}: expected a state dict of {what} weights, got {type(sd).__name__}")
+    if not isinstance(sd, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in sd.items()):
+        raise DataError(f"{path}: expected a state dict of {what} weights (names -> tensors), got "
+                        f"{type(sd).__name__}{' with other contents' if isinstance(sd, dict) else ''}")
     return {k.removeprefix("module."): v for k, v in sd.items()}
 
 
@@ -96,8 +101,17 @@ class FacenetMatcher(_TorchMatcher):
             sha = hashlib_state(model.state_dict())
         else:
             sd = _load_state(weights, "InceptionResnetV1")
-            n_cls = sd["logits.weight"].shape[0] if "logits.weight" in sd else None
-            model = InceptionResnetV1(pretrained=None, classify=False, num_classes=n_cls)
+            model = InceptionResnetV1(pretrained=None, classify=False)
+            head = sd.get("logits.weight")
+            if isinstance(head, torch.Tensor) and head.ndim == 2:
+                # The release files hold the classifier head: facenet-pytorch creates `logits`
+                # (8631 or 10575 classes) before loading them. We load it too and never use it.
+                n_cls = head.shape[0]
+                other = {v: k for k, v in FACENET_CLASSES.items()}.get(n_cls)
+                if other is not None and other != name:
+                    raise DataError(f"{weights}: has a {n_cls}-class head, the {other} release; use "
+                                    f"--matcher {other} (this file was given for --matcher {name})")
+                model.logits = nn.Linear(512, n_cls)
             _strict_load(model, sd, weights, "facenet-pytorch InceptionResnetV1")
             sha = sha256_file(weights)
         super().__init__(model, device, sha)
@@ -174,7 +188,7 @@ class IResNetMatcher(_TorchMatcher):
         if arch not in IRESNET_LAYERS:
             raise UsageError(f"'{arch}' is not one of {', '.join(IRESNET_LAYERS)}", "--arch")
         sd = _load_state(weights, "iResNet")
-        n_feat = sd["fc.weight"].shape[0] if "fc.weight" in sd else 512
+        n_feat = sd["fc.weight"].shape[0] if "fc.weight" in sd and sd["fc.weight"].ndim == 2 else 512
         model = IResNet(IRESNET_LAYERS[arch], n_feat)
         _strict_load(model, sd, weights, f"arcface_torch iResNet-{arch[1:]}")
         self.name = f"iresnet-{arch}"
