@@ -21,6 +21,8 @@ import torch
 from synthgen.errors import DataError
 from synthgen.fsutil import atomic_path
 
+from synthgen.torchload import safe_torch_load
+
 from .bounds import check_config, check_state
 from .network import StyleGAN2Config
 from .pickle_vm import escape
@@ -67,30 +69,12 @@ def _json_field(payload, key, path) -> dict:
     return value
 
 
-def _torch_error(e: Exception) -> str:
-    """torch's refusal, first line only, without its advice to disable weights_only."""
-    text = str(e)
-    marker = "WeightsUnpickler error:"
-    if marker in text:
-        text = text.split(marker, 1)[1]
-    line = text.strip().splitlines()[0] if text.strip() else type(e).__name__
-    if "weights_only" in line:
-        line = "it holds objects that the safe loader refuses"
-    return escape(line, 160)
-
-
 def load_checkpoint(path):
     """Return (config, state_dict, provenance); bounded and shape-checked before any allocation."""
     if not zipfile.is_zipfile(path):
         raise DataError(f"{path}: not a synthgen checkpoint (expected a torch.save zip file)")
     _check_zip(path)
-    try:
-        payload = torch.load(path, weights_only=True, map_location="cpu")
-    except MemoryError:
-        raise DataError(f"{path}: ran out of memory reading the checkpoint; the file is damaged or hostile") from None
-    except Exception as e:  # torch raises a variety of types on corrupt/truncated/hostile zips
-        raise DataError(f"{path}: cannot read checkpoint safely ({type(e).__name__}: {_torch_error(e)}); "
-                        "re-create it with `synthgen convert`") from None
+    payload = safe_torch_load(path, "synthgen checkpoint")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise DataError(f"{path}: not a synthgen StyleGAN2-ADA checkpoint (no format '{FORMAT}')")
     version = payload.get("format_version")

@@ -20,6 +20,7 @@ from torch import nn
 
 from synthgen.errors import DataError, UsageError
 from synthgen.fsutil import sha256_file
+from synthgen.torchload import safe_torch_load
 
 FACENET_CLASSES = {"facenet-vggface2": 8631, "facenet-casia": 10575}  # the release files' logits heads
 FACENET_RELEASES = {
@@ -29,15 +30,7 @@ FACENET_RELEASES = {
 
 
 def _load_state(path, what):
-    try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise DataError(f"{path}: weights file not found") from None
-    except Exception as e:
-        first = (str(e).split("WeightsUnpickler error:", 1)[-1].strip().splitlines() or [""])[0]
-        if "weights_only" in first:
-            first = "it holds objects that the safe loader refuses"
-        raise DataError(f"{path}: cannot read {what} weights ({type(e).__name__}: {first[:160]!r})") from None
+    sd = safe_torch_load(path, f"{what} weights")
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]
     if not isinstance(sd, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in sd.items()):
