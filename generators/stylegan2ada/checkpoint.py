@@ -21,7 +21,7 @@ import torch
 from synthgen.errors import DataError
 from synthgen.fsutil import atomic_path
 
-from synthgen.torchload import safe_torch_load
+from synthgen.safeload import safe_torch_load
 
 from .bounds import check_config, check_state
 from .network import StyleGAN2Config

@@ -16,6 +16,7 @@ import numpy as np
 
 from synthgen.errors import DataError, UsageError
 from synthgen.imageio import UnreadableImage, list_images, load_rgb
+from synthgen.safeload import load_npz_arrays, read_h5_dataset, refusal_reason
 
 
 class ImageSet:
@@ -92,9 +93,12 @@ def embed_set(images: ImageSet, matcher, cache_dir, batch_size: int = 256, progr
     cache_file = cache_dir / (hashlib.sha256(str(images.path.resolve()).encode()).hexdigest()[:16] + ".npz")
     cached: dict[str, tuple[str, np.ndarray]] = {}
     if cache_file.is_file():
-        with np.load(cache_file, allow_pickle=False) as z:
-            for k, fp, e in zip(z["keys"], z["fingerprints"], z["emb"]):
-                cached[str(k)] = (str(fp), e)
+        try:
+            z = load_npz_arrays(cache_file, ("keys", "fingerprints", "emb"), "embedding cache")
+        except DataError:  # a damaged cache is only lost work: embed again and rewrite it
+            z = {"keys": [], "fingerprints": [], "emb": []}
+        for k, fp, e in zip(z["keys"], z["fingerprints"], z["emb"]):
+            cached[str(k)] = (str(fp), e)
     todo = [i for i, (k, fp) in enumerate(zip(images.keys, images.fingerprints)) if cached.get(k, ("",))[0] != fp]
     size = matcher.input_size
     unreadable = []
@@ -129,19 +133,21 @@ def load_embeddings_file(path, flag: str) -> Embedded:
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"{path}: embeddings file not found (with --matcher embeddings, pass .npz/.h5 files)", flag)
+    names = ("embeddings", "keys", "labels")
     try:
         if path.suffix in (".h5", ".hdf5"):
             import h5py
 
             with h5py.File(path, "r") as f:
-                emb, keys, labels = f["embeddings"][:], f["keys"][:], f["labels"][:]
+                emb, keys, labels = (read_h5_dataset(f, n, path, "embeddings") for n in names)
         else:
-            with np.load(path, allow_pickle=False) as z:
-                emb, keys, labels = z["embeddings"], z["keys"], z["labels"]
-    except KeyError as e:
-        raise DataError(f"{path}: missing array {e}; expected 'embeddings' [N, D], 'keys' [N], 'labels' [N]") from None
+            z = load_npz_arrays(path, names, "embeddings")
+            emb, keys, labels = (z[n] for n in names)
     except (OSError, ValueError) as e:
-        raise DataError(f"{path}: unreadable embeddings file ({e})") from None
+        raise DataError(f"{path}: unreadable embeddings file ({type(e).__name__}: {refusal_reason(e)}); expected "
+                        "'embeddings' [N, D], 'keys' [N], 'labels' [N]") from None
+    if emb.dtype.kind not in "fiu" or keys.ndim != 1 or labels.ndim != 1:
+        raise DataError(f"{path}: expected numeric 'embeddings' [N, D] and 1-d 'keys', 'labels'")
     dec = lambda v: v.decode() if isinstance(v, bytes) else str(v)  # noqa: E731
     emb = np.asarray(emb, np.float32)
     if emb.ndim != 2 or len(emb) != len(keys) or len(keys) != len(labels):

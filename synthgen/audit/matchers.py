@@ -20,7 +20,7 @@ from torch import nn
 
 from synthgen.errors import DataError, UsageError
 from synthgen.fsutil import sha256_file
-from synthgen.torchload import safe_torch_load
+from synthgen.safeload import safe_torch_load
 
 FACENET_CLASSES = {"facenet-vggface2": 8631, "facenet-casia": 10575}  # the release files' logits heads
 FACENET_RELEASES = {
