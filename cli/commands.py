@@ -6,6 +6,8 @@ import json
 
 import click
 
+from synthgen.audit.matchers import MATCHERS as MATCHER_NAMES
+
 from .main import cli, echo_json
 
 NETWORK = click.Path(dir_okay=False, path_type=str)
@@ -263,7 +265,7 @@ def export(directory, fmt, out, shuffle, seed, jpeg_quality, image_format, overw
 @click.option("--synthetic", required=True, metavar="PATH", help="Aligned synthetic set: folder tree or shard dir (.npz/.h5 with --matcher embeddings).")
 @click.option("--authentic", required=True, metavar="PATH", help="Aligned authentic set (e.g. the GAN's training data), same forms.")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=str), metavar="DIR", help="Report directory.")
-@click.option("--matcher", default="facenet-vggface2", type=click.Choice(["facenet-vggface2", "facenet-casia", "iresnet", "onnx", "embeddings"]), help="Face matcher.")
+@click.option("--matcher", default="facenet-vggface2", type=click.Choice(MATCHER_NAMES), help="Face matcher (pixels: a test double, not a face matcher).")
 @click.option("--weights", default=None, type=click.Path(dir_okay=False, path_type=str), metavar="FILE", help="Matcher weights (needed offline).")
 @click.option("--arch", default="r100", type=click.Choice(["r18", "r34", "r50", "r100"]), help="iResNet depth (--matcher iresnet).")
 @click.option("--fmr", default=1e-3, type=float, metavar="RATE", help="Target false-match rate that fixes the threshold.")
