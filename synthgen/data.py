@@ -11,7 +11,6 @@ import bisect
 import io
 import itertools
 import os
-import re
 from pathlib import Path
 
 import numpy as np
@@ -110,16 +109,10 @@ class _Shards:
             keys = []
             for s in range(len(self.files)):
                 for r, k in enumerate(self._file(s)["keys"][:]):
-                    if isinstance(k, bytes) and _FAST_KEY.fullmatch(k):
-                        keys.append(k.decode("ascii"))
-                    else:
-                        keys.append(safe_relpath(k, None, self.files[s], f"keys[{r}]", REBUILD))
+                    keys.append(safe_relpath(k, None, self.files[s], f"keys[{r}]", REBUILD))
             self._keys = keys
         return self._keys[i]
 
-
-# Common keys ("000123/000045.png") pass without the per-character check of safe_relpath.
-_FAST_KEY = re.compile(rb"[A-Za-z0-9_-][A-Za-z0-9_.-]*(?:/[A-Za-z0-9_-][A-Za-z0-9_.-]*)*")
 
 
 def _subset(labels: np.ndarray, max_per_class: int | None) -> np.ndarray:

@@ -22,6 +22,8 @@ _DRIVE = re.compile(r"^[A-Za-z]:")
 # Cc: control (NUL, newline, ESC ...), Cf: format (bidi overrides), Zl/Zp: line/paragraph
 # separators, Cs: lone surrogates (undecodable bytes smuggled through surrogateescape).
 _BAD_CATEGORIES = ("Cc", "Cf", "Zl", "Zp", "Cs")
+# Common paths ("000123/000045.png") pass without the per-character check.
+_PLAIN = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*(?:/[A-Za-z0-9_-][A-Za-z0-9_.-]*)*")
 EXPECTED = ("a relative path like 'identity/file.png': '/'-separated, no '.', '..' or empty parts, "
             "no backslash, drive letter or control characters")
 
@@ -42,6 +44,8 @@ def path_problem(value) -> str | None:
     """Why `value` is not a safe normalised relative path (None when it is)."""
     if not isinstance(value, str):
         return f"a {type(value).__name__}, not a string"
+    if _PLAIN.fullmatch(value):
+        return None
     if not value:
         return "empty"
     for ch in value:

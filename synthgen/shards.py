@@ -435,8 +435,8 @@ def _trusted_checksums(out: Path, old_index: dict | None) -> dict[str, list[dict
 
 def _verified(path: Path, candidates: list[dict], ph: str, count: int) -> dict | None:
     """The shard's {"bytes", "sha256"} if it matches a trusted checksum and the plan, else None."""
-    if not candidates or not path.is_file():
-        return None
+    if not candidates or path.is_symlink() or not path.is_file():
+        return None  # a symlink is replaced by a real shard (readers refuse links leaving the folder)
     size = path.stat().st_size
     sized = [c for c in candidates if c["bytes"] == size]
     if not sized:

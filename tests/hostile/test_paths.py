@@ -354,3 +354,23 @@ def test_a_key_colliding_with_a_folder_is_one_line(shards, tmp_path):
     with pytest.raises(DataError) as e:
         export(shards, tmp_path / "if", "imagefolder", progress=False)
     assert_one_line(str(e.value), "cannot write")
+
+
+def test_align_journal_paths_stay_in_out(tmp_path):
+    from synthgen.alignment import _read_journal
+
+    j = tmp_path / "aligned" / ".align-journal.jsonl"
+    j.parent.mkdir()
+    j.write_text(json.dumps({"source": "a/1.png", "status": "ok", "path": "a/1.png"}) + "\n"
+                 + json.dumps({"source": "a/2.png", "status": "ok", "path": "../../etc/passwd"}) + "\n")
+    with pytest.raises(DataError) as e:
+        _read_journal(j)
+    assert_one_line(str(e.value), ".align-journal.jsonl", "line 2 'path'", "delete .align-journal.jsonl")
+
+
+def test_symlinked_shard_in_out_is_replaced_by_a_real_one(shards, tree, tmp_path):
+    other = tmp_path / "other.h5"
+    shutil.move(shards / "shard-00001.h5", other)
+    (shards / "shard-00001.h5").symlink_to(other)  # same bytes, so the index checksum matches
+    make_shards(tree, shards)
+    assert not (shards / "shard-00001.h5").is_symlink() and verify(shards) == []
