@@ -40,7 +40,7 @@ class _Shards:
         self._keys = None  # all keys, read on first use (one read per shard)
         labels = []
         for p, n in zip(self.files, self.counts):
-            with open_shard(p, n) as f:
+            with open_shard(p, n, self.index) as f:
                 try:
                     labels.append(np.asarray(f["labels"][:], np.int64))
                 except (OSError, ValueError, TypeError) as e:
@@ -62,7 +62,7 @@ class _Shards:
         if self._pid != os.getpid():
             self._pid, self._handles, self._images = os.getpid(), {}, {}
         if s not in self._handles:
-            self._handles[s] = open_shard(self.files[s], self.counts[s])
+            self._handles[s] = open_shard(self.files[s], self.counts[s], self.index)
         return self._handles[s]
 
     def locate(self, i: int) -> tuple[int, int]:
@@ -73,7 +73,8 @@ class _Shards:
         """(images dataset, image shape if rows can be read as raw chunks else None), cached."""
         if self._pid != os.getpid() or s not in self._images:
             ds = self._file(s)["images"]
-            direct = self.encoding == "raw" and ds.compression is None and ds.chunks == (1, *ds.shape[1:])
+            direct = (self.encoding == "raw" and ds.chunks == (1, *ds.shape[1:])
+                      and ds.id.get_create_plist().get_nfilters() == 0)  # chunk bytes are the pixels
             self._images[s] = (ds, tuple(ds.shape[1:]) if direct else None)
         return self._images[s]
 
@@ -97,7 +98,11 @@ class _Shards:
         from PIL import Image
 
         try:
-            return np.array(Image.open(io.BytesIO(data.tobytes())).convert("RGB"))
+            im = Image.open(io.BytesIO(data.tobytes()))
+            h, w = self.index["image_size"]
+            if im.size != (w, h):  # before decoding: a 1 kB PNG can declare a 30000x30000 image
+                raise ValueError(f"it is {im.size[0]}x{im.size[1]}, index.json says {w}x{h}")
+            return np.array(im.convert("RGB"))
         except (OSError, ValueError, Image.DecompressionBombError) as e:
             s, r = self.locate(i)
             raise DataError(f"{show_path(self.files[s])}: image {r} is not a readable {self.encoding} ({e}); "

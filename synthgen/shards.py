@@ -520,8 +520,11 @@ def storage_problems(group, prefix: str = "") -> list[str]:
     return problems
 
 
-def open_shard(path: Path, count: int | None = None):
-    """Open a shard read-only after checking it is a plain synthgen shard; DataError otherwise."""
+def open_shard(path: Path, count: int | None = None, index: dict | None = None):
+    """Open a shard read-only after checking it is a plain synthgen shard; DataError otherwise.
+
+    count: the number of items index.json gives it; index: the checked index.json, whose
+    encoding and image_size the `images` dataset must match."""
     import h5py
 
     if not path.is_file():
@@ -537,6 +540,13 @@ def open_shard(path: Path, count: int | None = None):
                 problems.append(f"dataset '{name}' missing")
             elif count is not None and f[name].shape[:1] != (count,):
                 problems.append(f"dataset '{name}' has shape {f[name].shape}, index.json says {count} items")
+        if index is not None and "images" in f and not problems:
+            ds = f["images"]
+            h, w = index["image_size"]
+            if index["encoding"] == "raw" and (ds.dtype != np.uint8 or ds.shape[1:] != (h, w, 3)):
+                problems.append(f"images are {ds.dtype} {ds.shape[1:]}, index.json says uint8 {(h, w, 3)}")
+            elif index["encoding"] != "raw" and h5py.check_vlen_dtype(ds.dtype) != np.uint8:
+                problems.append(f"images are {ds.dtype}, index.json says encoded bytes (vlen uint8)")
     except Exception:
         f.close()
         raise
@@ -697,9 +707,9 @@ def _check_images(ds, index, name, problems) -> None:
         else:
             for i in range(len(ds)):
                 im = Image.open(io.BytesIO(ds[i].tobytes()))
-                im.load()
-                if im.size != (w, h):
+                if im.size != (w, h):  # checked before decoding: a tiny file can declare a huge image
                     problems.append(f"{name}: image {i} is {im.size}, index says {(w, h)}")
                     break
-    except (OSError, ValueError) as ex:
+                im.load()
+    except (OSError, ValueError, Image.DecompressionBombError) as ex:
         problems.append(f"{name}: unreadable image data ({show(str(ex))})")

@@ -374,3 +374,33 @@ def test_symlinked_shard_in_out_is_replaced_by_a_real_one(shards, tree, tmp_path
     (shards / "shard-00001.h5").symlink_to(other)  # same bytes, so the index checksum matches
     make_shards(tree, shards)
     assert not (shards / "shard-00001.h5").is_symlink() and verify(shards) == []
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+def test_png_shard_declaring_a_huge_image_is_refused_before_decoding(tree, tmp_path):
+    import io
+
+    import h5py
+    from PIL import Image
+
+    make_shards(tree, tmp_path / "s", encoding="png")
+    buf = io.BytesIO()
+    Image.new("L", (12000, 12000)).save(buf, format="PNG", optimize=True)  # 432 MB as RGB, tiny file
+    bomb = np.frombuffer(buf.getvalue(), np.uint8)
+    assert len(bomb) < 1_000_000
+    with h5py.File(tmp_path / "s" / "shard-00000.h5", "a") as f:
+        f["images"][0] = bomb
+    resign(tmp_path / "s")
+    with pytest.raises(DataError) as e:
+        ShardDataset(tmp_path / "s")[0]
+    assert_one_line(str(e.value), "shard-00000.h5: image 0", "12000x12000")
+    assert any("image 0 is (12000, 12000)" in p for p in verify(tmp_path / "s"))
+
+
+def test_raw_images_of_the_wrong_dtype_or_shape_are_refused(shards):
+    replace_dataset(shards / "shard-00000.h5", "images", data=np.zeros((5, 8, 8, 3), np.float64),
+                    chunks=(1, 8, 8, 3))
+    resign(shards)
+    with pytest.raises(DataError) as e:
+        ShardDataset(shards)
+    assert_one_line(str(e.value), "shard-00000.h5", "float64")
