@@ -51,6 +51,13 @@ def _jpeg(img: np.ndarray, quality: int) -> bytes:
     return buf.getvalue()
 
 
+def _fresh(tmp: Path) -> Path:
+    """Remove whatever sits at a temp name first: in a reused --out it could be a planted symlink
+    (the name is predictable), and opening it for writing would follow the link out of --out."""
+    tmp.unlink(missing_ok=True)
+    return tmp
+
+
 def export(root, out, format: str, shuffle: bool = False, seed: int = 0, jpeg_quality: int = 95,
            image_format: str = "png", overwrite: bool = False, progress: bool = True) -> dict:
     """Python API of `synthgen export`."""
@@ -86,7 +93,7 @@ def _export_recordio(shards, out: Path, shuffle, seed, quality, progress) -> dic
     order = np.random.RandomState(seed).permutation(n) if shuffle else np.arange(n)
     h, w = shards.index["image_size"]
     idx_lines = []
-    with atomic_path(out / "train.rec") as tmp, open(tmp, "wb") as f:
+    with atomic_path(out / "train.rec") as tmp, open(_fresh(tmp), "wb") as f:
         def put(rid, payload):
             idx_lines.append(f"{rid}\t{f.tell()}\n")
             f.write(_record(payload))
@@ -118,6 +125,7 @@ def _export_imagefolder(shards, out: Path, image_format, quality, progress) -> d
         dst = (out / key).with_suffix("." + image_format)
         dst.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(dst) as tmp:
+            _fresh(tmp)
             im = Image.fromarray(shards.image(i))
             if image_format == "jpg":
                 im.save(tmp, format="JPEG", quality=quality)

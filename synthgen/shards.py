@@ -201,7 +201,7 @@ class _GuardedFile:
     """
 
     def __init__(self, path: Path):
-        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
         self.pos, self.error = 0, None
 
     def seek(self, offset, whence=0):

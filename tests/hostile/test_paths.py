@@ -404,3 +404,16 @@ def test_raw_images_of_the_wrong_dtype_or_shape_are_refused(shards):
     with pytest.raises(DataError) as e:
         ShardDataset(shards)
     assert_one_line(str(e.value), "shard-00000.h5", "float64")
+
+
+@pytest.mark.parametrize("fmt", ["recordio", "imagefolder"])
+def test_planted_temp_symlink_in_a_reused_out_is_not_followed(shards, tmp_path, fmt):
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"precious")
+    out = tmp_path / "out"
+    where = out if fmt == "recordio" else out / "000000"
+    where.mkdir(parents=True)
+    name = "train.rec" if fmt == "recordio" else "000000.png"
+    (where / f".{name}.tmp-{os.getpid()}").symlink_to(victim)  # temp names are predictable
+    export(shards, out, fmt, overwrite=True, progress=False)
+    assert victim.read_bytes() == b"precious" and (where / name).is_file() and not (where / name).is_symlink()
