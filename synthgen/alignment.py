@@ -24,6 +24,7 @@ from synthgen import __version__
 from synthgen.errors import DataError, UsageError
 from synthgen.fsutil import atomic_write_text
 from synthgen.runs import check_output_dir, config_hash, ensure_writable_dir
+from synthgen.safepath import safe_relpath
 from synthgen.imageio import UnreadableImage, list_images, load_rgb
 
 # ArcFace 112x112 template (insightface): left eye, right eye, nose, left/right mouth corner.
@@ -414,11 +415,13 @@ def _worker_run(job):
 def _read_journal(path: Path) -> dict:
     done = {}
     if path.is_file():
-        for line in path.read_text().splitlines():
+        for n, line in enumerate(path.read_text().splitlines(), 1):
             try:
                 r = json.loads(line)
             except ValueError:  # torn last line from a crash
                 continue
+            if "path" in r:  # joined to --out and copied into the manifest: must stay inside --out
+                safe_relpath(r["path"], path.parent, path, f"line {n} 'path'", f"delete {path.name} and rerun")
             done[r["source"]] = r
     return done
 

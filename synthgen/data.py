@@ -10,7 +10,6 @@ from __future__ import annotations
 import bisect
 import io
 import itertools
-import json
 import os
 from pathlib import Path
 
@@ -19,29 +18,38 @@ import torch
 from torch.utils.data import Dataset
 
 from synthgen.errors import DataError
-from synthgen.shards import INDEX
+from synthgen.safepath import safe_relpath, show_path
+from synthgen.shards import REBUILD, load_index, open_shard
 
 
 class _Shards:
-    """Index over all shards: global item -> (shard, row); lazy per-process h5py handles."""
+    """Index over all shards: global item -> (shard, row); lazy per-process h5py handles.
+
+    Every shard is opened through `shards.open_shard` (no external links, external raw storage
+    or virtual datasets; images/labels/keys present with the indexed count) and index.json
+    through `shards.load_index` (shard files are plain `shard-NNNNN.h5` names inside `root`).
+    Keys are checked to be safe relative paths when they are first read.
+    """
 
     def __init__(self, root):
-        import h5py
-
         self.root = Path(root)
-        ip = self.root / INDEX
-        if not ip.is_file():
-            raise DataError(f"{ip}: missing; not a finished synthgen shard directory (run `synthgen shard`)")
-        self.index = json.loads(ip.read_text())
+        self.index = load_index(self.root)
         self.files = [self.root / e["file"] for e in self.index["shards"]]
-        counts = [e["count"] for e in self.index["shards"]]
-        self._starts = [0, *itertools.accumulate(counts)]  # first global item of each shard
+        self.counts = [e["count"] for e in self.index["shards"]]
+        self._starts = [0, *itertools.accumulate(self.counts)]  # first global item of each shard
         self._keys = None  # all keys, read on first use (one read per shard)
         labels = []
-        for p in self.files:
-            with h5py.File(p, "r") as f:
-                labels.append(f["labels"][:])
+        for p, n in zip(self.files, self.counts):
+            with open_shard(p, n, self.index) as f:
+                try:
+                    labels.append(np.asarray(f["labels"][:], np.int64))
+                except (OSError, ValueError, TypeError) as e:
+                    raise DataError(f"{show_path(p)}: labels unreadable ({str(e).splitlines()[0] if str(e) else e}); {REBUILD}") from None
         self.labels = np.concatenate(labels) if labels else np.zeros(0, np.int64)
+        k = len(self.index["classes"])
+        if len(self.labels) and (self.labels.min() < 0 or self.labels.max() >= k or np.any(np.diff(self.labels) < 0)):
+            raise DataError(f"{show_path(self.root)}: labels are not sorted values in [0, {k}) as index.json's classes "
+                            f"require (found {self.labels.min()}..{self.labels.max()}); {REBUILD}")
         self.encoding = self.index["encoding"]
         self._pid, self._handles, self._images = None, {}, {}
 
@@ -51,12 +59,10 @@ class _Shards:
         return d
 
     def _file(self, s):
-        import h5py
-
         if self._pid != os.getpid():
             self._pid, self._handles, self._images = os.getpid(), {}, {}
         if s not in self._handles:
-            self._handles[s] = h5py.File(self.files[s], "r")
+            self._handles[s] = open_shard(self.files[s], self.counts[s], self.index)
         return self._handles[s]
 
     def locate(self, i: int) -> tuple[int, int]:
@@ -67,17 +73,22 @@ class _Shards:
         """(images dataset, image shape if rows can be read as raw chunks else None), cached."""
         if self._pid != os.getpid() or s not in self._images:
             ds = self._file(s)["images"]
-            direct = self.encoding == "raw" and ds.compression is None and ds.chunks == (1, *ds.shape[1:])
+            direct = (self.encoding == "raw" and ds.chunks == (1, *ds.shape[1:])
+                      and ds.id.get_create_plist().get_nfilters() == 0)  # chunk bytes are the pixels
             self._images[s] = (ds, tuple(ds.shape[1:]) if direct else None)
         return self._images[s]
 
     def _row(self, s: int, r: int) -> np.ndarray:
         ds, shape = self._dataset(s)
-        if shape is not None:
-            # One image per uncompressed chunk: read the chunk's bytes directly (several times
-            # faster than h5py's selection machinery for a single row).
-            return np.frombuffer(bytearray(ds.id.read_direct_chunk((r, 0, 0, 0))[1]), np.uint8).reshape(shape)
-        return ds[r]
+        try:
+            if shape is not None:
+                # One image per uncompressed chunk: read the chunk's bytes directly (several times
+                # faster than h5py's selection machinery for a single row).
+                return np.frombuffer(bytearray(ds.id.read_direct_chunk((r, 0, 0, 0))[1]), np.uint8).reshape(shape)
+            return ds[r]
+        except (OSError, ValueError, KeyError) as e:
+            raise DataError(f"{show_path(self.files[s])}: image {r} unreadable ({str(e).splitlines()[0] if str(e) else e}); "
+                            f"run `synthgen verify {show_path(self.root)}`, then {REBUILD}") from None
 
     def image(self, i: int) -> np.ndarray:
         s, r = self.locate(i)
@@ -86,14 +97,27 @@ class _Shards:
             return data
         from PIL import Image
 
-        return np.array(Image.open(io.BytesIO(data.tobytes())).convert("RGB"))
-
+        try:
+            im = Image.open(io.BytesIO(data.tobytes()))
+            h, w = self.index["image_size"]
+            if im.size != (w, h):  # before decoding: a 1 kB PNG can declare a 30000x30000 image
+                raise ValueError(f"it is {im.size[0]}x{im.size[1]}, index.json says {w}x{h}")
+            return np.array(im.convert("RGB"))
+        except (OSError, ValueError, Image.DecompressionBombError) as e:
+            s, r = self.locate(i)
+            raise DataError(f"{show_path(self.files[s])}: image {r} is not a readable {self.encoding} ({e}); "
+                            f"{REBUILD}") from None
 
     def key(self, i: int) -> str:
+        """Key (relative path in the input tree) of item i; every key is checked when first read."""
         if self._keys is None:
-            self._keys = [k.decode() if isinstance(k, bytes) else k
-                          for s in range(len(self.files)) for k in self._file(s)["keys"][:]]
+            keys = []
+            for s in range(len(self.files)):
+                for r, k in enumerate(self._file(s)["keys"][:]):
+                    keys.append(safe_relpath(k, None, self.files[s], f"keys[{r}]", REBUILD))
+            self._keys = keys
         return self._keys[i]
+
 
 
 def _subset(labels: np.ndarray, max_per_class: int | None) -> np.ndarray:

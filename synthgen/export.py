@@ -20,8 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from synthgen.errors import UsageError
+from synthgen.errors import DataError, UsageError
 from synthgen.fsutil import atomic_path, atomic_write_text
+from synthgen.runs import ensure_writable_dir
+from synthgen.safepath import safe_relpath, show, show_path
 
 RECORDIO_MAGIC = 0xCED7230A
 IRHEADER = struct.Struct("<IfQQ")
@@ -49,23 +51,39 @@ def _jpeg(img: np.ndarray, quality: int) -> bytes:
     return buf.getvalue()
 
 
+def _fresh(tmp: Path) -> Path:
+    """Remove whatever sits at a temp name first: in a reused --out it could be a planted symlink
+    (the name is predictable), and opening it for writing would follow the link out of --out."""
+    tmp.unlink(missing_ok=True)
+    return tmp
+
+
 def export(root, out, format: str, shuffle: bool = False, seed: int = 0, jpeg_quality: int = 95,
            image_format: str = "png", overwrite: bool = False, progress: bool = True) -> dict:
     """Python API of `synthgen export`."""
     from synthgen.data import _Shards
 
-    shards = _Shards(root)
+    if format not in ("recordio", "imagefolder"):
+        raise UsageError(f"{show(format)} is not one of recordio, imagefolder", "--format")
+    if format == "imagefolder" and shuffle:
+        raise UsageError("--shuffle applies to recordio only", "--shuffle")
+    if format == "imagefolder" and image_format not in ("png", "jpg"):
+        raise UsageError(f"{show(image_format)} is not one of png, jpg", "--image-format")
+    shards = _Shards(root)  # checks index.json, every shard's presence and storage layout
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{show_path(out)} exists and is not a directory", "--out")
     if out.exists() and any(out.iterdir()) and not overwrite:
-        raise UsageError(f"{out} is not empty; use a new directory or pass --overwrite", "--out")
-    out.mkdir(parents=True, exist_ok=True)
-    if format == "recordio":
-        return _export_recordio(shards, out, shuffle, seed, jpeg_quality, progress)
-    if format == "imagefolder":
-        if shuffle:
-            raise UsageError("--shuffle applies to recordio only", "--shuffle")
+        raise UsageError(f"{show_path(out)} is not empty; use a new directory or pass --overwrite", "--out")
+    ensure_writable_dir(out)  # a read-only or unusable --out: one line, before any work
+    try:
+        if format == "recordio":
+            return _export_recordio(shards, out, shuffle, seed, jpeg_quality, progress)
         return _export_imagefolder(shards, out, image_format, jpeg_quality, progress)
-    raise UsageError(f"'{format}' is not one of recordio, imagefolder", "--format")
+    except OSError as e:  # full disk, permissions changed under us, a key colliding with a folder
+        where = show_path(e.filename) if e.filename else show_path(out)
+        raise DataError(f"{where}: cannot write ({e.strerror or e}); free disk space or fix the folder, "
+                        "then rerun the export (with --overwrite)") from None
 
 
 def _export_recordio(shards, out: Path, shuffle, seed, quality, progress) -> dict:
@@ -75,7 +93,7 @@ def _export_recordio(shards, out: Path, shuffle, seed, quality, progress) -> dic
     order = np.random.RandomState(seed).permutation(n) if shuffle else np.arange(n)
     h, w = shards.index["image_size"]
     idx_lines = []
-    with atomic_path(out / "train.rec") as tmp, open(tmp, "wb") as f:
+    with atomic_path(out / "train.rec") as tmp, open(_fresh(tmp), "wb") as f:
         def put(rid, payload):
             idx_lines.append(f"{rid}\t{f.tell()}\n")
             f.write(_record(payload))
@@ -97,14 +115,17 @@ def _export_imagefolder(shards, out: Path, image_format, quality, progress) -> d
     from PIL import Image
     from tqdm import tqdm
 
-    if image_format not in ("png", "jpg"):
-        raise UsageError(f"'{image_format}' is not one of png, jpg", "--image-format")
     n = len(shards.labels)
     for i in tqdm(range(n), unit="img", desc="imagefolder", disable=not progress):
-        key = shards.key(i)
+        key = shards.key(i)  # a safe relative path (checked when keys are read) ...
+        s, r = shards.locate(i)
+        # ... and, symlinks already in --out followed, it must still land inside --out
+        safe_relpath(key, out, shards.files[s], f"keys[{r}]", "rebuild the shards with `synthgen shard`, "
+                     "or export into a new, empty --out")
         dst = (out / key).with_suffix("." + image_format)
         dst.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(dst) as tmp:
+            _fresh(tmp)
             im = Image.fromarray(shards.image(i))
             if image_format == "jpg":
                 im.save(tmp, format="JPEG", quality=quality)

@@ -95,12 +95,18 @@ def test_interrupted_run_resumes(gen_dir, tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         shard(ShardConfig(inp=str(gen_dir), out=str(tmp_path / "s"), shard_size=5, progress=False))
     names = sorted(p.name for p in (tmp_path / "s").iterdir())
-    assert names == ["shard-00000.h5", "shard-00001.h5"]  # no index, no temp file
+    # no index, no temp file; the journal holds the checksum of each completed shard
+    assert names == [".shard-journal.jsonl", "shard-00000.h5", "shard-00001.h5"]
+    from synthgen.fsutil import sha256_file
+
+    journal = [json.loads(x) for x in (tmp_path / "s" / ".shard-journal.jsonl").read_text().splitlines()]
+    assert [(j["file"], j["sha256"]) for j in journal] == [(n, sha256_file(tmp_path / "s" / n)) for n in names[1:]]
     mt = (tmp_path / "s" / "shard-00000.h5").stat().st_mtime_ns
     monkeypatch.setattr(sh, "_write_shard", real)
     shard(ShardConfig(inp=str(gen_dir), out=str(tmp_path / "s"), shard_size=5, progress=False))
     assert (tmp_path / "s" / "shard-00000.h5").stat().st_mtime_ns == mt
     assert verify(tmp_path / "s") == [] and len(ShardDataset(tmp_path / "s")) == 24
+    assert not (tmp_path / "s" / ".shard-journal.jsonl").exists()  # index.json took over
 
 
 def test_verify_catches_tampering(gen_dir, tmp_path):
