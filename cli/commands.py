@@ -7,6 +7,7 @@ import json
 import click
 
 from synthgen.audit.matchers import MATCHERS as MATCHER_NAMES
+from synthgen.export import EXPORTERS as EXPORT_FORMATS
 
 from .main import cli, echo_json
 
@@ -236,7 +237,7 @@ def verify(directory):
 
 @cli.command()
 @click.argument("directory", metavar="DIR", type=click.Path(path_type=str))
-@click.option("--format", "fmt", required=True, type=click.Choice(["recordio", "imagefolder"]), help="Target format.")
+@click.option("--format", "fmt", required=True, type=click.Choice(list(EXPORT_FORMATS)), help="Target format.")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=str), metavar="DIR", help="Output directory.")
 @click.option("--shuffle", is_flag=True, help="recordio: write records in shuffled order (for DALI).")
 @click.option("--seed", default=0, type=int, metavar="INT", help="Shuffle seed.")

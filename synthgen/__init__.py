@@ -11,28 +11,28 @@ Pipeline: generate -> align -> shard -> audit. Each stage is one function here a
 
 __version__ = "0.1.0"
 
-# The stage modules are `generation`, `alignment`, `shards`, so these names stay functions.
-from synthgen.alignment import align  # noqa: E402
-from synthgen.generation import generate  # noqa: E402
-from synthgen.shards import shard, verify  # noqa: E402
+# Lazy: `import synthgen` (and `synthgen --help`) loads no numpy, torch or stage module; each
+# name below is imported on first use. The stage modules are `generation`, `alignment`,
+# `shards`, so these names stay functions.
+_API = {
+    "generate": ("synthgen.generation", "generate"),
+    "align": ("synthgen.alignment", "align"),
+    "shard": ("synthgen.shards", "shard"),
+    "verify": ("synthgen.shards", "verify"),
+    "export": ("synthgen.export", "export"),
+    "run_audit": ("synthgen.audit.report", "run_audit"),
+    "run_pipeline": ("synthgen.pipeline", "run_pipeline"),
+    "load_generator": ("synthgen.generators", "load_generator"),
+}
 
 
-def load_generator(path, device="cpu", force_fp32=False):
-    from synthgen.generators import load_generator as _load
+def __getattr__(name):
+    if name in _API:
+        import importlib
 
-    return _load(path, device=device, force_fp32=force_fp32)
-
-
-def run_audit(cfg=None, **kwargs):
-    from synthgen.audit.report import run_audit as _run
-
-    return _run(cfg, **kwargs)
+        module, attr = _API[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'synthgen' has no attribute {name!r}")
 
 
-def run_pipeline(cfg, **kwargs):
-    from synthgen.pipeline import run_pipeline as _run
-
-    return _run(cfg, **kwargs)
-
-
-__all__ = ["__version__", "align", "generate", "load_generator", "run_audit", "run_pipeline", "shard", "verify"]
+__all__ = ["__version__", *_API]

@@ -54,15 +54,15 @@ def test_run_completes_then_does_nothing(tmp_path, matcher_weights):
 
 
 def test_run_resumes_interrupted_stage(tmp_path, matcher_weights, monkeypatch):
-    import synthgen.shards as sh
+    import synthgen.shards.writer as sh
 
     cfg = small_config(tmp_path, matcher_weights, tmp_path / "unused")
     cfg["audit"]["enabled"] = False
-    real = sh._write_shard
-    monkeypatch.setattr(sh, "_write_shard", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    real = sh.write_shard
+    monkeypatch.setattr(sh, "write_shard", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
     with pytest.raises(KeyboardInterrupt):
         run_pipeline(cfg, progress=False, log=lambda *a: None)
-    monkeypatch.setattr(sh, "_write_shard", real)
+    monkeypatch.setattr(sh, "write_shard", real)
     logs = []
     rec = run_pipeline(cfg, progress=False, log=logs.append)
     assert logs[:2] == ["[generate] complete for this config, skipped", "[align] complete for this config, skipped"]

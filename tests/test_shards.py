@@ -80,9 +80,9 @@ def test_deterministic_and_rerun_changes_nothing(gen_dir, tmp_path):
 
 
 def test_interrupted_run_resumes(gen_dir, tmp_path, monkeypatch):
-    import synthgen.shards as sh
+    import synthgen.shards.writer as sh
 
-    real = sh._write_shard
+    real = sh.write_shard
     calls = {"n": 0}
 
     def boom(path, *a, **k):
@@ -91,7 +91,7 @@ def test_interrupted_run_resumes(gen_dir, tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(path, *a, **k)
 
-    monkeypatch.setattr(sh, "_write_shard", boom)
+    monkeypatch.setattr(sh, "write_shard", boom)
     with pytest.raises(KeyboardInterrupt):
         shard(ShardConfig(inp=str(gen_dir), out=str(tmp_path / "s"), shard_size=5, progress=False))
     names = sorted(p.name for p in (tmp_path / "s").iterdir())
@@ -102,7 +102,7 @@ def test_interrupted_run_resumes(gen_dir, tmp_path, monkeypatch):
     journal = [json.loads(x) for x in (tmp_path / "s" / ".shard-journal.jsonl").read_text().splitlines()]
     assert [(j["file"], j["sha256"]) for j in journal] == [(n, sha256_file(tmp_path / "s" / n)) for n in names[1:]]
     mt = (tmp_path / "s" / "shard-00000.h5").stat().st_mtime_ns
-    monkeypatch.setattr(sh, "_write_shard", real)
+    monkeypatch.setattr(sh, "write_shard", real)
     shard(ShardConfig(inp=str(gen_dir), out=str(tmp_path / "s"), shard_size=5, progress=False))
     assert (tmp_path / "s" / "shard-00000.h5").stat().st_mtime_ns == mt
     assert verify(tmp_path / "s") == [] and len(ShardDataset(tmp_path / "s")) == 24

@@ -4,7 +4,6 @@ import os
 import resource
 import subprocess
 import sys
-from pathlib import Path
 
 
 LIMIT = 5 << 30  # address space: importing torch alone reserves about 3.5 GiB of it

@@ -17,7 +17,7 @@ from conftest import MICRO  # tests/conftest.py
 from hostile_util import assert_one_line_error, run_limited
 from synthgen.errors import DataError, UnsafePickleError
 from synthgen.generators import load_generator
-from synthgen.generators.stylegan2ada import StyleGAN2Config, random_init, save_checkpoint
+from synthgen.generators.stylegan2ada import StyleGAN2Config, save_checkpoint
 from synthgen.generators.stylegan2ada.pkl import load_pickle, read_pickle
 
 

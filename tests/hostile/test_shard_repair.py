@@ -85,9 +85,9 @@ def test_flipped_byte_is_rebuilt(tree, clean, tmp_path, with_index):
 
 
 def test_resume_trusts_only_the_journal_checksum(tree, tmp_path, monkeypatch, clean):
-    import synthgen.shards as sh
+    import synthgen.shards.writer as sh
 
-    real, calls = sh._write_shard, {"n": 0}
+    real, calls = sh.write_shard, {"n": 0}
 
     def boom(path, *a, **k):
         calls["n"] += 1
@@ -95,11 +95,11 @@ def test_resume_trusts_only_the_journal_checksum(tree, tmp_path, monkeypatch, cl
             raise KeyboardInterrupt
         return real(path, *a, **k)
 
-    monkeypatch.setattr(sh, "_write_shard", boom)
+    monkeypatch.setattr(sh, "write_shard", boom)
     s = tmp_path / "s"
     with pytest.raises(KeyboardInterrupt):
         make_shards(tree, s)
-    monkeypatch.setattr(sh, "_write_shard", real)
+    monkeypatch.setattr(sh, "write_shard", real)
     assert (s / JOURNAL).is_file() and not (s / "index.json").exists()
     flip(s / "shard-00000.h5")  # damaged after it was journaled
     (s / ".shard-00002.h5.tmp-999999").write_bytes(b"half a shard")  # what kill -9 leaves
@@ -194,7 +194,7 @@ def test_write_failure_inside_hdf5_is_one_line_and_resumable(big_tree, tmp_path)
 
 
 def test_enospc_mid_run_keeps_finished_shards(big_tree, tmp_path, monkeypatch):
-    import synthgen.shards as sh
+    import synthgen.shards.writer as sh
 
     real_pwrite, written = os.pwrite, {"n": 0}
 

@@ -1,0 +1,52 @@
+"""`synthgen export`: shards -> formats trainers read. One module per format, one registry line each.
+
+    recordio      recordio.py      insightface train.rec / train.idx / property (arcface_torch)
+    imagefolder   imagefolder.py   <class>/<file>.png|jpg
+
+An exporter module has `check(opts)` (option errors, before any work) and
+`write(shards, out, opts, progress) -> summary dict`; `shards` is a `synthgen.data._Shards`
+(checked index, safe keys). To add a format: write `myformat.py` with those two functions and
+add `"myformat": "myformat"` to EXPORTERS below.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from synthgen.errors import DataError, UsageError
+from synthgen.runs import ensure_writable_dir
+from synthgen.safepath import show, show_path
+
+EXPORTERS = {"recordio": "recordio", "imagefolder": "imagefolder"}  # --format name -> module
+
+
+def _module(name: str):
+    return importlib.import_module(f"{__name__}.{EXPORTERS[name]}")
+
+
+def export(root, out, format: str, shuffle: bool = False, seed: int = 0, jpeg_quality: int = 95,
+           image_format: str = "png", overwrite: bool = False, progress: bool = True) -> dict:
+    """Python API of `synthgen export`."""
+    from synthgen.data import _Shards
+
+    if format not in EXPORTERS:
+        raise UsageError(f"{show(format)} is not one of {', '.join(EXPORTERS)}", "--format")
+    exporter = _module(format)
+    opts = {"shuffle": shuffle, "seed": seed, "jpeg_quality": jpeg_quality, "image_format": image_format}
+    exporter.check(opts)
+    shards = _Shards(root)  # checks index.json, every shard's presence and storage layout
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{show_path(out)} exists and is not a directory", "--out")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise UsageError(f"{show_path(out)} is not empty; use a new directory or pass --overwrite", "--out")
+    ensure_writable_dir(out)  # a read-only or unusable --out: one line, before any work
+    try:
+        return exporter.write(shards, out, opts, progress)
+    except OSError as e:  # full disk, permissions changed under us, a key colliding with a folder
+        where = show_path(e.filename) if e.filename else show_path(out)
+        raise DataError(f"{where}: cannot write ({e.strerror or e}); free disk space or fix the folder, "
+                        "then rerun the export (with --overwrite)") from None
+
+

@@ -1,0 +1,77 @@
+"""Which images go into which shard: the input tree and its manifest -> sorted (key, label, record)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from synthgen.errors import DataError
+from synthgen.imageio import list_images
+from synthgen.safepath import safe_relpath, show_path
+
+
+def _manifest_records(root: Path) -> dict[str, dict] | None:
+    m = root / "manifest.jsonl"
+    if not m.is_file():
+        return None
+    recs = {}
+    fix = "rerun the stage that wrote it, or remove the manifest to shard the folder tree as it is"
+    try:
+        text = m.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"{show_path(m)}: unreadable ({e}); {fix}") from None
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            r = json.loads(line)
+        except ValueError:
+            raise DataError(f"{show_path(m)}:{n}: not valid JSON; {fix}") from None
+        if not isinstance(r, dict):
+            raise DataError(f"{show_path(m)}:{n}: found a JSON {type(r).__name__}, expected an object per line; {fix}")
+        # generate: status ok|missing; align: a record with "path" has an output (ok or --on-miss fallback)
+        if r.get("path") and r.get("status") != "missing":
+            key = safe_relpath(r["path"], root, m, f"line {n} 'path'", fix)
+            if r.get("source") is not None:  # align: relative to align's input tree (provenance only)
+                safe_relpath(r["source"], None, m, f"line {n} 'source'", fix)
+            recs[key] = r
+    return recs
+
+
+def plan(root: Path):
+    """-> (items [(key, label, record)], classes). Uses the manifest when there is one."""
+    recs = _manifest_records(root)
+    if recs is not None:
+        keys = sorted(recs)
+        missing = [k for k in keys if not (root / k).is_file()]
+        if missing:
+            raise DataError(f"{root / 'manifest.jsonl'}: lists {len(missing)} files that are missing, "
+                            f"e.g. {root / missing[0]}; rerun the stage that wrote it, or remove the manifest")
+    else:
+        keys = list_images(root)
+        recs = {}
+        for k in keys:  # keys become shard keys: no control characters or backslashes in them
+            safe_relpath(k, None, root, "an image file name", "rename the file")
+    keys = [k for k in keys if "/" in k]
+    if not keys:
+        raise DataError(f"{root}: no images in identity folders (<identity>/<file>) to shard")
+    classes = sorted({k.split("/", 1)[0] for k in keys})
+    label_of = {c: i for i, c in enumerate(classes)}
+    items = sorted(((k, label_of[k.split("/", 1)[0]], recs.get(k, {})) for k in keys), key=lambda t: (t[1], t[0]))
+    return items, classes
+
+
+def _source_config_hash(root: Path) -> str:
+    for name in ("run.json", "align.json"):
+        p = root / name
+        if p.is_file():
+            try:
+                d = json.loads(p.read_text())
+            except (OSError, ValueError):
+                return ""
+            h = d.get("config_hash", "") if isinstance(d, dict) else ""
+            return h if isinstance(h, str) and re.fullmatch(r"[0-9a-f]{0,64}", h) else ""
+    return ""
+
+
