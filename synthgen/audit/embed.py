@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from synthgen.contract import MARKERS, identity_of
 from synthgen.errors import DataError, UsageError
 from synthgen.imageio import UnreadableImage, list_images, load_rgb
 from synthgen.safeload import load_npz_arrays, read_h5_dataset, refusal_reason
@@ -24,7 +25,7 @@ class ImageSet:
 
     def __init__(self, path, max_per_class: int | None = None, flag: str = "PATH"):
         self.path = Path(path)
-        if (self.path / "index.json").is_file():
+        if (self.path / MARKERS["shard"]).is_file():
             from synthgen.data import ShardDataset
 
             self.ds = ShardDataset(self.path, max_per_class=max_per_class, output="numpy")
@@ -42,13 +43,13 @@ class ImageSet:
                 seen: dict[str, int] = {}
                 kept = []
                 for k in keys:
-                    ident = k.split("/", 1)[0]
+                    ident = identity_of(k)
                     if seen.get(ident, 0) < max_per_class:
                         kept.append(k)
                         seen[ident] = seen.get(ident, 0) + 1
                 keys = kept
             self.keys = keys
-            self.identities = [k.split("/", 1)[0] for k in keys]
+            self.identities = [identity_of(k) for k in keys]
             self.fingerprints = []
             for k in keys:
                 st = os.stat(self.path / k)

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from synthgen import __version__
+from synthgen.contract import MARKERS
 from synthgen.errors import DataError, UsageError
 from synthgen.fsutil import atomic_path, atomic_write_text
 from synthgen.runs import ensure_writable_dir
@@ -111,7 +112,7 @@ def run_audit(cfg: AuditConfig | None = None, **kwargs) -> dict:
     }
     out.mkdir(parents=True, exist_ok=True)
     _write_csv(out / "flagged.csv", flagged_rows, cfg.top_k)
-    atomic_write_text(out / "report.json", json.dumps(report, indent=1))
+    atomic_write_text(out / MARKERS["audit"], json.dumps(report, indent=1))
     atomic_write_text(out / "report.html", render_html(report, dist, flagged_rows, syn_images, auth_images))
     return report
 

@@ -8,10 +8,11 @@ from __future__ import annotations
 import hashlib
 import re
 
+from synthgen.contract import MARKERS
 from synthgen.encodings import ENCODINGS as _ENCODINGS
 
 SCHEMA_VERSION = 1
-INDEX = "index.json"
+INDEX = MARKERS["shard"]
 JOURNAL = ".shard-journal.jsonl"
 SHARD_RE = re.compile(r"shard-[0-9]{5,}\.h5")
 TEMP_GLOB = ".*.tmp-*"  # temp files of our atomic writers (shards, index, journal-free probes)

@@ -6,13 +6,14 @@ import json
 import re
 from pathlib import Path
 
+from synthgen.contract import MANIFEST, MARKERS, has_output, identity_of
 from synthgen.errors import DataError
 from synthgen.imageio import list_images
 from synthgen.safepath import safe_relpath, show_path
 
 
 def _manifest_records(root: Path) -> dict[str, dict] | None:
-    m = root / "manifest.jsonl"
+    m = root / MANIFEST
     if not m.is_file():
         return None
     recs = {}
@@ -30,8 +31,7 @@ def _manifest_records(root: Path) -> dict[str, dict] | None:
             raise DataError(f"{show_path(m)}:{n}: not valid JSON; {fix}") from None
         if not isinstance(r, dict):
             raise DataError(f"{show_path(m)}:{n}: found a JSON {type(r).__name__}, expected an object per line; {fix}")
-        # generate: status ok|missing; align: a record with "path" has an output (ok or --on-miss fallback)
-        if r.get("path") and r.get("status") != "missing":
+        if has_output(r):
             key = safe_relpath(r["path"], root, m, f"line {n} 'path'", fix)
             if r.get("source") is not None:  # align: relative to align's input tree (provenance only)
                 safe_relpath(r["source"], None, m, f"line {n} 'source'", fix)
@@ -56,14 +56,14 @@ def plan(root: Path):
     keys = [k for k in keys if "/" in k]
     if not keys:
         raise DataError(f"{root}: no images in identity folders (<identity>/<file>) to shard")
-    classes = sorted({k.split("/", 1)[0] for k in keys})
+    classes = sorted({identity_of(k) for k in keys})
     label_of = {c: i for i, c in enumerate(classes)}
-    items = sorted(((k, label_of[k.split("/", 1)[0]], recs.get(k, {})) for k in keys), key=lambda t: (t[1], t[0]))
+    items = sorted(((k, label_of[identity_of(k)], recs.get(k, {})) for k in keys), key=lambda t: (t[1], t[0]))
     return items, classes
 
 
 def _source_config_hash(root: Path) -> str:
-    for name in ("run.json", "align.json"):
+    for name in (MARKERS["generate"], MARKERS["align"]):
         p = root / name
         if p.is_file():
             try:
