@@ -135,6 +135,7 @@ def _worker(rank, world, port, out):
     generate(GenerateConfig(network=NET, out=out, classes="0-3", per_class=5, device="cpu", progress=False))
 
 
+@pytest.mark.slow  # spawns 2 gloo processes (~15 s on 2 cores)
 def test_torchrun_two_gloo_processes_equal_single_process(tmp_path):
     import torch.multiprocessing as mp
 
@@ -260,6 +261,7 @@ def test_unwritable_output_dir_is_a_usage_error(tmp_path):
     assert r.exit_code == 2 and "--out" in r.output and "cannot write" in r.output
 
 
+@pytest.mark.slow  # a real torchrun launch (~15 s)
 def test_real_torchrun_cli_equals_single_process(tmp_path):
     import subprocess
     import sys

@@ -90,6 +90,7 @@ def test_example_config_is_valid():
     assert cfg["generate"]["per_class"] == 60 and cfg["shard"]["shard_size"] == 10000
 
 
+@pytest.mark.slow  # the whole demo (~20 s)
 def test_demo_end_to_end(tmp_path):
     r = CliRunner().invoke(cli, ["demo", "--out", str(tmp_path / "demo"), "--quiet"])
     assert r.exit_code == 0, r.output
@@ -111,6 +112,7 @@ def _run_worker(rank, world, port, cfg):
     run_pipeline(cfg, progress=False, log=lambda *a: None)
 
 
+@pytest.mark.slow  # 2 gloo processes through the whole pipeline (~25 s)
 def test_run_under_two_gloo_processes(tmp_path):
     import socket
 
