@@ -9,18 +9,33 @@ with no pickles, no object dtypes and no external or virtual HDF5 storage.
 
 from __future__ import annotations
 
-from synthgen.errors import DataError
+import os
+import re
 
-_ADVICE = ("weights_only", "weights only", "pytorch 2.6", "documentation", "file an issue", "trusted source")
+import numpy as np
+
+from synthgen.errors import DataError
+from synthgen.safepath import show
+
+_ADVICE = ("weights_only", "weights only", "weights _only", "safe_globals", "pytorch 2.6", "documentation",
+           "file an issue", "trusted source", "please use", "torch.serialization")
 
 
 def refusal_reason(e: Exception, limit: int = 160) -> str:
-    """The informative line of a torch.load error, without advice to disable the safe loader."""
-    lines = [ln.strip() for ln in str(e).replace("WeightsUnpickler error:", "\n").splitlines()]
+    """The informative part of a torch.load / reader error, on one line, without advice to
+    disable or widen the safe loader (torch suggests weights_only=False or add_safe_globals;
+    a crafted file can put such text into the global names torch quotes)."""
+    text = str(e)
+    m = re.search(r"GLOBAL ([A-Za-z_][\w.]{0,100})", text)
+    if m:
+        name = m.group(1)
+        return "it needs the global " + (name if not any(a in name.lower() for a in ("weights", "only", "safe"))
+                                        else "<name withheld>") + ", which the safe loader refuses"
+    lines = [ln.strip() for ln in text.replace("WeightsUnpickler error:", "\n").splitlines()]
     useful = [ln for ln in lines if ln and not any(a in ln.lower() for a in _ADVICE)]
-    text = useful[0] if useful else "it holds objects that the safe loader refuses"
-    text = text.encode("unicode_escape").decode("ascii")
-    return text if len(text) <= limit else text[:limit] + "..."
+    line = useful[0] if useful else "it holds objects that the safe loader refuses"
+    line = line.encode("unicode_escape").decode("ascii")
+    return line if len(line) <= limit else line[:limit] + "..."
 
 
 def safe_torch_load(path, what: str):
@@ -47,8 +62,6 @@ def load_npz_arrays(path, names, what: str) -> dict:
     can honestly hold: each member's header is checked before numpy allocates it."""
     import zipfile
 
-    import numpy as np
-
     out = {}
     try:
         with zipfile.ZipFile(path) as z:
@@ -56,8 +69,14 @@ def load_npz_arrays(path, names, what: str) -> dict:
             for name in names:
                 info = members.get(f"{name}.npy")
                 if info is None:
+                    have = sorted(show(m.removesuffix(".npy")) for m in members)[:10]
                     raise DataError(f"{path}: missing array '{name}' in the {what} file (it has "
-                                    f"{', '.join(sorted(m.removesuffix('.npy') for m in members)) or 'none'})")
+                                    f"{', '.join(have) or 'none'})")
+                if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+                    # zipfile inflates bzip2/LZMA members a whole chunk at a time with no output
+                    # limit, before any header can be checked; numpy.savez never writes them
+                    raise DataError(f"{path}: array '{name}' uses zip compression method {info.compress_type}; "
+                                    "only stored or deflated members (what numpy.savez writes) are read")
                 if info.file_size > MAX_INFLATE * max(info.compress_size, 1 << 16):
                     raise DataError(f"{path}: array '{name}' inflates {info.file_size} bytes from {info.compress_size}; "
                                     "refused as a decompression bomb")
@@ -78,25 +97,75 @@ def load_npz_arrays(path, names, what: str) -> dict:
                     out[name] = (arr.reshape(shape[::-1]).T if fortran else arr.reshape(shape)).copy()
     except DataError:
         raise
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+    except MemoryError:
+        raise DataError(f"{path}: ran out of memory reading the {what} file; it is damaged or hostile") from None
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as e:
         raise DataError(f"{path}: unreadable {what} file ({type(e).__name__}: {refusal_reason(e)})") from None
     return out
 
 
-def read_h5_dataset(f, name, path, what: str):
-    """One HDF5 dataset, refusing external/virtual storage and declared sizes the file cannot hold."""
-    import os
+def h5_storage_problems(group, prefix: str = "") -> list[str]:
+    """Links and datasets whose data could come from outside the file: external links, soft
+    links, external raw storage, virtual datasets. Plain files hold plain data only."""
+    import h5py
 
-    if name not in f:
+    problems = []
+    for name in group:
+        where = f"{prefix}{name}"
+        link = group.get(name, getlink=True)
+        if not isinstance(link, h5py.HardLink):
+            target = getattr(link, "filename", None) or getattr(link, "path", "")
+            problems.append(f"'{show(where)[1:-1]}' is a {type(link).__name__} to {show(target)}; only data inside "
+                            "the file is read")
+            continue
+        obj = group[name]
+        if isinstance(obj, h5py.Group):
+            problems.extend(h5_storage_problems(obj, where + "/"))
+        elif isinstance(obj, h5py.Dataset):
+            if obj.external:
+                files = [show(os.fsdecode(x[0]) if isinstance(x[0], bytes) else x[0]) for x in obj.external]
+                problems.append(f"dataset '{show(where)[1:-1]}' stores its data in external file(s) {', '.join(files)} "
+                                "(external raw storage); only data inside the file is read")
+            elif obj.is_virtual:
+                problems.append(f"dataset '{show(where)[1:-1]}' is a virtual dataset (data mapped from other files); "
+                                "only data inside the file is read")
+    return problems
+
+
+def read_h5_dataset(f, name, path, what: str):
+    """One HDF5 dataset (hard-linked, plain storage), with its size bounded by the file's: fixed-
+    size data by its declared shape, variable-length strings by reading blocks of rows against a
+    byte budget (many rows can point at one large heap string, each read as its own copy)."""
+    import h5py
+
+    link = f.get(name, getlink=True)
+    if link is None:
         raise DataError(f"{path}: missing dataset '{name}' in the {what} file")
-    ds = f[name]
-    if getattr(ds, "external", None) or getattr(ds, "is_virtual", False):
-        raise DataError(f"{path}: dataset '{name}' stores its data outside the file (external/virtual storage); "
-                        "refused: it could read any local file")
-    if ds.dtype.hasobject and ds.dtype.kind != "O":
-        raise DataError(f"{path}: dataset '{name}' has an unsupported dtype {ds.dtype}")
-    itemsize = 64 if ds.dtype.kind == "O" else ds.dtype.itemsize  # variable-length strings: rough bound
-    if ds.size * itemsize > MAX_INFLATE * max(os.path.getsize(path), 1 << 16):
-        raise DataError(f"{path}: dataset '{name}' declares {ds.shape} items, far more than the file holds; "
-                        "refused as a decompression bomb")
-    return ds[()]
+    problems = h5_storage_problems(f) if not isinstance(link, h5py.HardLink) else []
+    obj = f[name] if not problems else None
+    if obj is not None and not isinstance(obj, h5py.Dataset):
+        problems.append(f"'{name}' is a {type(obj).__name__}, expected a dataset")
+    if obj is not None and isinstance(obj, h5py.Dataset) and (obj.external or obj.is_virtual):
+        problems.append(f"dataset '{name}' stores its data outside the file (external/virtual storage); refused: "
+                        "it could read any local file")
+    if problems:
+        raise DataError(f"{path}: {problems[0]}")
+    ds = obj
+    budget = MAX_INFLATE * max(os.path.getsize(path), 1 << 16)
+    vlen = h5py.check_vlen_dtype(ds.dtype) is not None or ds.dtype.kind == "O"
+    if not vlen:
+        if ds.dtype.hasobject or ds.size * ds.dtype.itemsize > budget:
+            raise DataError(f"{path}: dataset '{name}' declares {ds.shape} x {ds.dtype}, far more than the file holds; "
+                            "refused as a decompression bomb")
+        return ds[()]
+    if ds.ndim != 1:
+        raise DataError(f"{path}: dataset '{name}' holds variable-length data in {ds.ndim} dimensions, expected [N]")
+    rows, used, step = [], 0, 64
+    for start in range(0, len(ds), step):
+        block = ds[start : start + step]
+        used += sum(len(x) for x in block)
+        if used > budget:
+            raise DataError(f"{path}: dataset '{name}' expands to more than {budget} bytes of strings for a "
+                            f"{os.path.getsize(path)}-byte file; refused as a decompression bomb")
+        rows.extend(block)
+    return np.array(rows, dtype=object)

@@ -30,10 +30,23 @@ ATOMS = (type(None), bool, int, float, str, bytes)
 
 
 def escape(text, limit: int = 120) -> str:
-    """Printable one-line form of a name taken from a file (no control characters)."""
-    s = str(text)
-    out = s.encode("unicode_escape").decode("ascii")
+    """Printable one-line form of a value taken from a file (no control characters, bounded
+    length). Only atoms are spelt out; anything else is named by its type, because str() of a
+    crafted nested tuple can take exponential time."""
+    if isinstance(text, BaseException):
+        text = str(text)
+    if not isinstance(text, ATOMS):
+        return f"<{type(text).__name__}>"
+    s = text[: limit * 2] if isinstance(text, (str, bytes)) else text
+    out = (s if isinstance(s, str) else repr(s)).encode("unicode_escape").decode("ascii")
     return out if len(out) <= limit else out[:limit] + "..."
+
+
+def show(value, limit: int = 80) -> str:
+    """repr-like one-line form of a file value for messages: quoted strings, atoms, else the type."""
+    if isinstance(value, str):
+        return "'" + escape(value, limit) + "'"
+    return escape(value, limit)
 
 
 class PickleVM:
@@ -45,12 +58,15 @@ class PickleVM:
 
     def __init__(self, data, where: str, globals_: dict, newobj: dict | None = None, build=None, persistent=None):
         self.data = memoryview(data)
+        # Objects a load may create: ~16 bytes of file each (plus slack). A genuine snapshot
+        # creates about one object per kilobyte; 1-byte opcodes like EMPTY_SET would otherwise
+        # turn a 20 MB file into gigabytes of Python objects.
+        self.max_objects = len(self.data) // 16 + 100_000
         self.where = where
         self.globals = globals_
         self.newobj = newobj or {}
         self.build_hook = build
         self.persistent = persistent
-        self._tuple_depth: dict[int, tuple] = {}  # id -> (depth, obj) of built tuples/frozensets
 
     # -- byte reading ------------------------------------------------------------------------
     def _take(self, n: int) -> memoryview:
@@ -98,26 +114,13 @@ class PickleVM:
             raise DataError(f"{self.where}: truncated or corrupt pickle (stack underflow at byte {self.pos})")
         return self.stack[-1]
 
-    def _depth_of(self, x) -> int:
-        entry = self._tuple_depth.get(id(x))
-        return entry[0] if entry is not None and entry[1] is x else 0
-
     def _hashable(self, x):
-        """Dict keys and set items: atoms or (bounded) tuples/frozensets of them."""
-        if isinstance(x, ATOMS):
-            return x
-        if isinstance(x, (tuple, frozenset)) and all(isinstance(v, ATOMS + (tuple, frozenset)) for v in x):
-            return x
-        self._refuse(f"a dict key or set item of type {type(x).__name__} is not allowed")
+        """Dict keys and set items: strings (hashes are randomised) or integers below 2**61 - 1
+        (hashed to themselves): no crafted hash collisions, no expensive hashing."""
+        return hashable(x, self._refuse)
 
     def _tuple(self, items) -> tuple:
-        t = tuple(items)
-        d = 1 + max((self._depth_of(v) for v in t), default=0)
-        if d > MAX_DEPTH:
-            raise DataError(f"{self.where}: tuples nested {d} deep (at most {MAX_DEPTH}); not a network snapshot")
-        if t:
-            self._tuple_depth[id(t)] = (d, t)
-        return t
+        return tuple(items)
 
     def _global(self, module: str, name: str):
         fn = self.globals.get((module, name)) or self.newobj.get((module, name))
@@ -131,6 +134,7 @@ class PickleVM:
         """Return (object, position after STOP)."""
         self.pos, self.stack, self.marks, self.memo = pos, [], [], {}
         op_names = _OPS
+        created = 0
         while True:
             if self.pos >= len(self.data):
                 raise DataError(f"{self.where}: truncated or corrupt pickle (no STOP opcode)")
@@ -139,6 +143,11 @@ class PickleVM:
             name = op_names.get(code)
             if name is None:
                 self._refuse(f"pickle opcode 0x{code:02x} at byte {self.pos - 1} is not supported")
+            if name not in _NO_NEW_OBJECT:
+                created += 1
+                if created > self.max_objects:
+                    raise DataError(f"{self.where}: creates more than {self.max_objects} objects for a "
+                                    f"{len(self.data)}-byte file; not a genuine network snapshot")
             if name == "STOP":
                 obj = self._pop()
                 _check_graph(obj, self.where)
@@ -278,11 +287,7 @@ class PickleVM:
         self.stack.append(set())
 
     def op_FROZENSET(self):
-        fs = frozenset(self._hashable(x) for x in self._pop_mark())
-        d = 1 + max((self._depth_of(v) for v in fs), default=0)
-        if fs:
-            self._tuple_depth[id(fs)] = (d, fs)
-        self.stack.append(fs)
+        self.stack.append(frozenset(self._hashable(x) for x in self._pop_mark()))
 
     def _target(self, kind, opname):
         t = self._top()
@@ -369,7 +374,8 @@ class PickleVM:
     def op_NEWOBJ(self):
         args, cls = self._pop(), self._pop()
         if not isinstance(cls, _Global) or (cls.module, cls.name) not in self.newobj:
-            self._refuse(f"NEWOBJ of '{escape(getattr(cls, 'module', '?'))}.{escape(getattr(cls, 'name', type(cls).__name__))}' is not allowed")
+            what = f"{escape(cls.module)}.{escape(cls.name)}" if isinstance(cls, _Global) else type(cls).__name__
+            self._refuse(f"NEWOBJ of '{what}' is not allowed")
         if args != ():
             self._refuse("NEWOBJ with arguments is not allowed")
         self.stack.append(self.newobj[(cls.module, cls.name)]())
@@ -398,6 +404,17 @@ class _Global:
 
 
 _DICTS = (dict, OrderedDict)
+_NO_NEW_OBJECT = {"MARK", "POP", "POP_MARK", "DUP", "PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE", "GET", "BINGET",
+                  "LONG_BINGET", "FRAME", "PROTO", "STOP", "APPEND", "APPENDS", "SETITEM", "SETITEMS", "ADDITEMS",
+                  "BUILD"}
+_MAX_KEY_INT = (1 << 61) - 1  # CPython hashes ints modulo this prime
+
+
+def hashable(x, refuse):
+    if isinstance(x, str) or (type(x) is int and -_MAX_KEY_INT < x < _MAX_KEY_INT):
+        return x
+    refuse(f"a dict key or set item of type {type(x).__name__} is not allowed (only strings and integers "
+           "below 2**61)")
 
 _OPS = {
     0x80: "PROTO", 0x95: "FRAME", ord("."): "STOP",

@@ -28,7 +28,7 @@ from synthgen.errors import DataError, UnsafePickleError
 
 from .bounds import check_config, check_state
 from .network import MappingConfig, StyleGAN2Config, SynthesisConfig
-from .pickle_vm import PickleVM, _Global, escape
+from .pickle_vm import PickleVM, _Global, escape, hashable, show
 
 
 class PersistentRecord:
@@ -101,7 +101,7 @@ class _DtypeRecord:
 
     def __init__(self, spec, align=False, copy=False):
         if not isinstance(spec, str) or spec not in _NUMPY_KINDS:
-            raise UnsafePickleError(f"numpy dtype {escape(repr(spec))} in the pickle is refused "
+            raise UnsafePickleError(f"numpy dtype {show(spec)} in the pickle is refused "
                                     f"(allowed: {', '.join(sorted(_NUMPY_KINDS))})")
         if align not in (False, True, 0, 1) or copy not in (False, True, 0, 1):
             raise UnsafePickleError("numpy dtype with unexpected arguments in the pickle is refused")
@@ -114,7 +114,7 @@ class _DtypeRecord:
               and state[5:7] == (-1, -1) and isinstance(state[7], int) and state[7] == 0
               and (len(state) == 8 or state[8] is None))
         if not ok:
-            raise UnsafePickleError(f"numpy dtype state {escape(repr(state), 80)} in the pickle is refused "
+            raise UnsafePickleError(f"numpy dtype state {show(state)} in the pickle is refused "
                                     "(only plain numeric dtypes: no fields, sub-arrays, objects or flags)")
         self.byteorder = "<" if state[1] in ("|", "=") else state[1]
 
@@ -140,25 +140,36 @@ def _codecs_encode(text, encoding="latin1"):  # protocol-2 spelling of a bytes o
         raise UnsafePickleError("_codecs.encode of a non-latin1 string is refused") from None
 
 
+def _refuse(what):
+    raise UnsafePickleError(f"{what}; the file was not loaded and nothing in it ran")
+
+
 def _ordered_dict(items=()):
     if items == ():
         return OrderedDict()
     if isinstance(items, list) and all(isinstance(p, (list, tuple)) and len(p) == 2 for p in items):
-        try:
-            return OrderedDict(items)
-        except TypeError:
-            pass
+        return OrderedDict((hashable(k, _refuse), v) for k, v in items)
     raise UnsafePickleError("collections.OrderedDict with unexpected arguments in the pickle is refused")
 
 
 def _set_of(kind):
     def make(items=()):
-        if not isinstance(items, (list, tuple)) or not all(isinstance(x, (str, int, float, bytes, type(None)))
-                                                            for x in items):
-            raise UnsafePickleError(f"builtins.{kind.__name__} of non-atomic items in the pickle is refused")
-        return kind(items)
+        if not isinstance(items, (list, tuple)):
+            raise UnsafePickleError(f"builtins.{kind.__name__} of a {type(items).__name__} in the pickle is refused")
+        return kind(hashable(x, _refuse) for x in items)
 
     return make
+
+
+def _charged(fn, budget, where, size=len, per_item=1):
+    """Wrap a builder whose output grows with a (possibly memo-shared) input: each call is
+    charged against the load's memory budget, so one stored string or list cannot be copied
+    a million times for a few bytes each."""
+    def call(*args):
+        budget.charge(per_item * (size(args[0]) if args and hasattr(args[0], "__len__") else 0), where)
+        return fn(*args)
+
+    return call
 
 
 def _persistent_record(meta):
@@ -168,7 +179,7 @@ def _persistent_record(meta):
 
 
 class _Budget:
-    """Bytes of tensor data a load may allocate: what the file itself holds (plus 1 MiB)."""
+    """Bytes a load may allocate for tensors and copied data: what the file holds (plus 1 MiB)."""
 
     def __init__(self, file_bytes: int):
         self.left = file_bytes + (1 << 20)
@@ -176,8 +187,8 @@ class _Budget:
     def charge(self, nbytes: int, where: str) -> None:
         self.left -= nbytes
         if self.left < 0:
-            raise DataError(f"{where}: its tensors would need more memory than the file holds data for "
-                            "(repeated or expanded storages); not a genuine network snapshot")
+            raise DataError(f"{where}: its tensors and copies would need more memory than the file holds data "
+                            "for (repeated or expanded storages); not a genuine network snapshot")
 
 
 # -- tensors: legacy torch.save storages, parsed here (never through torch.load) --------------
@@ -192,10 +203,10 @@ _LEGACY_PROTOCOL = 1001
 
 
 class _StorageRecord:
-    __slots__ = ("flat",)
+    __slots__ = ("flat", "claimed")
 
     def __init__(self, flat: torch.Tensor):
-        self.flat = flat
+        self.flat, self.claimed = flat, False  # claimed: a tensor already uses this memory as is
 
 
 class _StorageRef:
@@ -222,7 +233,7 @@ def _parse_storage(blob: bytes, where: str, budget: _Budget) -> _StorageRecord:
               and (pid[3] == "cpu" or pid[3].startswith("cuda")) and type(pid[4]) is int and pid[4] >= 0
               and pid[5] is None)
         if not ok:
-            raise UnsafePickleError(f"storage record {escape(repr(pid), 80)} is refused (expected one whole "
+            raise UnsafePickleError(f"storage record {show(pid)} is refused (expected one whole "
                                     "CPU/CUDA storage: no views)")
         ref = _StorageRef()
         ref.dtype, ref.key, ref.numel = _STORAGE_DTYPES[pid[1].name], pid[2], pid[4]
@@ -256,7 +267,7 @@ def _parse_storage(blob: bytes, where: str, budget: _Budget) -> _StorageRecord:
 
 def _ints(x, what) -> tuple:
     if not isinstance(x, tuple) or len(x) > 8 or not all(type(v) is int and v >= 0 for v in x):
-        raise UnsafePickleError(f"tensor {what} {escape(repr(x), 80)} is refused (expected up to 8 non-negative ints)")
+        raise UnsafePickleError(f"tensor {what} {show(x)} is refused (expected up to 8 non-negative ints)")
     return x
 
 
@@ -285,7 +296,8 @@ def _make_tensor_builders(where: str, budget: _Budget):
             raise DataError(f"{where}: a tensor of shape {list(size)} would expand a storage of {flat.numel()} "
                             "elements (overlapping strides); not a genuine snapshot")
         contiguous = tuple(torch.empty(size, device="meta").stride()) == stride
-        if offset == 0 and numel == flat.numel() and contiguous:
+        if offset == 0 and numel == flat.numel() and contiguous and not storage.claimed:
+            storage.claimed = True  # the first whole view shares the storage's (already charged) memory
             return flat.view(size)
         budget.charge(numel * flat.element_size(), where)
         return torch.as_strided(flat, size, stride, offset).clone()
@@ -314,17 +326,17 @@ def read_pickle(path) -> dict:
     scalar = _numpy_scalar
     globals_ = {
         ("torch_utils.persistence", "_reconstruct_persistent_obj"): _persistent_record,
-        ("collections", "OrderedDict"): _ordered_dict,
+        ("collections", "OrderedDict"): _charged(_ordered_dict, budget, str(path), per_item=64),
         ("torch._utils", "_rebuild_parameter"): rebuild_parameter,
         ("torch._utils", "_rebuild_tensor_v2"): rebuild_tensor_v2,
         ("torch.storage", "_load_from_bytes"): load_from_bytes,
         ("numpy._core.multiarray", "scalar"): scalar,
         ("numpy.core.multiarray", "scalar"): scalar,
         ("numpy", "dtype"): _DtypeRecord,
-        ("builtins", "set"): _set_of(set),
-        ("builtins", "frozenset"): _set_of(frozenset),
-        ("__builtin__", "set"): _set_of(set),
-        ("_codecs", "encode"): _codecs_encode,
+        ("builtins", "set"): _charged(_set_of(set), budget, str(path), per_item=64),
+        ("builtins", "frozenset"): _charged(_set_of(frozenset), budget, str(path), per_item=64),
+        ("__builtin__", "set"): _charged(_set_of(set), budget, str(path), per_item=64),
+        ("_codecs", "encode"): _charged(_codecs_encode, budget, str(path)),
     }
     newobj = {("dnnlib.util", "EasyDict"): _EasyDict, ("dnnlib", "EasyDict"): _EasyDict,
               ("collections", "OrderedDict"): OrderedDict}
@@ -346,52 +358,106 @@ def read_pickle(path) -> dict:
 
 
 def _f(x) -> float:
+    """A number stored in the file (Python or numpy scalar); strings and tensors are refused."""
+    if isinstance(x, bool) or not isinstance(x, (int, float, np.integer, np.floating)) or not math.isfinite(float(x)):
+        raise DataError(f"expected a finite number, found {show(x)}")
     return float(x)
+
+
+def _i(x) -> int:
+    """An integer stored in the file (no strings like ' 9\n', no bools, no floats)."""
+    if isinstance(x, bool) or not isinstance(x, (int, np.integer)):
+        raise DataError(f"expected an integer, found {show(x)}")
+    return int(x)
 
 
 def _wshape(rec: PersistentRecord) -> tuple:
     """Shape of a record's `weight` parameter (FC: [out, in]; conv: [out, in, k, k])."""
-    return tuple((rec.state.get("_parameters") or {})["weight"].shape)
+    w = (rec.state.get("_parameters") or {}).get("weight")
+    if not isinstance(w, torch.Tensor) or w.ndim < 2 or 0 in w.shape:
+        raise DataError(f"{rec.class_name and escape(rec.class_name)} has no usable weight tensor")
+    return tuple(w.shape)
+
+
+def _record(parent: PersistentRecord, name: str, class_name: str, where: str) -> PersistentRecord:
+    child = parent.children.get(name)
+    if not isinstance(child, PersistentRecord) or child.class_name != class_name:
+        found = show(child.class_name) if isinstance(child, PersistentRecord) else type(child).__name__
+        raise DataError(f"{where}: {name} is {found}, expected a {class_name}")
+    return child
 
 
 def config_from_record(g: PersistentRecord, where: str = "G_ema") -> StyleGAN2Config:
-    """Read the generator's hyper-parameters from the record tree, checking what we support."""
+    """Read the generator's hyper-parameters from the record tree, checking what we support.
+
+    Every sub-module must be one our network implements, with the activation and gains our
+    network will use: a file whose stored settings we would silently ignore is refused."""
     if g.class_name != "Generator":
-        raise DataError(f"{where} is a {g.class_name!r}, expected a StyleGAN2-ADA 'Generator'")
+        raise DataError(f"{where} is a {show(g.class_name)}, expected a StyleGAN2-ADA 'Generator'")
     mapping, synthesis = g.children.get("mapping"), g.children.get("synthesis")
     if not isinstance(mapping, PersistentRecord) or not isinstance(synthesis, PersistentRecord):
         raise DataError(f"{where} has no mapping/synthesis sub-networks")
     if synthesis.class_name != "SynthesisNetwork" or "block_resolutions" not in synthesis.state:
         raise DataError(
-            f"{where}: synthesis network {synthesis.class_name!r} is not StyleGAN2-ADA's "
+            f"{where}: synthesis network {show(synthesis.class_name)} is not StyleGAN2-ADA's "
             "(StyleGAN3 and other generators are not supported)"
         )
-    z_dim, c_dim, w_dim = int(g["z_dim"]), int(g["c_dim"]), int(g["w_dim"])
-    res, img_ch = int(g["img_resolution"]), int(g["img_channels"])
+    z_dim, c_dim, w_dim = _i(g["z_dim"]), _i(g["c_dim"]), _i(g["w_dim"])
+    res, img_ch = _i(g["img_resolution"]), _i(g["img_channels"])
 
-    layers = [mapping.children[f"fc{i}"] for i in range(int(mapping["num_layers"]))]
-    embed = mapping.children.get("embed")
+    n_layers = _i(mapping["num_layers"])
+    if not 1 <= n_layers <= 64:
+        raise DataError(f"{where}: mapping num_layers is {n_layers}, expected 1-64")
+    layers = [_record(mapping, f"fc{i}", "FullyConnectedLayer", f"{where}: mapping") for i in range(n_layers)]
+    expected = {f"fc{i}" for i in range(n_layers)} | ({"embed"} if c_dim else set())
+    extra = sorted(map(escape, set(mapping.children) - expected))
+    if extra:
+        raise DataError(f"{where}: mapping has sub-modules {', '.join(extra)} that StyleGAN2-ADA's mapping network "
+                        "does not")
+    embed = _record(mapping, "embed", "FullyConnectedLayer", f"{where}: mapping") if c_dim else None
     hidden = layers[0]
     lr = _f(hidden["bias_gain"])
+    activation = hidden["activation"]
+    for i, layer in enumerate(layers):
+        if layer["activation"] != activation or _f(layer["bias_gain"]) != lr:
+            raise DataError(f"{where}: mapping fc{i} has activation {show(layer['activation'])} / lr "
+                            f"{show(layer['bias_gain'])}, fc0 has {show(activation)} / {lr}; mixed settings are "
+                            "not supported")
+    if embed is not None and (embed["activation"] != "linear" or _f(embed["bias_gain"]) != 1.0):
+        raise DataError(f"{where}: mapping embed has activation {show(embed['activation'])} / lr "
+                        f"{show(embed['bias_gain'])}, expected linear / 1 (StyleGAN2-ADA's label embedding)")
+    if not isinstance(activation, str):
+        raise DataError(f"{where}: mapping activation is {show(activation)}, expected a name like 'lrelu'")
     mcfg = MappingConfig(
-        num_layers=len(layers),
+        num_layers=n_layers,
         embed_features=_wshape(embed)[0] if embed is not None else 0,
-        layer_features=_wshape(hidden)[0] if len(layers) > 1 else None,
-        activation=str(hidden["activation"]),
+        layer_features=_wshape(hidden)[0] if n_layers > 1 else None,
+        activation=activation,
         lr_multiplier=lr,
         w_avg_beta=None if mapping.get("w_avg_beta") is None else _f(mapping["w_avg_beta"]),
     )
 
+    resolutions = synthesis["block_resolutions"]
+    if not isinstance(resolutions, list) or len(resolutions) > 16:
+        raise DataError(f"{where}: block_resolutions is {show(resolutions)}, expected a list of at most 16 sizes")
     channels, fp16, clamps, archs = {}, [], set(), set()
-    for r in synthesis["block_resolutions"]:
-        b = synthesis.children[f"b{r}"]
-        archs.add(b["architecture"])
-        channels[int(r)] = _wshape(b.children["conv1"])[0]
-        if b["use_fp16"]:
-            fp16.append(int(r))
-        for name in ("conv0", "conv1", "torgb"):
-            if name in b.children:
-                clamps.add(b.children[name].get("conv_clamp"))
+    for r in map(_i, resolutions):
+        b = _record(synthesis, f"b{r}", "SynthesisBlock", f"{where}: synthesis")
+        arch = b["architecture"]
+        archs.add(arch if isinstance(arch, str) else show(arch))
+        names = {"conv1", "torgb"} | ({"conv0"} if r != resolutions[0] else set())
+        if set(b.children) != names:
+            raise DataError(f"{where}: block b{r} has sub-modules {', '.join(sorted(map(escape, b.children)))}, "
+                            f"expected {', '.join(sorted(names))}")
+        channels[r] = _wshape(_record(b, "conv1", "SynthesisLayer", f"{where}: b{r}"))[0]
+        use_fp16 = b["use_fp16"]
+        if not isinstance(use_fp16, bool):
+            raise DataError(f"{where}: b{r} use_fp16 is {show(use_fp16)}, expected true or false")
+        if use_fp16:
+            fp16.append(r)
+        for name in names:
+            clamp = b.children[name].get("conv_clamp")
+            clamps.add(None if clamp is None else _f(clamp))
     unsupported = archs - {"skip"}
     if unsupported:
         raise DataError(
@@ -401,19 +467,23 @@ def config_from_record(g: PersistentRecord, where: str = "G_ema") -> StyleGAN2Co
     if len(clamps) != 1:
         raise DataError(f"{where}: mixed conv_clamp values {sorted(map(str, clamps))} are not supported")
     clamp = clamps.pop()
-    conv1 = synthesis.children[f"b{synthesis['block_resolutions'][0]}"].children["conv1"]
+    conv1 = synthesis.children[f"b{_i(resolutions[0])}"].children["conv1"]
+    use_noise = conv1.get("use_noise", True)
+    if not isinstance(use_noise, bool):
+        raise DataError(f"{where}: use_noise is {show(use_noise)}, expected true or false")
     scfg = SynthesisConfig(
         channels=channels,
         fp16_resolutions=fp16,
-        conv_clamp=None if clamp is None else _f(clamp),
+        conv_clamp=clamp,
         architecture="skip",
-        use_noise=bool(conv1.get("use_noise", True)),
+        use_noise=use_noise,
         resample_filter=[1.0, 3.0, 3.0, 1.0],  # informational: the stored 4x4 buffers are used
     )
     cfg = StyleGAN2Config(z_dim, c_dim, w_dim, res, img_ch, mcfg, scfg)
+    check_config(cfg, where)  # bounds first: the checks below compute with these numbers
     _check_gains(cfg, mapping, synthesis, where)
-    if int(g["num_ws"]) != cfg.num_ws:
-        raise DataError(f"{where}: num_ws {g['num_ws']} differs from the {cfg.num_ws} this architecture reads")
+    if _i(g["num_ws"]) != cfg.num_ws:
+        raise DataError(f"{where}: num_ws {show(g['num_ws'])} differs from the {cfg.num_ws} this architecture reads")
     return cfg
 
 
@@ -423,29 +493,37 @@ def _check_gains(cfg: StyleGAN2Config, mapping, synthesis, where):
     for name, rec in mapping.children.items():
         lr = _f(rec["bias_gain"])
         checks.append((f"mapping.{name}.weight_gain", rec["weight_gain"], lr / math.sqrt(_wshape(rec)[1])))
-    for r in synthesis["block_resolutions"]:
+    for r in cfg.block_resolutions:
         b = synthesis.children[f"b{r}"]
         for lname, layer in b.children.items():
             if layer.class_name == "SynthesisLayer":
                 checks.append((f"b{r}.{lname}.act_gain", layer["act_gain"], math.sqrt(2)))
-                if layer.get("activation", "lrelu") != "lrelu" or int(layer.get("padding", 1)) != 1:
+                if layer.get("activation", "lrelu") != "lrelu" or layer.get("padding", 1) != 1:
                     raise DataError(f"{where}: b{r}.{lname} uses an unsupported activation/kernel")
             elif layer.class_name == "ToRGBLayer":
                 checks.append((f"b{r}.{lname}.weight_gain", layer["weight_gain"], 1 / math.sqrt(_wshape(layer)[1])))
-            for sub in layer.children.values():
-                checks.append(
-                    (f"b{r}.{lname}.affine.weight_gain", sub["weight_gain"], 1 / math.sqrt(_wshape(sub)[1]))
-                )
+            else:
+                raise DataError(f"{where}: b{r}.{escape(lname)} is a {show(layer.class_name)}, expected a "
+                                "SynthesisLayer or ToRGBLayer")
+            subs = layer.children
+            if set(subs) != {"affine"} or not isinstance(subs["affine"], PersistentRecord) \
+                    or subs["affine"].class_name != "FullyConnectedLayer":
+                raise DataError(f"{where}: b{r}.{lname} should hold exactly one 'affine' FullyConnectedLayer")
+            aff = subs["affine"]
+            if aff["activation"] != "linear" or _f(aff["bias_gain"]) != 1.0:
+                raise DataError(f"{where}: b{r}.{lname}.affine has activation {show(aff['activation'])} / lr "
+                                f"{show(aff['bias_gain'])}, expected linear / 1")
+            checks.append((f"b{r}.{lname}.affine.weight_gain", aff["weight_gain"], 1 / math.sqrt(_wshape(aff)[1])))
     for what, stored, derived in checks:
         if not math.isclose(_f(stored), derived, rel_tol=1e-9):
-            raise DataError(f"{where}: {what} is {_f(stored)} in the file, expected {derived}; unsupported variant")
+            raise DataError(f"{where}: {escape(what)} is {_f(stored)} in the file, expected {derived}; unsupported variant")
 
 
 def load_pickle(path, key: str = "G_ema"):
     """Return (config, state_dict, info) for the generator stored under `key` (default G_ema)."""
     data = read_pickle(path)
     if key not in data:
-        found = ", ".join(sorted(map(str, data.keys()))) or "none"
+        found = ", ".join(sorted(escape(k, 40) for k in data)[:20]) or "none"
         raise DataError(f"{path}: no '{key}' network in the snapshot (keys found: {found})")
     g = data[key]
     if not isinstance(g, PersistentRecord):
@@ -453,14 +531,15 @@ def load_pickle(path, key: str = "G_ema"):
     where = f"{path}: {key}"
     try:
         cfg = config_from_record(g, where)
-        check_config(cfg, where)
         state = g.tensors()
-    except DataError:
-        raise
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError) as e:
+    except DataError as e:
+        msg = str(e)
+        raise DataError(msg if msg.startswith(where) else f"{where}: {msg}") from None
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError, ZeroDivisionError,
+            RuntimeError) as e:  # RuntimeError: e.g. the truth value of a tensor where a flag belongs
         raise DataError(f"{where}: malformed network record ({type(e).__name__}: {escape(e, 120)}); the file is "
                         "damaged or not a StyleGAN2-ADA generator") from None
     check_state(cfg, state, where)
-    info = {"source_format": "stylegan2-ada-pkl", "snapshot_keys": sorted(map(str, data.keys())),
+    info = {"source_format": "stylegan2-ada-pkl", "snapshot_keys": sorted(escape(k, 80) for k in data),
             "module_src_sha256": g.module_src_sha256}
     return cfg, state, info

@@ -140,20 +140,37 @@ def load_embeddings_file(path, flag: str) -> Embedded:
             import h5py
 
             with h5py.File(path, "r") as f:
-                emb, keys, labels = (read_h5_dataset(f, n, path, "embeddings") for n in names)
+                emb, keys, labels = (np.asarray(read_h5_dataset(f, n, path, "embeddings")) for n in names)
         else:
             z = load_npz_arrays(path, names, "embeddings")
             emb, keys, labels = (z[n] for n in names)
-    except (OSError, ValueError) as e:
+        if emb.dtype.kind not in "fiu" or emb.ndim != 2 or keys.ndim != 1 or labels.ndim != 1:
+            raise DataError(f"{path}: expected numeric 'embeddings' [N, D] and 1-d 'keys', 'labels'; found "
+                            f"{emb.dtype} {list(emb.shape)}, {list(keys.shape)}, {list(labels.shape)}")
+        if len(emb) != len(keys) or len(keys) != len(labels):
+            raise DataError(f"{path}: embeddings {emb.shape}, keys {len(keys)} and labels {len(labels)} do not line up")
+        keys, labels = [_text(k, path, "keys") for k in keys], [_text(v, path, "labels") for v in labels]
+        emb = np.asarray(emb, np.float32)
+    except DataError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise DataError(f"{path}: unreadable embeddings file ({type(e).__name__}: {refusal_reason(e)}); expected "
                         "'embeddings' [N, D], 'keys' [N], 'labels' [N]") from None
-    if emb.dtype.kind not in "fiu" or keys.ndim != 1 or labels.ndim != 1:
-        raise DataError(f"{path}: expected numeric 'embeddings' [N, D] and 1-d 'keys', 'labels'")
-    dec = lambda v: v.decode() if isinstance(v, bytes) else str(v)  # noqa: E731
-    emb = np.asarray(emb, np.float32)
-    if emb.ndim != 2 or len(emb) != len(keys) or len(keys) != len(labels):
-        raise DataError(f"{path}: embeddings {emb.shape}, keys {len(keys)} and labels {len(labels)} do not line up")
     emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
-    return Embedded([dec(k) for k in keys], [dec(l) for l in labels], emb, [])
+    return Embedded(keys, labels, emb, [])
+
+
+def _text(v, path, what) -> str:
+    if isinstance(v, bytes):
+        try:
+            return v.decode("utf-8")
+        except UnicodeDecodeError:
+            raise DataError(f"{path}: '{what}' holds bytes that are not UTF-8 text; write keys and labels as "
+                            "UTF-8 strings") from None
+    if isinstance(v, (str, np.str_)):
+        return str(v)
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    raise DataError(f"{path}: '{what}' holds a {type(v).__name__}, expected strings")
 
 

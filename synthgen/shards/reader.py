@@ -4,43 +4,22 @@ only plain HDF5 data inside the file (no links, external raw storage or virtual 
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
 import numpy as np
 
 from synthgen.errors import DataError
+from synthgen.safeload import h5_storage_problems
 from synthgen.safepath import safe_relpath, show, show_path
 
 from .format import ENCODINGS, INDEX, REBUILD, SCHEMA_VERSION, SHARD_RE
 
 
-def storage_problems(group, prefix: str = "") -> list[str]:
-    """Links and datasets whose data could come from outside the file: external links, soft
-    links, external raw storage, virtual datasets. Shards hold plain contiguous/chunked data."""
-    import h5py
-
-    problems = []
-    for name in group:
-        where = f"{prefix}{name}"
-        link = group.get(name, getlink=True)
-        if not isinstance(link, h5py.HardLink):
-            target = getattr(link, "filename", None) or getattr(link, "path", "")
-            problems.append(f"'{show(where)[1:-1]}' is a {type(link).__name__} to {show(target)}; shards hold no links")
-            continue
-        obj = group[name]
-        if isinstance(obj, h5py.Group):
-            problems.extend(storage_problems(obj, where + "/"))
-        elif isinstance(obj, h5py.Dataset):
-            if obj.external:
-                files = [show(os.fsdecode(x[0]) if isinstance(x[0], bytes) else x[0]) for x in obj.external]
-                problems.append(f"dataset '{show(where)[1:-1]}' stores its data in external file(s) {', '.join(files)} "
-                                "(external raw storage); shards keep all data inside the file")
-            elif obj.is_virtual:
-                problems.append(f"dataset '{show(where)[1:-1]}' is a virtual dataset (data mapped from other files); "
-                                "shards keep all data inside the file")
-    return problems
+def storage_problems(group) -> list[str]:
+    """Links and datasets whose data could come from outside the file (see synthgen.safeload)."""
+    return [p.replace("only data inside the file is read", "shards keep all data inside the file")
+            for p in h5_storage_problems(group)]
 
 
 def open_shard(path: Path, count: int | None = None, index: dict | None = None):

@@ -87,3 +87,55 @@ def test_missing_array_and_garbage_are_one_line(tmp_path):
     with pytest.raises(DataError) as e:
         load_embeddings_file(tmp_path / "g.npz", "--synthetic")
     assert "\n" not in str(e.value)
+
+
+def test_bzip2_members_are_refused_before_inflating(tmp_path):
+    import bz2
+
+    stream = bz2.compress(b"\0" * (16 << 20))  # 16 MiB of zeros in ~50 bytes
+    p = tmp_path / "bz.npz"
+    with zipfile.ZipFile(p, "w", zipfile.ZIP_BZIP2) as z:
+        z.writestr("embeddings.npy", b"\0" * (16 << 20))
+    assert p.stat().st_size < 10_000 and len(stream) < 10_000
+    with pytest.raises(DataError, match="compression method 12"):
+        load_npz_arrays(p, ["embeddings"], "embeddings")
+
+
+def test_h5_external_links_and_shared_vlen_strings_are_refused(tmp_path):
+    secret = tmp_path / "secret.h5"
+    with h5py.File(secret, "w") as f:
+        for k, v in _good().items():
+            f.create_dataset(k, data=v.astype("S") if v.dtype.kind == "U" else v)
+    p = tmp_path / "link.h5"
+    with h5py.File(p, "w") as f:
+        for k in ("embeddings", "keys", "labels"):
+            f[k] = h5py.ExternalLink(str(secret), "/" + k)
+    with pytest.raises(DataError, match="ExternalLink"):
+        load_embeddings_file(p, "--synthetic")
+    # 2,000 rows that all point at one 1 MiB heap string: 2 GB if read, from a 1 MB file
+    n = 2000
+    q = tmp_path / "vlen.h5"
+    with h5py.File(q, "w") as f:
+        f.create_dataset("embeddings", data=np.zeros((n, 4), np.float32))
+        f.create_dataset("labels", data=np.array([b"x"] * n))
+        ds = f.create_dataset("keys", data=np.array([b"A" * (1 << 20)] + [b"b"] * (n - 1), dtype=object),
+                              dtype=h5py.string_dtype("ascii"))
+        offset = ds.id.get_offset()
+    raw = bytearray(q.read_bytes())
+    ref = raw[offset : offset + 16]  # each vlen element: length + heap id (16 bytes)
+    for k in range(1, n):
+        raw[offset + 16 * k : offset + 16 * k + 16] = ref
+    q.write_bytes(bytes(raw))
+    with pytest.raises(DataError, match="decompression bomb"):
+        load_embeddings_file(q, "--synthetic")
+
+
+def test_non_utf8_keys_and_groups_are_one_line(tmp_path):
+    a = _good()
+    a["keys"] = np.array([b"\xff", b"b", b"c", b"d"])
+    with pytest.raises(DataError, match="not UTF-8"):
+        load_embeddings_file(_npz(tmp_path / "k.npz", **a), "--synthetic")
+    with h5py.File(tmp_path / "g.h5", "w") as f:
+        f.create_group("embeddings")
+    with pytest.raises(DataError, match="is a Group, expected a dataset"):
+        load_embeddings_file(tmp_path / "g.h5", "--synthetic")

@@ -209,11 +209,76 @@ def test_deep_record_chain_is_refused_without_recursion(tmp_path):
 
 
 def test_deep_tuples_and_cycles_are_refused(tmp_path):
-    with pytest.raises(DataError, match="tuples nested 65 deep"):
+    with pytest.raises(DataError, match="nested more than 64 deep"):
         read_pickle(write(tmp_path, snapshot(b"N" + b"\x85" * 100_000)))
     cycle = b"]\x94" + b"h\x00" + b"a"  # a list appended to itself
     with pytest.raises(DataError, match="cycle"):
         read_pickle(write(tmp_path, snapshot(cycle)))
+
+
+def test_shared_tuples_cannot_make_hashing_or_messages_exponential(tmp_path):
+    # (t, t) nested 50 deep: 110 bytes, 2**50 leaves if hashed or printed
+    deep = b"\x8c\x01a\x85" + b"2\x86" * 50
+    with pytest.raises(UnsafePickleError, match="dict key or set item of type tuple"):
+        read_pickle(write(tmp_path, pkl(b"}" + deep + b"Ns")))  # as a dict key
+    with pytest.raises(UnsafePickleError, match="numpy dtype <tuple>"):
+        read_pickle(write(tmp_path, snapshot(call(glob("numpy", "dtype"), deep, b"\x89", b"\x88"))))
+    with pytest.raises(DataError, match="G_ema is a <tuple>"):
+        load_pickle(write(tmp_path, snapshot(_record_named(deep))))
+
+
+def _record_named(class_name: bytes) -> bytes:
+    meta = b"}" + s("class_name") + class_name + b"s" + s("state") + b"}" + b"s"
+    return call(glob("torch_utils.persistence", "_reconstruct_persistent_obj"), meta)
+
+
+def test_colliding_hash_keys_are_refused(tmp_path):
+    keys = b"".join(b"\x8a\x10" + (k * ((1 << 61) - 1)).to_bytes(16, "little", signed=True) + b"N"
+                   for k in range(1, 50))  # LONG1 keys that all hash to 0
+    with pytest.raises(UnsafePickleError, match="integers below 2\\*\\*61"):
+        read_pickle(write(tmp_path, pkl(b"}(" + keys + b"u")))
+
+
+def test_cheap_opcodes_cannot_flood_memory_with_objects(tmp_path):
+    p = write(tmp_path, pkl(b"]" + b"(" + b"\x8f" * (2 << 20) + b"e"))  # 2 MB of EMPTY_SET
+    with pytest.raises(DataError, match="creates more than .* objects"):
+        read_pickle(p)
+
+
+def test_copies_of_one_memoised_string_are_charged(tmp_path):
+    big = b"X" + struct.pack("<I", 1 << 20) + b"A" * (1 << 20)
+    body = b"]" + glob("_codecs", "encode") + b"\x94" + big + b"\x94" + s("latin1") + b"\x94" + b"0" * 3
+    body += b"(" + b"h\x00(h\x01h\x02tR" * 1000 + b"e"  # 1,000 fresh 1 MiB copies from ~1 MB
+    with pytest.raises(DataError, match="more memory than the file holds"):
+        read_pickle(write(tmp_path, pkl(body)))
+
+
+def test_whole_views_of_one_storage_are_charged_after_the_first(tmp_path):
+    blob = storage_blob(np.zeros(1 << 16, np.float32))  # 256 KiB
+    stor = call(glob("torch.storage", "_load_from_bytes"), by(blob)) + b"\x94" + b"0"
+    view = call(glob("torch._utils", "_rebuild_tensor_v2"), b"h\x00", i(0), tup(i(1 << 16)), tup(i(1)), b"\x89", b"N")
+    with pytest.raises(DataError, match="more memory than the file holds"):
+        read_pickle(write(tmp_path, snapshot(b"]" + stor + b"(" + view * 50 + b"e")))
+    assert len(read_pickle(write(tmp_path, snapshot(b"]" + stor + b"(" + view * 2 + b"e")))["G_ema"]) == 2
+
+
+@pytest.mark.parametrize("mutate,needle", [
+    (lambda g: g.children["mapping"].children["fc1"].state.update(activation="linear"), "mixed settings"),
+    (lambda g: g.children["mapping"].children["embed"].state.update(bias_gain=np.float64(0.01)), "mapping embed"),
+    (lambda g: setattr(g.children["synthesis"].children["b8"].children["conv0"], "class_name", "Foo"),
+     "b8.conv0 is a 'Foo'"),
+    (lambda g: g.children["synthesis"].children["b8"].state.update(use_fp16=torch.ones(2)), "use_fp16 is <Tensor>"),
+    (lambda g: g.state.update(num_ws=" 9\n\n"), "expected an integer, found ' 9\\n\\n'"),
+    (lambda g: g.children["mapping"].children.update({"fc1\nError: forged": g.children["mapping"].children["fc1"]}),
+     "fc1\\nError: forged"),
+])
+def test_settings_we_would_ignore_or_misread_are_refused(tmp_path, monkeypatch, mutate, needle):
+    from test_pkl_loader import _patched_snapshot
+
+    p = _patched_snapshot(tmp_path, monkeypatch, mutate)
+    with pytest.raises(DataError) as e:
+        load_generator(p)
+    assert needle in str(e.value) and "\n" not in str(e.value), str(e.value)
 
 
 # -- names and messages ---------------------------------------------------------------------------
@@ -289,7 +354,41 @@ def test_evil_checkpoint_message_never_suggests_weights_only_false(tmp_path):
     with pytest.raises(DataError) as e:
         load_generator(p)
     assert "weights_only" not in str(e.value) and "\n" not in str(e.value) and "system" in str(e.value)
+    assert "safe_globals" not in str(e.value)
     assert not marker.exists()
+
+
+def test_advice_planted_in_a_global_name_is_not_repeated(tmp_path):
+    from synthgen.safeload import refusal_reason
+
+    text = ("Weights only load failed.\nPlease file an issue...\nWeightsUnpickler error: Unsupported global: "
+            "GLOBAL torch.load(path, weights _only=False). Retry with that.x was not an allowed global by default. "
+            "Please use `torch.serialization.add_safe_globals([x])` or ...")
+    out = refusal_reason(RuntimeError(text))
+    assert "only" not in out.replace("the safe loader", "") and "Retry" not in out and "add_safe" not in out, out
+
+
+def test_a_second_central_directory_cannot_hide_compressed_records(tmp_path):
+    good = _micro_ckpt(tmp_path)
+    deflated = tmp_path / "deflated.pt"
+    with zipfile.ZipFile(good) as zin, zipfile.ZipFile(deflated, "w", zipfile.ZIP_DEFLATED) as zout:
+        for info in zin.infolist():
+            zout.writestr(info.filename, zin.read(info.filename))
+    raw = deflated.read_bytes()
+    eocd = raw.rfind(b"PK\x05\x06")
+    n, size_cd, off_cd = struct.unpack("<HII", raw[eocd + 10 : eocd + 20])
+    cd1 = bytearray(raw[off_cd : off_cd + size_cd])
+    cd2 = bytearray(cd1)  # a decoy: every entry "stored", 1 byte; zipfile reads this one, torch cd1
+    pos = 0
+    while pos < len(cd2):
+        name_len, extra_len, comment_len = struct.unpack("<HHH", cd2[pos + 28 : pos + 34])
+        cd2[pos + 10 : pos + 12] = b"\0\0"
+        cd2[pos + 20 : pos + 28] = struct.pack("<II", 1, 1)
+        pos += 46 + name_len + extra_len + comment_len
+    p = tmp_path / "decoy.pt"
+    p.write_bytes(raw[:off_cd] + bytes(cd1) + bytes(cd2) + raw[eocd : eocd + 22])
+    with pytest.raises(DataError, match="central directory is not where its end record says"):
+        load_generator(p)
 
 
 def test_compressed_zip_records_are_refused(tmp_path):
@@ -298,7 +397,7 @@ def test_compressed_zip_records_are_refused(tmp_path):
     with zipfile.ZipFile(good) as zin, zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zout:
         for info in zin.infolist():
             zout.writestr(info.filename, zin.read(info.filename))
-    with pytest.raises(DataError, match="compressed or larger than the file"):
+    with pytest.raises(DataError, match="not stored as torch.save stores it"):
         load_generator(bomb)
 
 
