@@ -17,10 +17,10 @@ from synthgen.generation import generate  # noqa: E402
 from synthgen.shards import shard, verify  # noqa: E402
 
 
-def load_generator(path, device="cpu", force_fp32=False):
+def load_generator(path, device="cpu", force_fp32=False, precision="auto"):
     from synthgen.generators import load_generator as _load
 
-    return _load(path, device=device, force_fp32=force_fp32)
+    return _load(path, device=device, force_fp32=force_fp32, precision=precision)
 
 
 def run_audit(cfg=None, **kwargs):
