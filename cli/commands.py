@@ -38,7 +38,7 @@ def info(network, as_json):
     click.echo(f"mapping layers {d['mapping_layers']}")
     chans = ", ".join(f"{r}:{c}" for r, c in d["channels"].items())
     click.echo(f"channels       {chans}")
-    click.echo(f"fp16 blocks    {', '.join(map(str, d['fp16_blocks'])) or 'none'} (used on CUDA only)")
+    click.echo(f"fp16 blocks    {', '.join(map(str, d['fp16_blocks'])) or 'none'} (fp16 on CUDA by default; generate --precision)")
     click.echo(f"conv_clamp     {d['conv_clamp']}")
     click.echo(f"parameters     {d['parameters']:,} (+ {d['buffers']:,} buffer elements)")
 
