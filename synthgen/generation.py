@@ -326,6 +326,7 @@ def generate(cfg: GenerateConfig | None = None, **kwargs) -> dict:
     if G.device.type == "cuda":
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.allow_tf32 = False  # fp32 blocks really in fp32 (torch's default lets cuDNN use TF32)
     items = plan_items(cfg, G)  # validates classes, counts, seeds before any byte is written
     ident = config_identity(cfg, G, G.device.type, chunk)
     out = Path(cfg.out)
