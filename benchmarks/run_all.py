@@ -210,7 +210,7 @@ def _search_faiss_gpu(faiss, n):
 # ----------------------------------------------------------------------------------------------
 
 QUICK = dict(quick=True, seconds=1.0, gen_batches_cpu=[1, 8], gen_batches_cuda=[16, 256, 1024], generate_cpu=16,
-             generate_cuda=2048, align=32, shards=512, embed=32, search=10000)
+             generate_cuda=2048, align=32, shards=512, embed=16, search=10000)
 FULL = dict(quick=False, seconds=10.0, gen_batches_cpu=[1, 8, 32], gen_batches_cuda=[16, 64, 256, 1024], generate_cpu=96,
             generate_cuda=20480, align=512, shards=4096, embed=128, search=100000)
 

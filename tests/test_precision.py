@@ -60,7 +60,7 @@ def test_fp16_batched_formulation_stays_close():
     # fp32 is (2.98e-3 measured at batch 6), but no farther than fp16 rounding explains.
     ref, ours = _tiny_outputs("fp16", 6)
     d = float(np.abs(ours.numpy() - ref["img__const"]).max())
-    assert 0 < d < 2 * FP32_VS_FP16_REF * 2 and np.isfinite(ours.numpy()).all()
+    assert 0 < d < 2 * FP32_VS_FP16_REF and np.isfinite(ours.numpy()).all()  # 2.98e-3 < 4.48e-3
 
 
 def test_fp16_reference_pngs_through_generate(tmp_path):

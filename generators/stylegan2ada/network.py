@@ -172,7 +172,7 @@ def upfirdn2d(x, f, up=1, pad=(0, 0, 0, 0), gain=1.0):
     x = F.pad(x, [max(px0, 0), max(px1, 0), max(py0, 0), max(py1, 0)])
     x = x[:, :, max(-py0, 0) : x.shape[2] - max(-py1, 0), max(-px0, 0) : x.shape[3] - max(-px1, 0)]
     k = (f * gain).to(x.dtype).flip([0, 1])
-    k = k[None, None].repeat(c, 1, 1, 1)
+    k = k[None, None].expand(c, 1, *k.shape)
     return F.conv2d(x, k, groups=c)
 
 
