@@ -233,7 +233,8 @@ def _fp16_styles_weight(weight, styles):
 
 
 def modulated_conv2d_ref(x, weight, styles, demodulate=True, up=1, padding=0, resample_filter=None, noise=None):
-    """Modulated convolution in the reference's numerics, for fp16 blocks and batch-1 calls.
+    """Modulated convolution in the reference's numerics, for fp16 blocks (and, in batch-1 fp16
+    runs, the fp32 blocks too).
 
     x is float16 (fp16 block) or float32; weight and styles are float32. Returns
     conv(x) [* demodulation] [+ noise] in x's dtype, before bias and activation. Two
@@ -364,9 +365,9 @@ class SynthesisLayer(nn.Module):
         self.bias = nn.Parameter(torch.zeros([out_ch]))
         self.register_buffer("resample_filter", torch.zeros(4, 4))  # set by the block
 
-    def forward(self, x, w, noise_mode="const", noise=None):
+    def forward(self, x, w, noise_mode="const", noise=None, ref=False):
         styles = self.affine(w)
-        if x.dtype == torch.float16 or x.shape[0] == 1:
+        if ref or x.dtype == torch.float16:
             return self._forward_ref(x, styles, noise_mode, noise)
         f = self.resample_filter if self.up > 1 else None
         g = self.act_gain  # lrelu(y) * g == lrelu(y * g) for g > 0: fold the gain in early
@@ -384,10 +385,10 @@ class SynthesisLayer(nn.Module):
             x.clamp_(-self.conv_clamp, self.conv_clamp)
         return x
 
-
     def _forward_ref(self, x, styles, noise_mode, noise):
-        """fp16 blocks and batch-1 calls: the reference's op order (no folded gains), so that
-        every intermediate rounds (to fp16 in fp16 blocks) where NVIDIA's generate.py rounds."""
+        """fp16 blocks, and every block of a batch-1 fp16 run: the reference's op order (no
+        folded gains), so every intermediate rounds (to fp16 in fp16 blocks) where NVIDIA's
+        generate.py rounds."""
         n = None
         if self.use_noise and noise_mode != "none":
             n = self.noise_const * self.noise_strength if noise_mode == "const" else noise * self.noise_strength
@@ -405,9 +406,9 @@ class ToRGBLayer(nn.Module):
         self.bias = nn.Parameter(torch.zeros([out_ch]))
         self.weight_gain = 1 / math.sqrt(in_ch * kernel_size * kernel_size)
 
-    def forward(self, x, w):
+    def forward(self, x, w, ref=False):
         styles = self.affine(w) * self.weight_gain
-        if x.dtype == torch.float16 or x.shape[0] == 1:
+        if ref or x.dtype == torch.float16:
             x = modulated_conv2d_ref(x, self.weight, styles, demodulate=False)
         else:
             x = modulated_conv2d(x, self.weight, styles, demodulate=False)
@@ -432,7 +433,7 @@ class SynthesisBlock(nn.Module):
         self.num_conv = 1 if in_ch == 0 else 2
         self.num_torgb = 1
 
-    def forward(self, x, img, ws, dtype, noise_mode="const", noise=()):
+    def forward(self, x, img, ws, dtype, noise_mode="const", noise=(), ref=False):
         if self.in_ch == 0:
             x = self.const.to(dtype).unsqueeze(0).expand(ws.shape[0], -1, -1, -1)
             x = x.contiguous(memory_format=torch.channels_last)  # one copy, in oneDNN/cuDNN's fast layout
@@ -442,10 +443,10 @@ class SynthesisBlock(nn.Module):
             x = x.to(dtype, memory_format=torch.contiguous_format) if dtype == torch.float16 else x.to(dtype)
             convs = [self.conv0, self.conv1]
         for i, conv in enumerate(convs):
-            x = conv(x, ws[:, i], noise_mode, noise[i] if noise else None)
+            x = conv(x, ws[:, i], noise_mode, noise[i] if noise else None, ref=ref)
         if img is not None:
             img = upsample2d(img, self.resample_filter)
-        y = self.torgb(x, ws[:, len(convs)]).to(torch.float32)
+        y = self.torgb(x, ws[:, len(convs)], ref=ref).to(torch.float32)
         img = y if img is None else img + y
         return x, img
 
@@ -475,12 +476,16 @@ class SynthesisNetwork(nn.Module):
     def forward(self, ws, noise_mode="const", noise=None, use_fp16=False):
         x = img = None
         w_idx = n_idx = 0
+        # A batch-1 fp16 run rounds like NVIDIA's generate.py everywhere, including its fp32
+        # blocks, whose output feeds the fp16 casts (our faster fp32 formulation differs from
+        # the reference by ~1e-7, enough to flip fp16 roundings downstream).
+        ref = use_fp16 and ws.shape[0] == 1
         for res in self.block_resolutions:
             block = getattr(self, f"b{res}")
             dtype = torch.float16 if (use_fp16 and block.use_fp16) else torch.float32
             k = block.num_conv
             block_noise = noise[n_idx : n_idx + k] if noise is not None else ()
-            x, img = block(x, img, ws[:, w_idx : w_idx + k + 1], dtype, noise_mode, block_noise)
+            x, img = block(x, img, ws[:, w_idx : w_idx + k + 1], dtype, noise_mode, block_noise, ref=ref)
             w_idx += k
             n_idx += k
         return img
