@@ -30,7 +30,7 @@ def test_item_position_in_chunk_does_not_matter(precision, chunk):
     cfg = GenerateConfig(network=NET, out="-", classes="0-3", per_class=20, chunk_size=chunk)
     items = plan_items(cfg, G)
     ref = render(G, items, cfg)
-    for shift in (1, 5, chunk - 1):  # the same items in other chunk positions and other neighbours
+    for shift in (1, 5, 37):  # the same items in other chunk positions and with other neighbours
         shifted = render(G, items[shift:] + items[:shift], cfg)
         np.testing.assert_array_equal(np.concatenate([shifted[-shift:], shifted[:-shift]]), ref)
     again = render(G, items, cfg)  # cuDNN deterministic: a second call is identical too
