@@ -250,6 +250,7 @@ def main():
     ap.add_argument("--quick", action="store_true", help="small sizes (< 2 min on 2 CPU cores)")
     ap.add_argument("--no-write", action="store_true", help="print the table; leave RESULTS.md alone")
     ap.add_argument("--results", default=str(HERE / "RESULTS.md"))
+    ap.add_argument("--note", default="", help="a line to print under the header (e.g. how busy the machine was)")
     a = ap.parse_args()
     import torch
 
@@ -271,6 +272,8 @@ def main():
     lines = ["## All benchmarks (`make bench` / `make bench-quick`)", "",
              "Written by `benchmarks/run_all.py`; replaced on each run.", "", header(a.quick, total), "",
              "| benchmark | device | setting | result |", "|---|---|---|---|"]
+    if a.note:
+        lines[6:6] = [f"Note: {a.note}", ""]
     lines += [f"| {w} | {d} | {s} | {r} |" for w, d, s, r in rows]
     text = "\n".join(lines) + "\n"
     print(text)
