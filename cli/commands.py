@@ -80,7 +80,7 @@ def convert(src, dst, overwrite):
 @click.option("--device", default="auto", metavar="auto|cpu|cuda|cuda:N", help="Where to run the network.")
 @click.option("--force-fp32", is_flag=True, help="Alias of --precision fp32.")
 @click.option("--precision", default="auto", type=click.Choice(["auto", "fp32", "fp16"]), help="fp16 blocks of the file: auto = fp16 on CUDA, fp32 on CPU; fp16 = on any device (CPU: slow, reproduces NVIDIA's CPU fp16 outputs).")
-@click.option("--chunk-size", default=None, type=click.IntRange(min=1), metavar="N", help="Samples per network call; outputs depend on it, never on --batch-size. [default: 16 on CPU, 256 on CUDA; 1 = NVIDIA generate.py's numerics]")
+@click.option("--chunk-size", default=None, type=click.IntRange(min=1), metavar="N", help="Samples per network call; outputs depend on it, never on --batch-size. [default: 16 on CPU, 256 on CUDA; 1 with --precision fp16 rounds exactly as NVIDIA's generate.py]")
 @click.option("--format", "fmt", default="png", type=click.Choice(["png", "jpg"]), help="Image file format.")
 @click.option("--jpeg-quality", default=95, type=click.IntRange(1, 100), metavar="Q", help="JPEG quality (with --format jpg).")
 @click.option("--writers", default=4, type=click.IntRange(min=1), metavar="N", help="Encoder/writer threads.")
