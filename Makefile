@@ -5,7 +5,7 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.synthgen-installed
 
-.PHONY: demo test test-slow test-all bench clean
+.PHONY: demo test test-slow test-all bench bench-quick clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,8 +26,12 @@ test-slow: $(STAMP)
 test-all: $(STAMP)
 	$(PY) -m pytest -q -m ""
 
+# Every benchmark for the devices present; writes one table into benchmarks/RESULTS.md.
 bench: $(STAMP)
-	$(PY) benchmarks/bench_generator.py
+	$(PY) benchmarks/run_all.py
+
+bench-quick: $(STAMP)
+	$(PY) benchmarks/run_all.py --quick
 
 clean:
 	rm -rf demo-run build *.egg-info

@@ -16,7 +16,7 @@ import numpy as np
 from common import machine
 
 
-def embed_speed(name, n):
+def embed_speed(name, n, device="cpu"):
     import torch
 
     from synthgen.audit.matchers import IRESNET_LAYERS, FacenetMatcher, IResNet, IResNetMatcher
@@ -26,14 +26,14 @@ def embed_speed(name, n):
         arch = name.split("-")[1]
         p = os.path.join(d, "w.pth")
         torch.save(IResNet(IRESNET_LAYERS[arch]).eval().state_dict(), p)
-        m = IResNetMatcher(p, arch)
+        m = IResNetMatcher(p, arch, device=device)
     else:
         from facenet_pytorch import InceptionResnetV1
 
         p = os.path.join(d, "w.pt")
         torch.save(InceptionResnetV1(pretrained=None, num_classes=10).state_dict(), p)
-        m = FacenetMatcher("facenet-vggface2", p)
-    x = np.random.RandomState(0).randint(0, 255, (32, 112, 112, 3), dtype=np.uint8)
+        m = FacenetMatcher("facenet-vggface2", p, device=device)
+    x = np.random.RandomState(0).randint(0, 255, (32 if device == "cpu" else 256, 112, 112, 3), dtype=np.uint8)
     m.embed(x[:4])
     t0, k = time.perf_counter(), 0
     while k < n:

@@ -41,7 +41,7 @@ def info(network, as_json):
     click.echo(f"mapping layers {d['mapping_layers']}")
     chans = ", ".join(f"{r}:{c}" for r, c in d["channels"].items())
     click.echo(f"channels       {chans}")
-    click.echo(f"fp16 blocks    {', '.join(map(str, d['fp16_blocks'])) or 'none'} (used on CUDA only)")
+    click.echo(f"fp16 blocks    {', '.join(map(str, d['fp16_blocks'])) or 'none'} (fp16 on CUDA by default; generate --precision)")
     click.echo(f"conv_clamp     {d['conv_clamp']}")
     click.echo(f"parameters     {d['parameters']:,} (+ {d['buffers']:,} buffer elements)")
 
@@ -81,7 +81,9 @@ def convert(src, dst, overwrite):
 @click.option("--noise-mode", default="const", type=click.Choice(["const", "random", "none"]), help="Per-layer noise; 'random' is seeded per image.")
 @click.option("--batch-size", default=64, type=click.IntRange(min=1), metavar="N", help="Images per step (never changes an image).")
 @click.option("--device", default="auto", metavar="auto|cpu|cuda|cuda:N", help="Where to run the network.")
-@click.option("--force-fp32", is_flag=True, help="On CUDA, run the fp16 blocks in fp32 as well.")
+@click.option("--force-fp32", is_flag=True, help="Alias of --precision fp32.")
+@click.option("--precision", default="auto", type=click.Choice(["auto", "fp32", "fp16"]), help="fp16 blocks of the file: auto = fp16 on CUDA, fp32 on CPU; fp16 = on any device (CPU: slow, reproduces NVIDIA's CPU fp16 outputs).")
+@click.option("--chunk-size", default=None, type=click.IntRange(min=1), metavar="N", help="Samples per network call; outputs depend on it, never on --batch-size. [default: 16 on CPU, 256 on CUDA; 1 with --precision fp16 rounds exactly as NVIDIA's generate.py]")
 @click.option("--format", "fmt", default="png", type=click.Choice(["png", "jpg"]), help="Image file format.")
 @click.option("--jpeg-quality", default=95, type=click.IntRange(1, 100), metavar="Q", help="JPEG quality (with --format jpg).")
 @click.option("--writers", default=4, type=click.IntRange(min=1), metavar="N", help="Encoder/writer threads.")
@@ -90,6 +92,7 @@ def convert(src, dst, overwrite):
 @click.option("--align-size", default=112, type=click.IntRange(min=16), metavar="PX", help="With --align: crop side.")
 @click.option("--align-template", default="arcface", metavar="NAME|FILE.json", help="With --align: landmark template.")
 @click.option("--min-face-size", default=20, type=click.IntRange(min=1), metavar="PX", help="With --align: MTCNN minimum face size.")
+@click.option("--batched-align/--per-image-align", "align_batched", default=None, help="With --align: detect a whole step in one MTCNN call, misses re-checked per image. [default: batched on CUDA, per image on CPU]")
 @click.option("--shard-index", default=None, type=int, metavar="I", help="Job arrays: this job's slice (with --num-shards).")
 @click.option("--num-shards", default=None, type=int, metavar="N", help="Job arrays: number of slices.")
 @click.option("--overwrite", is_flag=True, help="Replace an output directory that holds a different run.")
@@ -98,7 +101,7 @@ def convert(src, dst, overwrite):
 def generate(network, out, classes, per_class, count, views, mix_layers, seed, seeds, seed_pool, psi,
              truncation_cutoff, noise_mode, batch_size, device, force_fp32, fmt, jpeg_quality, writers,
              align_inline, max_retries, align_size, align_template, min_face_size,
-             shard_index, num_shards, overwrite, quiet, as_json):
+             shard_index, num_shards, overwrite, quiet, as_json, precision="auto", chunk_size=None, align_batched=None):
     """Sample a generator into identity folders with a manifest (deterministic, resumable).
 
     Rerunning the same command resumes; under torchrun each process takes a slice.
@@ -108,6 +111,7 @@ def generate(network, out, classes, per_class, count, views, mix_layers, seed, s
       synthgen generate --network sface.pkl --out raw --classes all --per-class 60
       synthgen generate --network sface.pkl --out raw --classes 0-9 --seeds 0-4 --psi 0.7
       synthgen generate --network uncond.pkl --out usynth --count 100000 --views 2
+      synthgen generate --network sface.pkl --out raw --precision fp16 --chunk-size 1   # = NVIDIA generate.py
       synthgen generate --network sface.pkl --out aligned --per-class 60 --align --max-retries 20
       torchrun --nproc_per_node 8 -m synthgen generate --network sface.pkl --out raw
     """
@@ -120,6 +124,7 @@ def generate(network, out, classes, per_class, count, views, mix_layers, seed, s
         truncation_cutoff=truncation_cutoff, noise_mode=noise_mode, batch_size=batch_size, device=device,
         force_fp32=force_fp32, format=fmt, jpeg_quality=jpeg_quality, writers=writers,
         align=align_inline, max_retries=max_retries, align_size=align_size, align_template=align_template,
+        precision=precision, chunk_size=chunk_size, align_batched=align_batched,
         min_face_size=min_face_size, shard_index=shard_index, num_shards=num_shards, overwrite=overwrite, progress=not (quiet or as_json),
     )
     summary = run_generate(cfg)

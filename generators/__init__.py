@@ -8,7 +8,8 @@ A generator exposes:
     describe() -> dict of hyper-parameters;  sha256 of the file it came from
 
 Backends register a loader with `register_backend(name, sniff, load)`: `sniff(path)` says
-whether the backend reads that file; `load(path, device=..., force_fp32=...)` returns a generator.
+whether the backend reads that file; `load(path, device=..., force_fp32=..., precision=...)` returns a
+generator (precision: auto | fp32 | fp16, see synthgen.generators.stylegan2ada.resolve_precision).
 """
 
 from __future__ import annotations
@@ -48,18 +49,22 @@ def backends() -> list[str]:
     return list(_BACKENDS)
 
 
-def load_generator(path, device="cpu", force_fp32: bool = False, backend: str | None = None) -> Generator:
-    """Load a generator file with the backend that reads it (or the one named)."""
+def load_generator(path, device="cpu", force_fp32: bool = False, backend: str | None = None,
+                   precision: str = "auto") -> Generator:
+    """Load a generator file with the backend that reads it (or the one named).
+
+    precision: 'auto' (fp16 blocks in fp16 on CUDA, fp32 on CPU), 'fp32', or 'fp16' (on any
+    device); force_fp32=True is an alias of 'fp32'. The generator's `.precision` is the one used."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: network file not found (expected a StyleGAN2-ADA .pkl or a synthgen checkpoint)")
     if backend is not None:
         if backend not in _BACKENDS:
             raise DataError(f"unknown generator backend '{backend}' (known: {', '.join(_BACKENDS)})")
-        return _BACKENDS[backend][1](path, device=device, force_fp32=force_fp32)
+        return _BACKENDS[backend][1](path, device=device, force_fp32=force_fp32, precision=precision)
     for sniff, load in _BACKENDS.values():
         if sniff(path):
-            return load(path, device=device, force_fp32=force_fp32)
+            return load(path, device=device, force_fp32=force_fp32, precision=precision)
     raise DataError(f"{path}: no generator backend reads this file (known: {', '.join(_BACKENDS)})")
 
 

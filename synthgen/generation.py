@@ -8,10 +8,11 @@ Layout (ImageFolder-compatible):
 
 Determinism: the work list is a pure function of the config; each image's latent and noise
 come from its own seeds (see `synthgen.seeding`). The network is always run on chunks of
-exactly FORWARD_CHUNK samples (the last one padded), because float results of batched
-convolutions and matmuls depend on the batch shape; within a fixed shape each sample is
-computed identically wherever it sits. So `--batch-size`, the number of processes and any
-interruption leave every image byte-identical.
+exactly `--chunk-size` samples (the last one padded; default per device type, DEFAULT_CHUNK),
+because float results of batched convolutions and matmuls depend on the batch shape; within a
+fixed shape each sample is computed identically wherever it sits. So `--batch-size`, the number
+of processes and any interruption leave every image byte-identical for a given device type,
+precision and chunk size (all three are part of the output identity in run.json).
 
 Resume: images are written under a temporary name and renamed, so a file under its final
 name is complete; a rerun skips them. The manifest is rebuilt from the work list and the files.
@@ -38,7 +39,10 @@ from synthgen.fsutil import atomic_write_text
 from synthgen.runs import check_output_dir, config_hash, ensure_writable_dir
 from synthgen.seeding import SEED_POLICY, derive_seed, latent, parse_int_list
 
-FORWARD_CHUNK = 16  # samples per network call, fixed so that outputs never depend on batching
+# Samples per network call, fixed per run so that outputs never depend on batching. CPU: 16
+# (no gain beyond that); CUDA: 256, since a 128 px forward of 16 images is launch-bound on a GPU.
+DEFAULT_CHUNK = {"cpu": 16, "cuda": 256}
+FORWARD_CHUNK = DEFAULT_CHUNK["cpu"]  # the CPU default (kept for callers of the old name)
 MANIFEST = "manifest.jsonl"
 RUN_JSON = "run.json"
 PARTS_DIR = ".parts"
@@ -59,9 +63,11 @@ class GenerateConfig:
     psi: float = 1.0  # truncation psi; 1 = none
     truncation_cutoff: int | None = None  # truncate only the first N ws; None = all
     noise_mode: str = "const"  # const | random (seeded per image) | none
-    batch_size: int = 64  # images per step (network calls are always FORWARD_CHUNK samples)
+    batch_size: int = 64  # images per step (network calls are always chunk_size samples)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    force_fp32: bool = False  # on CUDA, run the fp16 blocks in fp32 too
+    force_fp32: bool = False  # alias of precision="fp32"
+    precision: str = "auto"  # auto (fp16 blocks in fp16 on CUDA, fp32 on CPU) | fp32 | fp16 (any device)
+    chunk_size: int | None = None  # samples per network call; None = DEFAULT_CHUNK of the device type
     format: str = "png"  # png | jpg
     jpeg_quality: int = 95
     writers: int = 4  # encoder/writer threads
@@ -71,12 +77,16 @@ class GenerateConfig:
     align_size: int = 112  # with --align: crop side
     align_template: str = "arcface"  # with --align: arcface | arcface-shift8 | FILE.json
     min_face_size: int = 20  # with --align: MTCNN minimum face size
+    align_batched: bool | None = None  # with --align: one MTCNN call per step, misses re-checked per image; None = on CUDA only
     shard_index: int | None = None  # job-array slice (None = all, or from torchrun's RANK)
     num_shards: int | None = None
     progress: bool = True
 
     # Fields that do not change any output byte, so a resume may change them.
     RUNTIME_FIELDS = ("out", "batch_size", "writers", "overwrite", "shard_index", "num_shards", "progress", "network", "device")
+    # Fields whose resolved value (precision and chunk used, batched alignment on/off) joins the
+    # identity instead of the value as given, so "auto" and its explicit equivalent resume alike.
+    RESOLVED_FIELDS = ("precision", "force_fp32", "chunk_size", "align_batched")
 
 
 @dataclass
@@ -171,16 +181,27 @@ def _mix_range(cfg, G) -> tuple[int, int]:
 # Rendering
 
 
-def render(G, items: list[Item], cfg: GenerateConfig) -> np.ndarray:
-    """uint8 NHWC images for `items`, in network calls of exactly FORWARD_CHUNK samples."""
+def resolve_chunk(cfg: GenerateConfig, device_type: str) -> int:
+    """Samples per network call: --chunk-size, or the device type's default."""
+    if cfg.chunk_size is None:
+        return DEFAULT_CHUNK.get(device_type, DEFAULT_CHUNK["cpu"])
+    if isinstance(cfg.chunk_size, bool) or not isinstance(cfg.chunk_size, int) or cfg.chunk_size < 1:
+        raise UsageError(f"must be an integer >= 1, got {cfg.chunk_size!r}", "--chunk-size")
+    return cfg.chunk_size
+
+
+def render(G, items: list[Item], cfg: GenerateConfig, chunk_size: int | None = None) -> np.ndarray:
+    """uint8 NHWC images for `items`, in network calls of exactly `chunk_size` samples (default:
+    resolved from cfg and G's device). Mapping and synthesis both see the fixed shape."""
     import torch
 
     from synthgen.generators.stylegan2ada import to_uint8
 
+    n_chunk = chunk_size or resolve_chunk(cfg, G.device.type)
     out = []
-    for s in range(0, len(items), FORWARD_CHUNK):
-        chunk = items[s : s + FORWARD_CHUNK]
-        pad = FORWARD_CHUNK - len(chunk)
+    for s in range(0, len(items), n_chunk):
+        chunk = items[s : s + n_chunk]
+        pad = n_chunk - len(chunk)
         z = np.stack([latent(it.seed, G.z_dim) for it in chunk] + [np.zeros(G.z_dim)] * pad)
         cls = None if G.c_dim == 0 else [it.cls for it in chunk] + [0] * pad
         ws = G.map(z, cls, cfg.psi, cfg.truncation_cutoff)
@@ -242,12 +263,20 @@ def _write_image(root: Path, rel: str, img: np.ndarray, fmt: str, quality: int, 
 # Run bookkeeping
 
 
-def config_identity(cfg: GenerateConfig, G, device_type: str) -> dict:
+def config_identity(cfg: GenerateConfig, G, device_type: str, chunk_size: int | None = None) -> dict:
     """Everything that can change an output byte; a resume must match it exactly."""
-    d = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in GenerateConfig.RUNTIME_FIELDS}
-    d.update(network_sha256=G.sha256, device_type=device_type, fp16=bool(getattr(G, "use_fp16", False)),
-             forward_chunk=FORWARD_CHUNK, seed_policy=SEED_POLICY)
+    skip = GenerateConfig.RUNTIME_FIELDS + GenerateConfig.RESOLVED_FIELDS
+    d = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in skip}
+    d.update(network_sha256=G.sha256, device_type=device_type,
+             precision=getattr(G, "precision", "fp16" if getattr(G, "use_fp16", False) else "fp32"),
+             forward_chunk=chunk_size or resolve_chunk(cfg, device_type), seed_policy=SEED_POLICY)
+    if cfg.align:
+        d["align_batched"] = _align_batched(cfg, device_type)
     return d
+
+
+def _align_batched(cfg: GenerateConfig, device_type: str) -> bool:
+    return device_type == "cuda" if cfg.align_batched is None else bool(cfg.align_batched)
 
 
 def _dist_info(cfg: GenerateConfig) -> tuple[int, int, bool]:
@@ -291,12 +320,15 @@ def generate(cfg: GenerateConfig | None = None, **kwargs) -> dict:
     device = cfg.device
     if torchrun and cfg.device in ("auto", "cuda") and torch.cuda.is_available():
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
-    G = load_generator(cfg.network, device=device, force_fp32=cfg.force_fp32)
+    resolve_chunk(cfg, "cpu")  # a bad --chunk-size fails before the network is read
+    G = load_generator(cfg.network, device=device, force_fp32=cfg.force_fp32, precision=cfg.precision)
+    chunk = resolve_chunk(cfg, G.device.type)
     if G.device.type == "cuda":
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.allow_tf32 = False  # fp32 blocks really in fp32 (torch's default lets cuDNN use TF32)
     items = plan_items(cfg, G)  # validates classes, counts, seeds before any byte is written
-    ident = config_identity(cfg, G, G.device.type)
+    ident = config_identity(cfg, G, G.device.type, chunk)
     out = Path(cfg.out)
     pg = None
     if torchrun:
@@ -315,12 +347,12 @@ def generate(cfg: GenerateConfig | None = None, **kwargs) -> dict:
         started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         meta = {"status": "running", "config": dataclasses.asdict(cfg), "identity": ident,
                 "config_hash": config_hash(ident), "generator": _gen_meta(G), "versions": _versions(G.device),
-                "started": started, "total": len(items)}
+                "started": started, "total": len(items), "precision": G.precision, "chunk_size": chunk}
         if (rank == 0 or not torchrun) and not (out / RUN_JSON).exists():
             atomic_write_text(out / RUN_JSON, json.dumps(meta, indent=2))
         mine = items[rank::world]
         t0 = time.time()
-        written, no_face = _run_slice(G, cfg, out, mine)
+        written, no_face = _run_slice(G, cfg, out, mine, chunk)
         elapsed = time.time() - t0
         if world > 1 and not torchrun:
             _mark_part_done(out, rank, world, mine)
@@ -358,7 +390,7 @@ def _existing(out: Path, items: list[Item]) -> set[str]:
     return done
 
 
-def _run_slice(G, cfg: GenerateConfig, out: Path, items: list[Item]) -> tuple[int, int]:
+def _run_slice(G, cfg: GenerateConfig, out: Path, items: list[Item], chunk: int) -> tuple[int, int]:
     """Render and write this process's items; returns (images written, items given up: --align)."""
     from tqdm import tqdm
 
@@ -366,18 +398,18 @@ def _run_slice(G, cfg: GenerateConfig, out: Path, items: list[Item]) -> tuple[in
     todo = [it for it in items if it.path not in done]
     if cfg.align:  # images whose retries ran out in an earlier run are final too
         todo = [it for it in todo if not _failure_path(out, it.path).is_file()]
-    step = max(FORWARD_CHUNK, -(-cfg.batch_size // FORWARD_CHUNK) * FORWARD_CHUNK)
+    step = max(chunk, -(-cfg.batch_size // chunk) * chunk)
     bar = tqdm(total=len(items), initial=len(items) - len(todo), unit="img", disable=not cfg.progress,
                desc="generate", dynamic_ncols=True)
     pending: list[cf.Future] = []
     written = gave_up = 0
-    aligner = _InlineAligner(cfg, G.device) if cfg.align else None
+    aligner = _InlineAligner(cfg, G.device, _align_batched(cfg, G.device.type)) if cfg.align else None
     queue = list(todo)
     with cf.ThreadPoolExecutor(max_workers=max(1, cfg.writers)) as pool:
         try:
             while queue:
                 batch, queue = queue[:step], queue[step:]
-                imgs = render(G, batch, cfg)  # overlaps with the writers of the previous step
+                imgs = render(G, batch, cfg, chunk)  # overlaps with the writers of the previous step
                 metas = [None] * len(batch)
                 if aligner is not None:
                     imgs, metas, retry, failed = aligner(batch, imgs, cfg)
@@ -407,24 +439,46 @@ def _run_slice(G, cfg: GenerateConfig, out: Path, items: list[Item]) -> tuple[in
 class _InlineAligner:
     """`generate --align`: MTCNN + similarity warp on each rendered image; a miss is re-rendered
     with the item's next retry seed (derive_seed(base, class, index, "retry", attempt)), so
-    every class ends with exactly --per-class aligned images unless retries run out."""
+    every class ends with exactly --per-class aligned images unless retries run out.
 
-    def __init__(self, cfg: GenerateConfig, device):
+    batched=True (the default on CUDA): one MTCNN call detects the whole rendered step; the
+    images it misses are detected again one at a time, and only a per-image miss triggers a
+    retry, so a seed is never given up because of the images that shared its batch.
+    """
+
+    def __init__(self, cfg: GenerateConfig, device, batched: bool = False):
         from synthgen.alignment import AlignConfig, MTCNNDetector, load_template
 
         self.acfg = AlignConfig(inp="", out="", size=cfg.align_size, template=cfg.align_template,
                                 min_face_size=cfg.min_face_size, on_miss="skip")
         self.template_name, self.template = load_template(cfg.align_template, cfg.align_size)
         self.device = device
-        # per image: which seeds succeed must not depend on batching
+        # per image: which seeds fail must not depend on batching
         self.detector = MTCNNDetector(device=str(device), min_face_size=cfg.min_face_size, batched=False)
+        self.batched = None
+        if batched:
+            self.batched = MTCNNDetector(device=str(device), min_face_size=cfg.min_face_size, batched=True)
 
-    def __call__(self, batch: list[Item], imgs, cfg: GenerateConfig):
+    def detect(self, rels: list[str], imgs: list):
+        """(records, crops by index): batched first pass if enabled, then per image for its misses."""
         from synthgen.alignment import process_batch
 
+        if self.batched is None:
+            return process_batch(rels, imgs, self.detector, self.acfg, self.template, self.template_name, self.device)
+        recs, crops = process_batch(rels, imgs, self.batched, self.acfg, self.template, self.template_name, self.device)
+        miss = [i for i in range(len(imgs)) if i not in crops]
+        if miss:
+            recs2, crops2 = process_batch([rels[i] for i in miss], [imgs[i] for i in miss], self.detector, self.acfg,
+                                          self.template, self.template_name, self.device)
+            for k, i in enumerate(miss):
+                recs[i] = recs2[k]
+                if k in crops2:
+                    crops[i] = crops2[k]
+        return recs, crops
+
+    def __call__(self, batch: list[Item], imgs, cfg: GenerateConfig):
         imgs = list(imgs)
-        recs, crops = process_batch([it.path for it in batch], imgs, self.detector, self.acfg, self.template,
-                                    self.template_name, self.device)
+        recs, crops = self.detect([it.path for it in batch], imgs)
         out_imgs, metas, retry, failed = [], [], [], []
         for i, (it, rec) in enumerate(zip(batch, recs)):
             if i in crops:

@@ -21,8 +21,10 @@ __all__ = [
     "StyleGAN2ADAGenerator",
     "StyleGAN2Config",
     "StyleGAN2Network",
+    "PRECISIONS",
     "load",
     "random_init",
+    "resolve_precision",
     "save_checkpoint",
     "to_uint8",
 ]
@@ -40,20 +42,45 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return dev
 
 
+PRECISIONS = ("auto", "fp32", "fp16")
+
+
+def resolve_precision(precision: str | None, device: torch.device, force_fp32: bool = False) -> str:
+    """'auto' | 'fp32' | 'fp16' (+ the --force-fp32 alias) -> the precision used: 'fp16' or 'fp32'.
+
+    auto: the file's fp16 blocks in fp16 on CUDA, everything in fp32 elsewhere. fp16: those
+    blocks in fp16 on any device (on CPU this reproduces NVIDIA's CPU fp16 outputs; slow).
+    """
+    precision = "auto" if precision is None else str(precision)
+    if precision not in PRECISIONS:
+        raise UsageError(f"'{precision}' is not one of {', '.join(PRECISIONS)}", "--precision")
+    if force_fp32:
+        if precision == "fp16":
+            raise UsageError("--force-fp32 (an alias of --precision fp32) contradicts --precision fp16; drop one",
+                             "--precision")
+        return "fp32"
+    if precision == "auto":
+        return "fp16" if device.type == "cuda" else "fp32"
+    return precision
+
+
 class StyleGAN2ADAGenerator:
     """A loaded StyleGAN2-ADA generator behind synthgen's generator protocol.
 
-    fp16: the blocks the file marks fp16 run in half precision only on CUDA (as in training);
-    on CPU everything runs in fp32. `force_fp32=True` disables fp16 everywhere.
+    precision: 'auto' runs the blocks the file marks fp16 in half precision on CUDA and in fp32
+    on CPU; 'fp16' runs them in half precision on any device; 'fp32' (or `force_fp32=True`)
+    runs everything in fp32. `self.precision` is the one in use ('fp16' or 'fp32').
     """
 
     backend = "stylegan2-ada"
 
-    def __init__(self, net: StyleGAN2Network, device="cpu", force_fp32=False, sha256=None, source=None, provenance=None):
+    def __init__(self, net: StyleGAN2Network, device="cpu", force_fp32=False, sha256=None, source=None, provenance=None,
+                 precision: str = "auto"):
         self.device = resolve_device(device)
+        self.precision = resolve_precision(precision, self.device, force_fp32)
         self.net = net.to(self.device).eval().requires_grad_(False)
         self.cfg: StyleGAN2Config = net.cfg
-        self.use_fp16 = self.device.type == "cuda" and not force_fp32
+        self.use_fp16 = self.precision == "fp16"
         self.sha256 = sha256
         self.source = str(source) if source is not None else None
         self.provenance = provenance or {}
@@ -181,7 +208,8 @@ def read_network(path):
     raise DataError(f"{path}: neither a StyleGAN2-ADA pickle nor a synthgen checkpoint")
 
 
-def load(path, device="cpu", force_fp32=False) -> StyleGAN2ADAGenerator:
+def load(path, device="cpu", force_fp32=False, precision="auto") -> StyleGAN2ADAGenerator:
+    resolve_precision(precision, torch.device("cpu"), force_fp32)  # a bad value fails before the file is read
     cfg, state, provenance = read_network(path)
     net = StyleGAN2Network(cfg)
     result = net.load_state_dict(state, strict=False)
@@ -190,4 +218,5 @@ def load(path, device="cpu", force_fp32=False) -> StyleGAN2ADAGenerator:
             f"{path}: weights do not fit the architecture (missing: {result.missing_keys[:5]}, "
             f"unexpected: {result.unexpected_keys[:5]})"
         )
-    return StyleGAN2ADAGenerator(net, device, force_fp32, sha256=sha256_file(path), source=path, provenance=provenance)
+    return StyleGAN2ADAGenerator(net, device, force_fp32, sha256=sha256_file(path), source=path, provenance=provenance,
+                                 precision=precision)

@@ -220,6 +220,79 @@ def modulated_conv2d(x, weight, styles, demodulate=True, up=1, padding=0, resamp
     return x
 
 
+def _fp16_styles_weight(weight, styles):
+    """fp16 blocks: scale each output filter of `weight` to max |w| = 1/sqrt(fan_in) and each
+    sample's styles to max |s| = 1, in fp32, so that fp16 activations stay in range. Demodulation
+    divides the scale out again. Written in the same op order as NVIDIA's generate.py runs it
+    (reciprocal of the norm times the fp32-rounded constant), so the rounding matches."""
+    out_ch, in_ch, kh, kw = weight.shape
+    inv_fan_in = 1.0 / math.sqrt(in_ch * kh * kw)
+    weight = weight * (weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True).reciprocal() * inv_fan_in)
+    styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
+    return weight, styles
+
+
+def modulated_conv2d_ref(x, weight, styles, demodulate=True, up=1, padding=0, resample_filter=None, noise=None):
+    """Modulated convolution in the reference's numerics, for fp16 blocks (and, in batch-1 fp16
+    runs, the fp32 blocks too).
+
+    x is float16 (fp16 block) or float32; weight and styles are float32. Returns
+    conv(x) [* demodulation] [+ noise] in x's dtype, before bias and activation. Two
+    formulations, chosen by the batch size (a fixed chunk size fixes the choice too), the
+    same rule as the reference at inference:
+    * batch 1: per-sample weight W * s * d computed in fp32, cast to x's dtype, one grouped
+      convolution, noise added in place. NVIDIA's generate.py runs batch 1, so
+      `--chunk-size 1` rounds exactly where it does (tested: bit-identical fp16 images on CPU).
+    * batch > 1 (fp16 blocks only): activations scaled by the styles in fp16, one shared fp16
+      weight, then x * d + noise in one addcmul; no per-sample weights, tensor-core friendly.
+    """
+    n = x.shape[0]
+    out_ch, in_ch, kh, kw = weight.shape
+    if demodulate and x.dtype == torch.float16:
+        weight, styles = _fp16_styles_weight(weight, styles)
+    if n == 1:
+        w = weight.unsqueeze(0) * styles.reshape(n, 1, in_ch, 1, 1)  # [n, out, in, kh, kw], fp32
+        if demodulate:
+            d = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()
+            w = w * d.reshape(n, out_ch, 1, 1, 1)
+        x = x.reshape(1, n * in_ch, *x.shape[2:])
+        if up == 1:
+            x = F.conv2d(x, w.reshape(n * out_ch, in_ch, kh, kw).to(x.dtype), padding=padding, groups=n)
+        else:
+            wt = w.transpose(1, 2).reshape(n * in_ch, out_ch, kh, kw).to(x.dtype)
+            x = F.conv_transpose2d(x, wt, stride=up, groups=n)
+            x = upfirdn2d(x, resample_filter, pad=_up_pad(padding, resample_filter, up, kw), gain=up * up)
+        x = x.reshape(n, out_ch, *x.shape[2:])
+        if noise is not None:
+            x.add_(noise)  # fp32 noise added into the fp16 tensor (computed in fp32, rounded once)
+        return x
+    d = None
+    if demodulate:
+        w2 = weight.square().sum(dim=[2, 3])  # sum over (in, kh, kw) of (W s)^2 = s^2 @ sum_k W^2
+        d = (styles.square() @ w2.t() + 1e-8).rsqrt()
+    x = x * styles.to(x.dtype).reshape(n, -1, 1, 1)
+    wt = weight.to(x.dtype)
+    if up == 1:
+        x = F.conv2d(x, wt, padding=padding)
+    else:
+        x = F.conv_transpose2d(x, wt.transpose(0, 1), stride=up)
+        x = upfirdn2d(x, resample_filter, pad=_up_pad(padding, resample_filter, up, kw), gain=up * up)
+    if d is not None:
+        nz = noise.to(x.dtype) if noise is not None else torch.zeros((), dtype=x.dtype, device=x.device)
+        x = torch.addcmul(nz, x, d.to(x.dtype).reshape(n, -1, 1, 1))
+    elif noise is not None:
+        x = x.add_(noise.to(x.dtype))
+    return x
+
+
+def _up_pad(padding, f, up, kw):
+    """Padding of the FIR filter after a stride-`up` transposed conv (output = up * input)."""
+    fw = f.shape[-1]
+    p0 = padding + (fw + up - 1) // 2 - (kw - 1)
+    p1 = padding + (fw - up) // 2 - (kw - up)
+    return (p0, p1, p0, p1)
+
+
 # ----------------------------------------------------------------------------------------------
 # Layers
 
@@ -292,8 +365,10 @@ class SynthesisLayer(nn.Module):
         self.bias = nn.Parameter(torch.zeros([out_ch]))
         self.register_buffer("resample_filter", torch.zeros(4, 4))  # set by the block
 
-    def forward(self, x, w, noise_mode="const", noise=None):
+    def forward(self, x, w, noise_mode="const", noise=None, ref=False):
         styles = self.affine(w)
+        if ref or x.dtype == torch.float16:
+            return self._forward_ref(x, styles, noise_mode, noise)
         f = self.resample_filter if self.up > 1 else None
         g = self.act_gain  # lrelu(y) * g == lrelu(y * g) for g > 0: fold the gain in early
         x = modulated_conv2d(x, self.weight, styles, up=self.up, padding=self.padding, resample_filter=f, gain=g)
@@ -310,6 +385,17 @@ class SynthesisLayer(nn.Module):
             x.clamp_(-self.conv_clamp, self.conv_clamp)
         return x
 
+    def _forward_ref(self, x, styles, noise_mode, noise):
+        """fp16 blocks, and every block of a batch-1 fp16 run: the reference's op order (no
+        folded gains), so every intermediate rounds (to fp16 in fp16 blocks) where NVIDIA's
+        generate.py rounds."""
+        n = None
+        if self.use_noise and noise_mode != "none":
+            n = self.noise_const * self.noise_strength if noise_mode == "const" else noise * self.noise_strength
+        f = self.resample_filter if self.up > 1 else None
+        x = modulated_conv2d_ref(x, self.weight, styles, up=self.up, padding=self.padding, resample_filter=f, noise=n)
+        return bias_act(x, self.bias.to(x.dtype), act=self.activation, gain=self.act_gain, clamp=self.conv_clamp)
+
 
 class ToRGBLayer(nn.Module):
     def __init__(self, in_ch, out_ch, w_dim, conv_clamp, kernel_size=1):
@@ -320,9 +406,12 @@ class ToRGBLayer(nn.Module):
         self.bias = nn.Parameter(torch.zeros([out_ch]))
         self.weight_gain = 1 / math.sqrt(in_ch * kernel_size * kernel_size)
 
-    def forward(self, x, w):
+    def forward(self, x, w, ref=False):
         styles = self.affine(w) * self.weight_gain
-        x = modulated_conv2d(x, self.weight, styles, demodulate=False)
+        if ref or x.dtype == torch.float16:
+            x = modulated_conv2d_ref(x, self.weight, styles, demodulate=False)
+        else:
+            x = modulated_conv2d(x, self.weight, styles, demodulate=False)
         return bias_act(x, self.bias.to(x.dtype), clamp=self.conv_clamp)
 
 
@@ -344,19 +433,20 @@ class SynthesisBlock(nn.Module):
         self.num_conv = 1 if in_ch == 0 else 2
         self.num_torgb = 1
 
-    def forward(self, x, img, ws, dtype, noise_mode="const", noise=()):
+    def forward(self, x, img, ws, dtype, noise_mode="const", noise=(), ref=False):
         if self.in_ch == 0:
             x = self.const.to(dtype).unsqueeze(0).expand(ws.shape[0], -1, -1, -1)
             x = x.contiguous(memory_format=torch.channels_last)  # one copy, in oneDNN/cuDNN's fast layout
             convs = [self.conv1]
         else:
-            x = x.to(dtype)
+            # fp16 blocks run in the standard layout, as the reference's fp16 blocks do
+            x = x.to(dtype, memory_format=torch.contiguous_format) if dtype == torch.float16 else x.to(dtype)
             convs = [self.conv0, self.conv1]
         for i, conv in enumerate(convs):
-            x = conv(x, ws[:, i], noise_mode, noise[i] if noise else None)
+            x = conv(x, ws[:, i], noise_mode, noise[i] if noise else None, ref=ref)
         if img is not None:
             img = upsample2d(img, self.resample_filter)
-        y = self.torgb(x, ws[:, len(convs)]).to(torch.float32)
+        y = self.torgb(x, ws[:, len(convs)], ref=ref).to(torch.float32)
         img = y if img is None else img + y
         return x, img
 
@@ -386,12 +476,16 @@ class SynthesisNetwork(nn.Module):
     def forward(self, ws, noise_mode="const", noise=None, use_fp16=False):
         x = img = None
         w_idx = n_idx = 0
+        # A batch-1 fp16 run rounds like NVIDIA's generate.py everywhere, including its fp32
+        # blocks, whose output feeds the fp16 casts (our faster fp32 formulation differs from
+        # the reference by ~1e-7, enough to flip fp16 roundings downstream).
+        ref = use_fp16 and ws.shape[0] == 1
         for res in self.block_resolutions:
             block = getattr(self, f"b{res}")
             dtype = torch.float16 if (use_fp16 and block.use_fp16) else torch.float32
             k = block.num_conv
             block_noise = noise[n_idx : n_idx + k] if noise is not None else ()
-            x, img = block(x, img, ws[:, w_idx : w_idx + k + 1], dtype, noise_mode, block_noise)
+            x, img = block(x, img, ws[:, w_idx : w_idx + k + 1], dtype, noise_mode, block_noise, ref=ref)
             w_idx += k
             n_idx += k
         return img
