@@ -25,25 +25,14 @@ def info(network, as_json):
       synthgen info sface-casia-128.pkl
       synthgen info sface-casia-128.pkl --json
     """
-    from synthgen.info import network_info
+    from synthgen.info import format_info, network_info
 
     d = network_info(network)
     if as_json:
         echo_json(d)
         return
-    click.echo(f"file           {network}")
-    click.echo(f"sha256         {d['sha256']}")
-    click.echo(f"backend        {d['backend']} ({d['source_format']})")
-    click.echo(f"resolution     {d['resolution']}x{d['resolution']}, {d['img_channels']} channels")
-    click.echo(f"classes        {d['c_dim'] if d['c_dim'] else 'unconditional (c_dim=0)'}")
-    click.echo(f"z_dim / w_dim  {d['z_dim']} / {d['w_dim']}")
-    click.echo(f"num_ws         {d['num_ws']}")
-    click.echo(f"mapping layers {d['mapping_layers']}")
-    chans = ", ".join(f"{r}:{c}" for r, c in d["channels"].items())
-    click.echo(f"channels       {chans}")
-    click.echo(f"fp16 blocks    {', '.join(map(str, d['fp16_blocks'])) or 'none'} (fp16 on CUDA by default; generate --precision)")
-    click.echo(f"conv_clamp     {d['conv_clamp']}")
-    click.echo(f"parameters     {d['parameters']:,} (+ {d['buffers']:,} buffer elements)")
+    for line in format_info(network, d):
+        click.echo(line)
 
 
 @cli.command()

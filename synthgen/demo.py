@@ -22,14 +22,12 @@ N_CLASSES, PER_CLASS, PLANTED = 8, 6, 3
 
 
 def _net(path: Path, seed: int):
-    from synthgen.generators.stylegan2ada import StyleGAN2Config, random_init, save_checkpoint
+    from synthgen.generators import write_random_generator
 
     if not path.exists():
-        cfg = StyleGAN2Config.from_hyperparams(z_dim=64, c_dim=N_CLASSES, w_dim=64, img_resolution=32,
-                                               mapping_layers=2, channel_base=1024, channel_max=64,
-                                               num_fp16_res=2, conv_clamp=256)
-        save_checkpoint(path, cfg, random_init(cfg, seed).state_dict(),
-                        {"source_format": "random-init", "seed": seed, "note": "demo: random weights"})
+        write_random_generator(path, "stylegan2-ada", seed, note="demo: random weights", z_dim=64, c_dim=N_CLASSES,
+                               w_dim=64, img_resolution=32, mapping_layers=2, channel_base=1024, channel_max=64,
+                               num_fp16_res=2, conv_clamp=256)
     return path
 
 

@@ -195,7 +195,7 @@ def render(G, items: list[Item], cfg: GenerateConfig, chunk_size: int | None = N
     resolved from cfg and G's device). Mapping and synthesis both see the fixed shape."""
     import torch
 
-    from synthgen.generators.stylegan2ada import to_uint8
+    from synthgen.generators import to_uint8
 
     n_chunk = chunk_size or resolve_chunk(cfg, G.device.type)
     out = []

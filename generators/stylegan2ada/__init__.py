@@ -8,11 +8,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from synthgen.device import resolve_device
 from synthgen.errors import DataError, UsageError
 from synthgen.fsutil import sha256_file
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .network import StyleGAN2Config, StyleGAN2Network, random_init, to_uint8
+from ..images import to_uint8
+from .network import StyleGAN2Config, StyleGAN2Network, random_init
 from .pkl import load_pickle
 
 NOISE_MODES = ("const", "random", "none")
@@ -28,18 +30,6 @@ __all__ = [
     "save_checkpoint",
     "to_uint8",
 ]
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise UsageError(f"'{device}' is not a device; use auto, cpu, cuda or cuda:N", "--device") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"'{device}' requested but CUDA is not available here; use --device cpu", "--device")
-    return dev
 
 
 PRECISIONS = ("auto", "fp32", "fp16")
@@ -73,6 +63,7 @@ class StyleGAN2ADAGenerator:
     """
 
     backend = "stylegan2-ada"
+    source_format = "stylegan2-ada"  # set by load(): stylegan2-ada-pkl or synthgen-checkpoint, from ...
 
     def __init__(self, net: StyleGAN2Network, device="cpu", force_fp32=False, sha256=None, source=None, provenance=None,
                  precision: str = "auto"):
@@ -195,6 +186,26 @@ def _file_kind(path: Path) -> str:
     return "unknown"
 
 
+def sniff(path: Path) -> bool:
+    return _file_kind(path) in ("pkl", "checkpoint")
+
+
+def convert(src, dst) -> dict:
+    """Write the generator in `src` (.pkl or checkpoint) as a synthgen checkpoint at `dst`."""
+    cfg, state, provenance = read_network(src)
+    provenance = dict(provenance, converted_from=str(src), source_sha256=sha256_file(src))
+    save_checkpoint(dst, cfg, state, provenance)
+    return {"sha256": sha256_file(dst), "config": cfg.to_dict()}
+
+
+def write_random(path, seed: int = 0, note: str = "random weights", **hyper) -> Path:
+    """A checkpoint with seeded random weights; `hyper` as StyleGAN2Config.from_hyperparams."""
+    cfg = StyleGAN2Config.from_hyperparams(**hyper)
+    save_checkpoint(path, cfg, random_init(cfg, seed).state_dict(),
+                    {"source_format": "random-init", "seed": seed, "note": note})
+    return Path(path)
+
+
 def read_network(path):
     """Return (config, state_dict, provenance) from a NVIDIA .pkl or a synthgen checkpoint."""
     path = Path(path)
@@ -218,5 +229,8 @@ def load(path, device="cpu", force_fp32=False, precision="auto") -> StyleGAN2ADA
             f"{path}: weights do not fit the architecture (missing: {result.missing_keys[:5]}, "
             f"unexpected: {result.unexpected_keys[:5]})"
         )
-    return StyleGAN2ADAGenerator(net, device, force_fp32, sha256=sha256_file(path), source=path, provenance=provenance,
-                                 precision=precision)
+    g = StyleGAN2ADAGenerator(net, device, force_fp32, sha256=sha256_file(path), source=path, provenance=provenance,
+                              precision=precision)
+    g.source_format = ("stylegan2-ada-pkl" if _file_kind(Path(path)) == "pkl"
+                       else f"synthgen-checkpoint, from {provenance.get('source_format', 'unknown')}")
+    return g

@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -530,9 +529,3 @@ def random_init(cfg: StyleGAN2Config, seed: int = 0) -> StyleGAN2Network:
             c[torch.arange(1000), torch.randint(cfg.c_dim, (1000,), generator=g)] = 1
         net.mapping.w_avg.copy_(net.mapping(z, c)[:, 0].mean(0))
     return net.eval().requires_grad_(False)
-
-
-def to_uint8(img: torch.Tensor) -> np.ndarray:
-    """NCHW float images in [-1, 1] -> NHWC uint8, exactly as NVIDIA's generate.py converts."""
-    x = (img.permute(0, 2, 3, 1).to(torch.float32) * 127.5 + 128).clamp(0, 255).to(torch.uint8)
-    return x.cpu().numpy()
