@@ -6,6 +6,7 @@ from pathlib import Path
 
 from synthgen.errors import UsageError
 from synthgen.fsutil import sha256_file
+from synthgen.runs import probe_writable
 
 
 def network_info(path) -> dict:
@@ -30,6 +31,7 @@ def convert_network(src, dst, overwrite: bool = False) -> dict:
     dst = Path(dst)
     if dst.exists() and not overwrite:
         raise UsageError(f"{dst} exists; pass --overwrite to replace it", "OUT")
+    probe_writable(dst, "OUT")  # a read-only folder is reported before the network is read
     cfg, state, provenance = read_network(src)
     provenance = dict(provenance, converted_from=str(src), source_sha256=sha256_file(src))
     save_checkpoint(dst, cfg, state, provenance)

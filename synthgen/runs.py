@@ -64,7 +64,8 @@ def ensure_writable_dir(out: Path, flag: str = "--out") -> None:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as e:
-        raise UsageError(f"cannot write to {out} ({e.strerror or e}); pick a writable directory", flag) from None
+        raise UsageError(f"cannot write to {out}: {e.strerror or e}, expected a writable directory; choose another "
+                         "folder or fix its permissions", flag) from None
 
 
 TEMP_NAME = re.compile(r"^\..+\.tmp-\d+$")  # `.NAME.tmp-PID`: a file being written by process PID
@@ -120,7 +121,8 @@ def probe_writable(path: Path, flag: str) -> None:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as e:
-        raise UsageError(f"cannot write to {parent} ({e.strerror or e}); pick a writable location", flag) from None
+        raise UsageError(f"cannot write to {parent}: {e.strerror or e}, expected a writable folder; choose another "
+                         "location or fix its permissions", flag) from None
 
 
 # ----------------------------------------------------------------------------------------------
