@@ -52,10 +52,15 @@ def load_template(spec: str, size: int) -> tuple[str, np.ndarray]:
         d = json.loads(p.read_text())
         pts = np.asarray(d["points"], dtype=np.float64)
         base = float(d.get("size", size))
-    except (ValueError, KeyError, TypeError) as e:
+    except RecursionError:
+        raise UsageError(f"{p}: nested too deeply, expected JSON {{\"size\": 112, \"points\": [[x, y] x 5]}}",
+                         "--template") from None
+    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as e:
         raise UsageError(f"{p}: expected JSON {{\"size\": 112, \"points\": [[x, y] x 5]}} ({e})", "--template") from None
     if pts.shape != (5, 2):
         raise UsageError(f"{p}: 'points' must be 5 [x, y] pairs, got shape {list(pts.shape)}", "--template")
+    if not (np.isfinite(base) and base > 0 and np.isfinite(pts).all()):
+        raise UsageError(f"{p}: expected a positive 'size' and finite points, got size {base}", "--template")
     return p.name, pts * (size / base)
 
 
@@ -448,8 +453,10 @@ def _read_journal(path: Path) -> dict:
         for n, line in enumerate(path.read_text().splitlines(), 1):
             try:
                 r = json.loads(line)
-            except ValueError:  # torn last line from a crash
+            except (ValueError, RecursionError):  # torn last line from a crash
                 continue
+            if not (isinstance(r, dict) and isinstance(r.get("source"), str) and isinstance(r.get("status"), str)):
+                continue  # not a record of ours: the image is redone
             if "path" in r:  # joined to --out and copied into the manifest: must stay inside --out
                 safe_relpath(r["path"], path.parent, path, f"line {n} 'path'", f"delete {path.name} and rerun")
             done[r["source"]] = r

@@ -70,14 +70,15 @@ def escape_control(text: str) -> str:
 # torch's weights_only failure text tells the user to retry with weights_only=False (which runs
 # code from the file) or to allow-list the global: we keep only the reason.
 _UNSAFE_ADVICE = re.compile(r"weights_only[`'\"\s]*(?:=|set to|to)?[`'\"\s]*False|safe_globals", re.I)
-_ADVICE_SENTENCE = re.compile(r"weights_only|safe_globals|trusted source|documentation of torch\.load|allowlist", re.I)
+_ADVICE_SENTENCE = re.compile(r"`weights_only|weights_only`|weights_only\s*=|safe_globals|trust|can still be loaded|"
+                              r"documentation of torch\.load|allowlist", re.I)
 
 
 def scrub_unsafe_advice(text: str) -> str:
     """Remove any suggestion to load with `weights_only=False` or to allow-list globals."""
     if not _UNSAFE_ADVICE.search(text):
         return text
-    sentences = re.split(r"(?<=[.;:])\s+|\n+", text)
+    sentences = re.split(r"(?<=[.;])\s+|\n+", text)
     kept = [s.strip() for s in sentences if s.strip() and not _ADVICE_SENTENCE.search(s)]
     return " ".join(kept) or "torch refused to load the file"
 

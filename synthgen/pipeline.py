@@ -284,7 +284,7 @@ def _read_record(path: Path) -> dict:
         return {"stages": {}}
     try:
         record = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as e:
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
         record = e
     if not isinstance(record, dict) or not isinstance(record.get("stages", {}), dict) or \
             not all(isinstance(v, dict) for v in record.get("stages", {}).values()):

@@ -40,7 +40,9 @@ def check_output_dir(out: Path, marker: str, identity: dict, overwrite: bool, re
     if (out / marker).is_file():
         try:
             prev = json.loads((out / marker).read_text())
-        except ValueError:
+        except (ValueError, RecursionError):
+            prev = {}
+        if not isinstance(prev, dict):
             prev = {}
         if prev.get("config_hash") == config_hash(identity):
             return
@@ -76,7 +78,7 @@ def _only_a_start_marker(out: Path, marker: str) -> bool:
     a temp file or empty."""
     try:
         prev = json.loads((out / marker).read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return False
     if not isinstance(prev, dict) or prev.get("status") != "running":
         return False
