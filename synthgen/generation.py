@@ -90,6 +90,24 @@ class GenerateConfig:
     RESOLVED_FIELDS = ("precision", "force_fp32", "chunk_size", "align_batched")
 
 
+MAX_ITEMS = 100_000_000  # images one run plans in memory; a typo (per_class = 6e9) must not eat all RAM
+
+
+def _check_list_size(text, flag: str) -> None:
+    """Refuse '0-4000000000' before it is expanded into a list."""
+    if not isinstance(text, str) or text == "all":
+        return
+    n = 0
+    for part in text.replace(" ", "").split(","):
+        a, _, b = part.partition("-")
+        if a.isdigit() and b.isdigit():
+            n += max(0, int(b) - int(a) + 1)
+        else:
+            n += 1
+    if n > MAX_ITEMS:
+        raise UsageError(f"'{text}' names {n:,} values, expected at most {MAX_ITEMS:,}; use a smaller range", flag)
+
+
 def validate_config(cfg: GenerateConfig, host: bool = True) -> None:
     """Every check that needs no generator and writes nothing: types, choices, ranges, lists;
     with `host`, also this machine's side (network file, --align template file, device).
@@ -106,6 +124,13 @@ def validate_config(cfg: GenerateConfig, host: bool = True) -> None:
         check_range(value, flag, lo, hi)
     if cfg.align and cfg.format != "png":
         raise UsageError("--align writes PNG crops (provenance lives in a PNG text chunk); drop --format jpg", "--format")
+    for flag, text in (("--seeds", cfg.seeds), ("--seed-pool", cfg.seed_pool), ("--classes", cfg.classes),
+                       ("--mix-layers", cfg.mix_layers)):
+        _check_list_size(text, flag)
+    if (cfg.per_class or 0) > MAX_ITEMS or (cfg.count or 0) > MAX_ITEMS:
+        flag = "--per-class" if (cfg.per_class or 0) > MAX_ITEMS else "--count"
+        raise UsageError(f"got {cfg.per_class if flag == '--per-class' else cfg.count}, expected at most {MAX_ITEMS:,} "
+                         "(the work list is planned in memory); split the job with --classes ranges", flag)
     seeds = parse_int_list(cfg.seeds, "--seeds", 0, 2**32 - 1) if cfg.seeds else None
     pool = parse_int_list(cfg.seed_pool, "--seed-pool", 0, 2**32 - 1) if cfg.seed_pool else None
     if seeds and pool:

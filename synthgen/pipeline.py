@@ -52,7 +52,11 @@ def load_config(path) -> dict:
     if not p.is_file():
         raise UsageError(f"{p}: config file not found", "CONFIG")
     try:
-        return tomllib.loads(p.read_text())
+        return tomllib.loads(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise UsageError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start}), expected a TOML config", "CONFIG") from None
+    except RecursionError:
+        raise UsageError(f"{p}: nested too deeply, expected a TOML config of tables and values", "CONFIG") from None
     except tomllib.TOMLDecodeError as e:
         raise UsageError(f"{p}: not valid TOML ({e})", "CONFIG") from None
 

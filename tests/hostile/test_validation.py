@@ -220,3 +220,28 @@ def test_every_align_input_gets_a_record(tmp_path):
         assert recs[k]["status"] == "skipped" and why in recs[k]["error"], recs[k]
         assert "path" not in recs[k]
     assert s["counts"]["skipped"] == 5 and s["total"] == 7 and sum(s["counts"].values()) == 7
+
+
+@pytest.mark.parametrize("args,flag,needle", [
+    (["--seeds", "0-4000000000"], "--seeds", "4,000,000,001 values"),  # would be expanded into a 4G list
+    (["--per-class", "6000000000"], "--per-class", "at most 100,000,000"),
+    (["--classes", "0-99999999999"], "--classes", "values"),
+])
+def test_huge_lists_are_refused_before_they_are_expanded(tmp_path, args, flag, needle):
+    r = CliRunner().invoke(cli, ["generate", "--network", NET, "--out", str(tmp_path / "o"), "--quiet", *args])
+    assert r.exit_code == 2
+    one_error_line(r.stderr, flag, needle)
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("content,needle", [
+    (b"\xff\xfe not utf-8", "not UTF-8"),
+    (b"a = " + b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+    (b"out = [", "not valid TOML"),
+])
+def test_unreadable_run_configs_are_one_line(tmp_path, content, needle):
+    p = tmp_path / "c.toml"
+    p.write_bytes(content)
+    r = CliRunner().invoke(cli, ["run", str(p)])
+    assert r.exit_code == 2
+    one_error_line(r.stderr, "c.toml", needle)
