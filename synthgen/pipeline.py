@@ -172,14 +172,12 @@ def _validate_stage(stage: str, cls, section: dict, root: Path, host: bool) -> N
 
 
 def validate_shard_config(cfg, host: bool = True) -> None:
-    """Side-effect-free checks of a ShardConfig (types, choices, ranges)."""
-    from synthgen.runs import check_choice, check_range, check_types
-    from synthgen.shards import COMPRESSIONS, ENCODINGS
+    """Side-effect-free checks of a ShardConfig: types, then the shard stage's own option checks."""
+    from synthgen.runs import check_range, check_types
+    from synthgen.shards import validate as validate_shard
 
     check_types(cfg)
-    check_choice(cfg.encoding, "--encoding", ENCODINGS)
-    check_choice(cfg.compression, "--compression", COMPRESSIONS)
-    check_range(cfg.shard_size, "--shard-size", 1, None)
+    validate_shard(cfg)
     check_range(cfg.jpeg_quality, "--jpeg-quality", 1, 100)
 
 

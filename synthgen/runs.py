@@ -184,7 +184,7 @@ def check_device(device, flag: str = "--device", host: bool = True) -> None:
     if not isinstance(device, str) or not _DEVICE.fullmatch(device):
         raise UsageError(f"got {device!r}, expected auto, cpu, cuda or cuda:N", flag)
     if host:
-        from synthgen.generators.stylegan2ada import resolve_device
+        from synthgen.device import resolve_device
 
         try:
             resolve_device(device)
