@@ -184,17 +184,15 @@ def validate_shard_config(cfg, host: bool = True) -> None:
 def validate_audit_config(cfg, host: bool = True) -> None:
     """Side-effect-free checks of an AuditConfig (types, choices, ranges; with `host`, that the
     authentic set and the weights exist and the device is available)."""
-    from synthgen.audit.matchers import IRESNET_LAYERS, MATCHERS
+    from synthgen.audit.matchers import IRESNET_LAYERS
+    from synthgen.audit.report import validate as validate_audit
     from synthgen.runs import check_choice, check_device, check_range, check_types
 
     check_types(cfg)
-    check_choice(cfg.matcher, "--matcher", MATCHERS)
+    validate_audit(cfg)  # the audit stage's own option checks (matcher, fmr, threshold)
     if cfg.matcher == "iresnet":
         check_choice(cfg.arch, "--arch", tuple(IRESNET_LAYERS))
     check_choice(cfg.label_map, "--label-map", ("auto", "name", "index"))
-    if not (0 < cfg.fmr < 1):
-        raise UsageError(f"got {cfg.fmr}, expected a rate in (0, 1) like 0.001", "--fmr")
-    check_range(cfg.threshold, "--threshold", -1, 1, "a cosine threshold")
     for flag, value in (("--batch-size", cfg.batch_size), ("--max-per-class", cfg.max_per_class),
                         ("--top-k", cfg.top_k), ("--max-pairs", cfg.max_pairs),
                         ("--max-chance-queries", cfg.max_chance_queries)):
