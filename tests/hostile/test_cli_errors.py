@@ -4,7 +4,6 @@ escaped; torch's advice to load with weights_only=False is never passed on; read
 folders are named."""
 
 import errno
-import json
 import os
 import shutil
 import subprocess
