@@ -152,8 +152,8 @@ def test_newline_in_refused_global_cannot_forge_a_second_error_line(tmp_path):
             + b"\x94\x93\x94)R.")
     p = tmp_path / "evil.pkl"
     p.write_bytes(evil)
-    r = subprocess.run([sys.executable, "-m", "synthgen", "info", str(p)], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 1
+    r = invoke(["info", p])
+    assert r.exit_code == 1
     line = one_error_line(r.stderr, "evil.pkl", "\\nError: forged line")
     assert line.count("Error:") == 2  # the forged text is inside our line, escaped
 
