@@ -37,7 +37,7 @@ from synthgen import __version__
 from synthgen.errors import DataError, UsageError
 from synthgen.fsutil import atomic_write_text
 from synthgen.runs import (check_choice, check_device, check_output_dir, check_range, check_types, config_hash,
-                           ensure_writable_dir)
+                           ensure_writable_dir, remove_stale_temps)
 from synthgen.seeding import SEED_POLICY, derive_seed, latent, parse_int_list
 
 # Samples per network call, fixed per run so that outputs never depend on batching. CPU: 16
@@ -592,9 +592,10 @@ def _mark_part_done(out: Path, rank: int, world: int, mine: list[Item]) -> None:
 
 
 def _remove_stale_temps(out: Path, items: list[Item]) -> None:
-    """Temp files left by a killed writer (every slice has finished when this runs), in the
-    image folders and at the top (run.json, manifest.jsonl)."""
-    for folder in ["."] + sorted({it.path.split("/", 1)[0] for it in items}):
+    """Temp files left by a killed writer (every slice has finished when this runs). At the top
+    (run.json, manifest.jsonl) only those of dead processes: a concurrent finalizer may be writing."""
+    remove_stale_temps(out, recursive=False, only_dead=True)
+    for folder in sorted({it.path.split("/", 1)[0] for it in items}):
         d = out / folder
         if d.is_dir():
             for e in os.scandir(d):

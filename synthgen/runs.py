@@ -95,18 +95,34 @@ def _only_a_start_marker(out: Path, marker: str) -> bool:
     return True
 
 
-def remove_stale_temps(root: Path) -> int:
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True
+    return True
+
+
+def remove_stale_temps(root: Path, recursive: bool = True, only_dead: bool = False) -> int:
     """Delete `.NAME.tmp-PID` files under `root` left by killed writers (call it only while no
-    other process writes there, i.e. when a stage (re)starts). Returns how many were removed."""
+    other process writes there, i.e. when a stage (re)starts, or pass `only_dead` to keep the
+    temp files of processes alive on this machine). Returns how many were removed."""
     n = 0
     for dirpath, _dirs, files in os.walk(root):
         for name in files:
-            if TEMP_NAME.match(name):
-                try:
-                    os.unlink(os.path.join(dirpath, name))
-                    n += 1
-                except FileNotFoundError:
-                    pass
+            if not TEMP_NAME.match(name):
+                continue
+            if only_dead and (os.getpid() == int(name.rsplit("-", 1)[1]) or _pid_alive(int(name.rsplit("-", 1)[1]))):
+                continue
+            try:
+                os.unlink(os.path.join(dirpath, name))
+                n += 1
+            except FileNotFoundError:
+                pass
+        if not recursive:
+            break
     return n
 
 

@@ -3,6 +3,7 @@ is created, a failed validation leaves nothing behind, and every align input get
 
 import json
 import os
+import subprocess
 
 import numpy as np
 import pytest
@@ -155,12 +156,14 @@ def test_a_dir_holding_only_a_running_marker_is_no_different_run(tmp_path):
     out = tmp_path / "o"
     out.mkdir()
     (out / "run.json").write_text(json.dumps({"status": "running", "config_hash": "0" * 64, "identity": {"psi": 0.5}}))
-    (out / ".run.json.tmp-12345").write_bytes(b"half")
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a pid that is no longer alive, as a killed writer's
+    (out / f".run.json.tmp-{dead.pid}").write_bytes(b"half")
     s = generate(GenerateConfig(network=NET, out=str(out), classes="0", per_class=2, progress=False))
     assert s["complete"] and s["written"] == 2
     meta = json.loads((out / "run.json").read_text())
     assert meta["status"] == "complete" and meta["identity"]["psi"] == 1.0
-    assert not (out / ".run.json.tmp-12345").exists()  # finalize removes top-level temp files too
+    assert not (out / f".run.json.tmp-{dead.pid}").exists()  # finalize removes top-level temp files too
 
 
 def test_a_running_marker_with_outputs_is_still_a_different_run(tmp_path):
