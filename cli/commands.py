@@ -7,6 +7,7 @@ import json
 import click
 
 from synthgen.audit.matchers import MATCHERS as MATCHER_NAMES
+from synthgen.errors import escape_control
 from synthgen.export import EXPORTERS as EXPORT_FORMATS
 
 from .main import cli, echo_json
@@ -31,9 +32,10 @@ def info(network, as_json):
     if as_json:
         echo_json(d)
         return
-    click.echo(f"file           {network}")
+    click.echo(f"file           {escape_control(str(network))}")
     click.echo(f"sha256         {d['sha256']}")
-    click.echo(f"backend        {d['backend']} ({d['source_format']})")
+    # source_format comes from the file's own provenance: escaped, it cannot forge output lines
+    click.echo(f"backend        {d['backend']} ({escape_control(str(d['source_format']))})")
     click.echo(f"resolution     {d['resolution']}x{d['resolution']}, {d['img_channels']} channels")
     click.echo(f"classes        {d['c_dim'] if d['c_dim'] else 'unconditional (c_dim=0)'}")
     click.echo(f"z_dim / w_dim  {d['z_dim']} / {d['w_dim']}")
@@ -235,7 +237,7 @@ def verify(directory):
     problems = run_verify(directory)
     if problems:
         for p in problems:
-            click.echo(f"FAIL {p}", err=True)
+            click.echo(f"FAIL {escape_control(str(p))}", err=True)  # keys come from the files
         raise SystemExit(1)
     click.echo(f"ok: {directory}")
 

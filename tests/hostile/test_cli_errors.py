@@ -4,6 +4,7 @@ escaped; torch's advice to load with weights_only=False is never passed on; read
 folders are named."""
 
 import errno
+import json
 import os
 import shutil
 import subprocess
@@ -259,3 +260,18 @@ def test_read_only_output_folders(tmp_path):
         line = one_error_line(p.stderr, flag, str(ro))
         assert "Read-only file system" in line or "Permission denied" in line
     assert not any(ro.iterdir())  # the real folder under the mount was never written either
+
+
+def test_info_escapes_strings_read_from_the_file(tmp_path, uncond_ckpt):
+    """A checkpoint's provenance is attacker text: `info` cannot be made to print forged lines."""
+    import torch
+
+    payload = torch.load(uncond_ckpt, weights_only=True)
+    payload["provenance"] = json.dumps({"source_format": "x)\nsha256         0000forged\x1b[2K"})
+    p = tmp_path / "forged.pt"
+    torch.save(payload, p)
+    r = invoke(["info", p])
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.splitlines()
+    assert len(lines) == 12 and sum(ln.startswith("sha256") for ln in lines) == 1
+    assert "\\nsha256         0000forged\\x1b[2K" in lines[2] and "\x1b" not in r.stdout
