@@ -115,6 +115,10 @@ def validate_config(cfg: GenerateConfig, host: bool = True) -> None:
     check_types(cfg)
     check_choice(cfg.noise_mode, "--noise-mode", ("const", "random", "none"))
     check_choice(cfg.format, "--format", ("png", "jpg"))
+    from synthgen.generators.stylegan2ada import PRECISIONS
+
+    check_choice(cfg.precision, "--precision", PRECISIONS)
+    resolve_chunk(cfg, "cpu")  # --chunk-size
     for flag, value, lo, hi in (("--per-class", cfg.per_class, 1, None), ("--count", cfg.count, 1, None),
                                 ("--views", cfg.views, 1, None), ("--seed", cfg.seed, 0, None),
                                 ("--truncation-cutoff", cfg.truncation_cutoff, 0, None),

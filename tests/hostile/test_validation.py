@@ -70,6 +70,7 @@ device = "cpu"
     (("[audit]\n", "[shard]\nshard_size = 0\n[audit]\n"), ["[shard] shard_size", ">= 1"]),
     (("per_class = 1", 'per_class = 1\nalign = true\nalign_template = "nope.json"'), ["[generate] align_template", "nope.json"]),
     (("per_class = 1", 'per_class = 1\nnoise_mode = "loud"'), ["[generate] noise_mode", "'loud'"]),
+    (("per_class = 1", 'per_class = 1\nprecision = "fp8"'), ["[generate] precision", "'fp8'"]),
     (('authentic = "', 'authentic = "/no/such/'), ["[audit] authentic", "not found"]),
     (('weights = "', 'weights = "/no/such/'), ["[audit] weights", "not found"]),
     (('device = "cpu"\n[audit]', 'device = "gpu0"\n[audit]'), ["[align] device", "'gpu0'"]),
@@ -130,6 +131,9 @@ def test_stage_validators_are_side_effect_free(tmp_path):
     ({"mix_layers": "x"}, "--mix-layers"),
     ({"shard_index": 3}, "--num-shards"),
     ({"device": "tpu"}, "--device"),
+    ({"precision": "fp8"}, "--precision"),
+    ({"chunk_size": 0}, "--chunk-size"),
+    ({"align_batched": "yes"}, "--align-batched"),
 ])
 def test_generate_config_errors_leave_nothing(tmp_path, kwargs, flag):
     out = tmp_path / "o"
