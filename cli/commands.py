@@ -7,6 +7,7 @@ import json
 import click
 
 from synthgen.audit.matchers import MATCHERS as MATCHER_NAMES
+from synthgen.errors import escape_control
 from synthgen.export import EXPORTERS as EXPORT_FORMATS
 
 from .main import cli, echo_json
@@ -32,7 +33,7 @@ def info(network, as_json):
         echo_json(d)
         return
     for line in format_info(network, d):
-        click.echo(line)
+        click.echo(escape_control(line))  # provenance strings come from the file: they cannot forge lines
 
 
 @cli.command()
@@ -224,7 +225,7 @@ def verify(directory):
     problems = run_verify(directory)
     if problems:
         for p in problems:
-            click.echo(f"FAIL {p}", err=True)
+            click.echo(f"FAIL {escape_control(str(p))}", err=True)  # keys come from the files
         raise SystemExit(1)
     click.echo(f"ok: {directory}")
 

@@ -23,9 +23,10 @@ import numpy as np
 from synthgen import __version__
 from synthgen.errors import DataError, UsageError
 from synthgen.fsutil import atomic_write_text
-from synthgen.runs import check_output_dir, config_hash, ensure_writable_dir
+from synthgen.imageio import IMAGE_EXTS, NotAStillImage, UnreadableImage, list_inputs, load_rgb
+from synthgen.runs import (check_choice, check_device, check_output_dir, check_range, check_types, config_hash,
+                           ensure_writable_dir, remove_stale_temps)
 from synthgen.safepath import safe_relpath
-from synthgen.imageio import UnreadableImage, list_images, load_rgb
 
 # ArcFace 112x112 template (insightface): left eye, right eye, nose, left/right mouth corner.
 ARCFACE_112 = np.array(
@@ -33,7 +34,7 @@ ARCFACE_112 = np.array(
     dtype=np.float64,
 )
 TEMPLATES = {"arcface": (ARCFACE_112, 112), "arcface-shift8": (ARCFACE_112 - [8.0, 0.0], 112)}
-STATUSES = ("ok", "no_face", "low_prob", "unreadable", "error")
+STATUSES = ("ok", "no_face", "low_prob", "unreadable", "error", "skipped")
 MANIFEST = "manifest.jsonl"
 ALIGN_JSON = "align.json"
 JOURNAL = ".align-journal.jsonl"
@@ -51,10 +52,15 @@ def load_template(spec: str, size: int) -> tuple[str, np.ndarray]:
         d = json.loads(p.read_text())
         pts = np.asarray(d["points"], dtype=np.float64)
         base = float(d.get("size", size))
-    except (ValueError, KeyError, TypeError) as e:
+    except RecursionError:
+        raise UsageError(f"{p}: nested too deeply, expected JSON {{\"size\": 112, \"points\": [[x, y] x 5]}}",
+                         "--template") from None
+    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as e:
         raise UsageError(f"{p}: expected JSON {{\"size\": 112, \"points\": [[x, y] x 5]}} ({e})", "--template") from None
     if pts.shape != (5, 2):
         raise UsageError(f"{p}: 'points' must be 5 [x, y] pairs, got shape {list(pts.shape)}", "--template")
+    if not (np.isfinite(base) and base > 0 and np.isfinite(pts).all()):
+        raise UsageError(f"{p}: expected a positive 'size' and finite points, got size {base}", "--template")
     return p.name, pts * (size / base)
 
 
@@ -229,6 +235,30 @@ class AlignConfig:
     RUNTIME_FIELDS = ("inp", "out", "batch_size", "device", "workers", "overwrite", "progress")
 
 
+def validate_config(cfg: AlignConfig, host: bool = True) -> None:
+    """Every check that writes nothing and needs no input: types, choices, ranges; with `host`,
+    also this machine's side (template file, device). align() calls it before touching --out;
+    `synthgen run` calls it for [align] before any stage runs."""
+    check_types(cfg)
+    check_choice(cfg.detector, "--detector", ("mtcnn",))
+    check_choice(cfg.select, "--select", ("largest", "center", "prob"))
+    check_choice(cfg.on_miss, "--on-miss", ("skip", "center-crop", "keep"))
+    for flag, value, lo, hi in (("--size", cfg.size, 16, None), ("--min-face-size", cfg.min_face_size, 1, None),
+                                ("--min-prob", cfg.min_prob, 0, 1), ("--batch-size", cfg.batch_size, 1, None),
+                                ("--detect-size", cfg.detect_size, 0, None), ("--workers", cfg.workers, 1, None)):
+        check_range(value, flag, lo, hi)
+    t = cfg.thresholds
+    if len(t) != 3 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1 for v in t):
+        raise UsageError(f"expected three numbers in (0, 1) like 0.6,0.7,0.7, got {t}", "--thresholds")
+    if cfg.inp and cfg.out:
+        inp, out = Path(cfg.inp).resolve(), Path(cfg.out).resolve()
+        if out == inp or inp in out.parents:
+            raise UsageError(f"{cfg.out} must not be inside the input tree {cfg.inp}", "--out")
+    check_device(cfg.device, "--device", host)
+    if host:
+        load_template(cfg.template, cfg.size)
+
+
 def _identity(cfg: AlignConfig, template_pts, device) -> dict:
     d = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in AlignConfig.RUNTIME_FIELDS}
     d["device_type"] = device.type
@@ -356,10 +386,11 @@ def _work(rels, cfg: AlignConfig, template_pts, template_name, device, detector=
     loaded, records = {}, {}
     for rel in rels:
         try:
-            loaded[rel] = load_rgb(inp / rel)
+            loaded[rel] = load_rgb(inp / rel, still_only=True)
         except UnreadableImage as e:
             records[rel] = {"source": rel, "identity": rel.split("/", 1)[0] if "/" in rel else "",
-                            "status": "unreadable", "error": str(e).split(": ", 1)[-1], "template": template_name}
+                            "status": "skipped" if isinstance(e, NotAStillImage) else "unreadable",
+                            "error": str(e).split(": ", 1)[-1], "template": template_name}
     part = [r for r in rels if r in loaded]
     if part:
         try:
@@ -400,7 +431,11 @@ _WORKER = {}
 
 
 def _worker_init(cfg, template_pts, template_name):
+    import signal
+
     import torch
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: no worker tracebacks
 
     torch.set_num_threads(1)
     _WORKER.update(cfg=cfg, pts=template_pts, name=template_name, det=_make_detector(cfg, "cpu"))
@@ -418,8 +453,10 @@ def _read_journal(path: Path) -> dict:
         for n, line in enumerate(path.read_text().splitlines(), 1):
             try:
                 r = json.loads(line)
-            except ValueError:  # torn last line from a crash
+            except (ValueError, RecursionError):  # torn last line from a crash
                 continue
+            if not (isinstance(r, dict) and isinstance(r.get("source"), str) and isinstance(r.get("status"), str)):
+                continue  # not a record of ours: the image is redone
             if "path" in r:  # joined to --out and copied into the manifest: must stay inside --out
                 safe_relpath(r["path"], path.parent, path, f"line {n} 'path'", f"delete {path.name} and rerun")
             done[r["source"]] = r
@@ -431,30 +468,35 @@ def align(cfg: AlignConfig | None = None, **kwargs) -> dict:
     from synthgen.generators.stylegan2ada import resolve_device
 
     cfg = cfg or AlignConfig(**kwargs)
+    validate_config(cfg)  # the whole config, before anything is created
     inp, out = Path(cfg.inp), Path(cfg.out)
     if not inp.is_dir():
         raise UsageError(f"{inp} is not a directory (expected an identity-folder tree of images)", "--in")
-    if cfg.size < 16:
-        raise UsageError(f"must be >= 16, got {cfg.size}", "--size")
-    for name, val, choices in (("--select", cfg.select, ("largest", "center", "prob")),
-                               ("--on-miss", cfg.on_miss, ("skip", "center-crop", "keep"))):
-        if val not in choices:
-            raise UsageError(f"'{val}' is not one of {', '.join(choices)}", name)
-    if len(cfg.thresholds) != 3 or not all(0 < t < 1 for t in cfg.thresholds):
-        raise UsageError(f"expected three numbers in (0, 1) like 0.6,0.7,0.7, got {cfg.thresholds}", "--thresholds")
-    if out.resolve() == inp.resolve() or inp.resolve() in out.resolve().parents:
-        raise UsageError(f"{out} must not be inside the input tree {inp}", "--out")
     template_name, template_pts = load_template(cfg.template, cfg.size)
     device = resolve_device(cfg.device)
-    rels = list_images(inp)
+    rels, skipped = list_inputs(inp)
     if not rels:
-        raise DataError(f"{inp}: no images found (looked for {', '.join(('jpg', 'jpeg', 'png', 'webp', 'bmp'))})")
+        more = f" ({len(skipped)} other files, e.g. {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
+        raise DataError(f"{inp}: no images found{more}; expected {', '.join(IMAGE_EXTS)} files in identity folders")
     ident = _identity(cfg, template_pts, device)
     check_output_dir(out, ALIGN_JSON, ident, cfg.overwrite)
     ensure_writable_dir(out)
+    remove_stale_temps(out)  # crops, manifest or align.json of a killed run: never complete files
+    try:
+        meta, records, todo, elapsed = _align_into(cfg, inp, out, rels, skipped, template_name, template_pts, device, ident)
+    except OSError as e:  # full disk, quota, I/O error: finished crops and the journal are kept
+        from synthgen.errors import describe_os_error
+
+        raise DataError(f"writing to {out} failed: {describe_os_error(e, str(out))} (finished images are kept; "
+                        "the same command resumes)") from None
+    return meta
+
+
+def _align_into(cfg, inp, out, rels, skipped, template_name, template_pts, device, ident):
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     meta = {"status": "running", "config": dataclasses.asdict(cfg), "identity": ident, "config_hash": config_hash(ident),
-            "template_name": template_name, "synthgen": __version__, "started": started, "total": len(rels)}
+            "template_name": template_name, "synthgen": __version__, "started": started,
+            "total": len(rels) + len(skipped)}
     if not (out / ALIGN_JSON).exists():
         atomic_write_text(out / ALIGN_JSON, json.dumps(meta, indent=2))
     journal_path = out / JOURNAL
@@ -464,7 +506,10 @@ def align(cfg: AlignConfig | None = None, **kwargs) -> dict:
     t0 = time.time()
     _run(rels, cfg, template_pts, template_name, device, journal_path, done)
     elapsed = time.time() - t0
-    records = [done[r] for r in rels]
+    for rel, reason in skipped:  # every input file gets a record; these are not images we align
+        done[rel] = {"source": rel, "identity": rel.split("/", 1)[0] if "/" in rel else "", "status": "skipped",
+                     "error": reason, "template": template_name}
+    records = [done[r] for r in sorted(rels + [r for r, _ in skipped])]
     atomic_write_text(out / MANIFEST, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
     counts = {s: 0 for s in STATUSES}
     per_identity: dict[str, dict] = {}
@@ -479,7 +524,7 @@ def align(cfg: AlignConfig | None = None, **kwargs) -> dict:
                 images_per_s=round(len(todo) / elapsed, 2) if elapsed > 0 and todo else None)
     atomic_write_text(out / ALIGN_JSON, json.dumps(meta, indent=2))
     journal_path.unlink(missing_ok=True)
-    return meta
+    return meta, records, todo, elapsed
 
 
 def _run(rels, cfg, template_pts, template_name, device, journal_path, done):

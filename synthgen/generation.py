@@ -36,7 +36,8 @@ import numpy as np
 from synthgen import __version__
 from synthgen.errors import DataError, UsageError
 from synthgen.fsutil import atomic_write_text
-from synthgen.runs import check_output_dir, config_hash, ensure_writable_dir
+from synthgen.runs import (check_choice, check_device, check_output_dir, check_range, check_types, config_hash,
+                           ensure_writable_dir, remove_stale_temps)
 from synthgen.seeding import SEED_POLICY, derive_seed, latent, parse_int_list
 
 # Samples per network call, fixed per run so that outputs never depend on batching. CPU: 16
@@ -87,6 +88,78 @@ class GenerateConfig:
     # Fields whose resolved value (precision and chunk used, batched alignment on/off) joins the
     # identity instead of the value as given, so "auto" and its explicit equivalent resume alike.
     RESOLVED_FIELDS = ("precision", "force_fp32", "chunk_size", "align_batched")
+
+
+MAX_ITEMS = 100_000_000  # images one run plans in memory; a typo (per_class = 6e9) must not eat all RAM
+
+
+def _check_list_size(text, flag: str) -> None:
+    """Refuse '0-4000000000' before it is expanded into a list."""
+    if not isinstance(text, str) or text == "all":
+        return
+    n = 0
+    for part in text.replace(" ", "").split(","):
+        a, _, b = part.partition("-")
+        if a.isdigit() and b.isdigit():
+            n += max(0, int(b) - int(a) + 1)
+        else:
+            n += 1
+    if n > MAX_ITEMS:
+        raise UsageError(f"'{text}' names {n:,} values, expected at most {MAX_ITEMS:,}; use a smaller range", flag)
+
+
+def validate_config(cfg: GenerateConfig, host: bool = True) -> None:
+    """Every check that needs no generator and writes nothing: types, choices, ranges, lists;
+    with `host`, also this machine's side (network file, --align template file, device).
+    generate() calls it before touching --out; `synthgen run` calls it before any stage runs."""
+    check_types(cfg)
+    check_choice(cfg.noise_mode, "--noise-mode", ("const", "random", "none"))
+    check_choice(cfg.format, "--format", ("png", "jpg"))
+    from synthgen.generators.stylegan2ada import PRECISIONS
+
+    check_choice(cfg.precision, "--precision", PRECISIONS)
+    resolve_chunk(cfg, "cpu")  # --chunk-size
+    for flag, value, lo, hi in (("--per-class", cfg.per_class, 1, None), ("--count", cfg.count, 1, None),
+                                ("--views", cfg.views, 1, None), ("--seed", cfg.seed, 0, None),
+                                ("--truncation-cutoff", cfg.truncation_cutoff, 0, None),
+                                ("--batch-size", cfg.batch_size, 1, None), ("--writers", cfg.writers, 1, None),
+                                ("--jpeg-quality", cfg.jpeg_quality, 1, 100), ("--max-retries", cfg.max_retries, 0, None),
+                                ("--align-size", cfg.align_size, 16, None), ("--min-face-size", cfg.min_face_size, 1, None)):
+        check_range(value, flag, lo, hi)
+    if cfg.align and cfg.format != "png":
+        raise UsageError("--align writes PNG crops (provenance lives in a PNG text chunk); drop --format jpg", "--format")
+    for flag, text in (("--seeds", cfg.seeds), ("--seed-pool", cfg.seed_pool), ("--classes", cfg.classes),
+                       ("--mix-layers", cfg.mix_layers)):
+        _check_list_size(text, flag)
+    if (cfg.per_class or 0) > MAX_ITEMS or (cfg.count or 0) > MAX_ITEMS:
+        flag = "--per-class" if (cfg.per_class or 0) > MAX_ITEMS else "--count"
+        raise UsageError(f"got {cfg.per_class if flag == '--per-class' else cfg.count}, expected at most {MAX_ITEMS:,} "
+                         "(the work list is planned in memory); split the job with --classes ranges", flag)
+    seeds = parse_int_list(cfg.seeds, "--seeds", 0, 2**32 - 1) if cfg.seeds else None
+    pool = parse_int_list(cfg.seed_pool, "--seed-pool", 0, 2**32 - 1) if cfg.seed_pool else None
+    if seeds and pool:
+        raise UsageError("--seeds and --seed-pool are exclusive; pick one", "--seed-pool")
+    if cfg.classes not in (None, "all"):
+        parse_int_list(cfg.classes, "--classes", 0, None)
+    if cfg.mix_layers is not None:
+        parse_int_list(cfg.mix_layers, "--mix-layers", 0, None)
+    if cfg.shard_index is not None or cfg.num_shards is not None:
+        if cfg.shard_index is None or cfg.num_shards is None:
+            raise UsageError("--shard-index and --num-shards go together", "--num-shards")
+        if cfg.num_shards < 1 or not (0 <= cfg.shard_index < cfg.num_shards):
+            raise UsageError(f"need 0 <= shard-index < num-shards, got {cfg.shard_index}/{cfg.num_shards}", "--shard-index")
+    check_device(cfg.device, "--device", host)
+    if host:
+        if not Path(cfg.network).is_file():
+            raise DataError(f"{cfg.network}: network file not found (expected a StyleGAN2-ADA .pkl or a synthgen "
+                            "checkpoint); check --network")
+        if cfg.align:
+            from synthgen.alignment import load_template
+
+            try:
+                load_template(cfg.align_template, cfg.align_size)
+            except UsageError as e:
+                raise UsageError(e.message, "--align-template") from None
 
 
 @dataclass
@@ -308,14 +381,7 @@ def generate(cfg: GenerateConfig | None = None, **kwargs) -> dict:
     from synthgen.generators import load_generator
 
     cfg = cfg or GenerateConfig(**kwargs)
-    if cfg.noise_mode not in ("const", "random", "none"):
-        raise UsageError(f"'{cfg.noise_mode}' is not one of const, random, none", "--noise-mode")
-    if cfg.format not in ("png", "jpg"):
-        raise UsageError(f"'{cfg.format}' is not one of png, jpg", "--format")
-    if cfg.batch_size < 1:
-        raise UsageError(f"must be >= 1, got {cfg.batch_size}", "--batch-size")
-    if not np.isfinite(cfg.psi):
-        raise UsageError(f"must be a finite number, got {cfg.psi}", "--psi")
+    validate_config(cfg)  # the whole config, before anything is created
     rank, world, torchrun = _dist_info(cfg)
     device = cfg.device
     if torchrun and cfg.device in ("auto", "cuda") and torch.cuda.is_available():
@@ -530,7 +596,9 @@ def _mark_part_done(out: Path, rank: int, world: int, mine: list[Item]) -> None:
 
 
 def _remove_stale_temps(out: Path, items: list[Item]) -> None:
-    """Temp files left by a killed writer (every slice has finished when this runs)."""
+    """Temp files left by a killed writer (every slice has finished when this runs). At the top
+    (run.json, manifest.jsonl) only those of dead processes: a concurrent finalizer may be writing."""
+    remove_stale_temps(out, recursive=False, only_dead=True)
     for folder in sorted({it.path.split("/", 1)[0] for it in items}):
         d = out / folder
         if d.is_dir():

@@ -6,6 +6,8 @@ EXIF orientation is applied; RGBA (composited on black), LA, grayscale, palette,
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,10 @@ IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
 class UnreadableImage(Exception):
     pass
+
+
+class NotAStillImage(UnreadableImage):
+    """An animated image (APNG, animated WebP/GIF): which frame is the face is not ours to guess."""
 
 
 def to_rgb_array(img) -> np.ndarray:
@@ -52,15 +58,71 @@ def to_rgb_array(img) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-def load_rgb(path) -> np.ndarray:
+def load_rgb(path, still_only: bool = False) -> np.ndarray:
+    """RGB uint8 HWC pixels of an image file; `still_only` refuses animated images."""
     from PIL import Image
 
     try:
         with Image.open(path) as im:
+            if still_only and getattr(im, "is_animated", False):
+                raise NotAStillImage(f"{path}: an animated image ({im.n_frames} frames), expected a still image; "
+                                     "extract one frame to align it")
             im.load()
             return to_rgb_array(im)
     except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as e:
         raise UnreadableImage(f"{path}: {type(e).__name__}: {e}") from None
+
+
+# Stage bookkeeping at the top of a tree (generate, align, shard outputs): not input files.
+METADATA_FILES = ("manifest.jsonl", "run.json", "align.json", "index.json")
+
+
+def list_inputs(root) -> tuple[list[str], list[tuple[str, str]]]:
+    """-> (image paths, [(path, reason)] of the other files), relative to `root`, sorted.
+
+    Hidden files/folders and the stage metadata at the top are not inputs. Files of other types
+    (GIF, TIFF, text...) are listed with the reason they are skipped; special files (FIFOs,
+    sockets, devices) are never opened. Animated PNG/WebP: see `load_rgb(still_only=True)`.
+    """
+    root = Path(root)
+    images, skipped = [], []
+    for dirpath, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if name.startswith("."):
+                continue
+            p = Path(dirpath) / name
+            rel = p.relative_to(root).as_posix()
+            if "/" not in rel and name in METADATA_FILES:
+                continue
+            try:
+                st = p.stat()
+            except OSError as e:  # dangling symlink, permission
+                skipped.append((rel, f"cannot stat ({e.strerror or e})"))
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                skipped.append((rel, "not a regular file (FIFO, socket or device); expected an image file"))
+                continue
+            ext = p.suffix.lower()
+            if ext not in IMAGE_EXTS:
+                n = _frames(p) if ext == ".gif" else 1
+                what = f"an animated GIF ({n} frames)" if n > 1 else f"a '{ext or 'no extension'}' file"
+                skipped.append((rel, f"{what}, expected a still image of type {', '.join(IMAGE_EXTS)}; "
+                                     "convert it to align it"))
+                continue
+            images.append(rel)
+    return sorted(images), sorted(skipped)
+
+
+def _frames(path) -> int:
+    """Frame count of an image file (1 when it cannot tell; unreadable files fail later, as data)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return int(getattr(im, "n_frames", 1) or 1)
+    except Exception:
+        return 1
 
 
 def list_images(root) -> list[str]:

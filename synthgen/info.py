@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from synthgen.errors import UsageError
+from synthgen.runs import probe_writable
 
 
 def network_info(path) -> dict:
@@ -58,4 +59,5 @@ def convert_network(src, dst, overwrite: bool = False) -> dict:
     dst = Path(dst)
     if dst.exists() and not overwrite:
         raise UsageError(f"{dst} exists; pass --overwrite to replace it", "OUT")
+    probe_writable(dst, "OUT")  # a read-only folder is reported before the network is read
     return convert_generator(src, dst)

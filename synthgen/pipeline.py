@@ -25,9 +25,9 @@ import os
 import time
 from pathlib import Path
 
-from synthgen.errors import UsageError
+from synthgen.errors import DataError, UsageError
 from synthgen.fsutil import atomic_write_text
-from synthgen.runs import config_hash
+from synthgen.runs import config_hash, ensure_writable_dir
 
 STAGES = ("generate", "align", "shard", "audit")
 _RESERVED = {"generate": {"out"}, "align": {"inp", "out"}, "shard": {"inp", "out"},
@@ -52,7 +52,11 @@ def load_config(path) -> dict:
     if not p.is_file():
         raise UsageError(f"{p}: config file not found", "CONFIG")
     try:
-        return tomllib.loads(p.read_text())
+        return tomllib.loads(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise UsageError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start}), expected a TOML config", "CONFIG") from None
+    except RecursionError:
+        raise UsageError(f"{p}: nested too deeply, expected a TOML config of tables and values", "CONFIG") from None
     except tomllib.TOMLDecodeError as e:
         raise UsageError(f"{p}: not valid TOML ({e})", "CONFIG") from None
 
@@ -82,18 +86,36 @@ def apply_override(cfg: dict, item: str) -> None:
         raise UsageError(f"'{key}': expected STAGE.KEY or KEY", "--set")
 
 
-def validate(cfg: dict) -> dict:
-    """Check keys against each stage's config fields; returns the normalised config."""
+def validate(cfg: dict, host: bool = False) -> dict:
+    """Check the whole run config, every stage's section included, and return it normalised.
+
+    Structure (sections are tables, known keys), types (each value against its stage config's
+    dataclass annotation: `per_class = "two"`, `enabled = "no"`, `out = 5` are errors naming
+    the key) and each stage's own validation (choices, ranges). With `host`, also what depends on
+    this machine (network, authentic set and weights exist, template file, devices): run_pipeline
+    does that before anything is created. Writes nothing.
+    """
     classes = _stage_classes()
+    if not isinstance(cfg, dict):
+        raise UsageError(f"got {type(cfg).__name__}, expected a table of settings", "CONFIG")
     known_top = {"out", *STAGES}
     for k in cfg:
         if k not in known_top:
             raise UsageError(f"unknown key '{k}' (known: {', '.join(sorted(known_top))})", "CONFIG")
     out = {"out": cfg.get("out")}
-    if not out["out"]:
+    if out["out"] is None or out["out"] == "":
         raise UsageError("no run directory: set `out = \"DIR\"` in the config or pass --out", "CONFIG")
+    if not isinstance(out["out"], str):
+        raise UsageError(f"got {out['out']!r} ({type(out['out']).__name__}), expected a path string like "
+                         "\"runs/sface60\"; fix it in the config or pass --out", "out")
     for stage in STAGES:
-        section = dict(cfg.get(stage) or {})
+        section = cfg.get(stage)
+        if section is None:
+            section = {}
+        if not isinstance(section, dict):
+            raise UsageError(f"got {section!r} ({type(section).__name__}), expected a table of settings: a "
+                             f"[{stage}] section with key = value lines", f"[{stage}]")
+        section = dict(section)
         fields = {f.name for f in dataclasses.fields(classes[stage])} - _RESERVED[stage] - {"progress"}
         allowed = fields | ({"enabled"} if stage != "generate" else set())
         for k in section:
@@ -101,13 +123,98 @@ def validate(cfg: dict) -> dict:
                 raise UsageError(f"[{stage}] unknown key '{k}' (known: {', '.join(sorted(allowed))})", "CONFIG")
         if stage != "generate":
             section.setdefault("enabled", True)
+            if not isinstance(section["enabled"], bool):
+                v = section["enabled"]
+                raise UsageError(f"got {v!r} ({type(v).__name__}), expected true or false", f"[{stage}] enabled")
         out[stage] = section
     if not out["generate"].get("network"):
         raise UsageError("[generate] needs `network = \"PKL_OR_CKPT\"`", "CONFIG")
     if out["audit"]["enabled"] and not out["audit"].get("authentic"):
         raise UsageError("[audit] is enabled but has no `authentic = \"PATH\"` (an aligned authentic set); "
                          "set it or `enabled = false`", "CONFIG")
+    root = Path(out["out"])
+    for stage in STAGES:
+        if stage != "generate" and not out[stage]["enabled"]:
+            continue
+        if stage == "align" and out["generate"].get("align") is True:
+            continue  # inline alignment replaces the stage
+        _validate_stage(stage, classes[stage], out[stage], root, host)
     return out
+
+
+def _placeholders(stage: str, root: Path) -> dict:
+    dirs = {"generate": root / "raw", "align": root / "aligned", "shard": root / "shards", "audit": root / "audit"}
+    prev = {"align": dirs["generate"], "shard": dirs["align"], "audit": dirs["shard"]}
+    if stage == "generate":
+        return {"out": str(dirs[stage])}
+    if stage == "audit":
+        return {"synthetic": str(prev[stage]), "out": str(dirs[stage])}
+    return {"inp": str(prev[stage]), "out": str(dirs[stage])}
+
+
+def _validate_stage(stage: str, cls, section: dict, root: Path, host: bool) -> None:
+    """Build the stage config as run_pipeline will and run the stage's validation; errors name
+    the config key (`[generate] per_class`) instead of the command-line flag."""
+    from synthgen.runs import check_types
+
+    def label(name):
+        return f"[{stage}] {name}"
+
+    args = dict({k: v for k, v in section.items() if k != "enabled"}, **_placeholders(stage, root))
+    try:
+        check_types(cls(**args), label=label)
+        stage_validators()[stage](cls(**args), host)
+    except UsageError as e:
+        if e.flag and e.flag.startswith("--"):
+            name = "inp" if e.flag == "--in" else e.flag[2:].replace("-", "_")
+            raise UsageError(e.message, label(name)) from None
+        raise
+
+
+def validate_shard_config(cfg, host: bool = True) -> None:
+    """Side-effect-free checks of a ShardConfig: types, then the shard stage's own option checks."""
+    from synthgen.runs import check_range, check_types
+    from synthgen.shards import validate as validate_shard
+
+    check_types(cfg)
+    validate_shard(cfg)
+    check_range(cfg.jpeg_quality, "--jpeg-quality", 1, 100)
+
+
+def validate_audit_config(cfg, host: bool = True) -> None:
+    """Side-effect-free checks of an AuditConfig (types, choices, ranges; with `host`, that the
+    authentic set and the weights exist and the device is available)."""
+    from synthgen.audit.matchers import IRESNET_LAYERS
+    from synthgen.audit.report import validate as validate_audit
+    from synthgen.runs import check_choice, check_device, check_range, check_types
+
+    check_types(cfg)
+    validate_audit(cfg)  # the audit stage's own option checks (matcher, fmr, threshold)
+    if cfg.matcher == "iresnet":
+        check_choice(cfg.arch, "--arch", tuple(IRESNET_LAYERS))
+    check_choice(cfg.label_map, "--label-map", ("auto", "name", "index"))
+    for flag, value in (("--batch-size", cfg.batch_size), ("--max-per-class", cfg.max_per_class),
+                        ("--top-k", cfg.top_k), ("--max-pairs", cfg.max_pairs),
+                        ("--max-chance-queries", cfg.max_chance_queries)):
+        check_range(value, flag, 1, None)
+    if cfg.matcher in ("iresnet", "onnx") and not cfg.weights:
+        raise UsageError(f"--matcher {cfg.matcher} needs weights = \"FILE\"", "--weights")
+    check_device(cfg.device, "--device", host)
+    if host:
+        if cfg.weights and not Path(cfg.weights).is_file():
+            raise UsageError(f"{cfg.weights} not found, expected the matcher's weights file", "--weights")
+        if cfg.matcher != "embeddings" and not Path(cfg.authentic).is_dir() and not Path(cfg.authentic).is_file():
+            raise UsageError(f"{cfg.authentic} not found, expected an aligned authentic set (folder tree or "
+                             "shard dir)", "--authentic")
+
+
+def stage_validators() -> dict:
+    """stage -> its side-effect-free validation function `(config, host)`."""
+    from synthgen.alignment import validate_config as validate_align
+    from synthgen.generation import validate_config as validate_generate
+
+    return {"generate": validate_generate, "align": validate_align, "shard": validate_shard_config,
+            "audit": validate_audit_config}
 
 
 def run_pipeline(cfg: dict, overwrite: bool = False, progress: bool = True, log=print) -> dict:
@@ -117,14 +224,16 @@ def run_pipeline(cfg: dict, overwrite: bool = False, progress: bool = True, log=
     from synthgen.generation import generate
     from synthgen.shards import shard
 
-    cfg = validate(cfg)
+    cfg = validate(cfg, host=True)  # every stage's config, before anything is created
     classes = _stage_classes()
     # Under torchrun every process takes its slice of `generate`; rank 0 alone runs the rest.
     rank = int(os.environ.get("RANK", "0")) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0
     root = Path(cfg["out"])
-    root.mkdir(parents=True, exist_ok=True)
+    if root.exists() and not root.is_dir():
+        raise UsageError(f"{root} exists and is not a directory; pick a run directory", "out")
+    ensure_writable_dir(root, "out")
     rec_path = root / "run.json"
-    record = json.loads(rec_path.read_text()) if rec_path.is_file() else {"stages": {}}
+    record = _read_record(rec_path)
     record["config"] = cfg
     dirs = {"generate": root / "raw", "align": root / "aligned", "shard": root / "shards", "audit": root / "audit"}
     prev_out = None
@@ -167,6 +276,22 @@ def run_pipeline(cfg: dict, overwrite: bool = False, progress: bool = True, log=
         if rank == 0:
             atomic_write_text(rec_path, json.dumps(record, indent=1, default=str))
         prev_out = dirs[stage]
+    return record
+
+
+def _read_record(path: Path) -> dict:
+    if not path.is_file():
+        return {"stages": {}}
+    try:
+        record = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        record = e
+    if not isinstance(record, dict) or not isinstance(record.get("stages", {}), dict) or \
+            not all(isinstance(v, dict) for v in record.get("stages", {}).values()):
+        raise DataError(f"{path}: not a run record ({record if isinstance(record, Exception) else 'wrong structure'}), "
+                        "expected the JSON that `synthgen run` writes; delete it and rerun (finished stage outputs "
+                        "are checked and kept)")
+    record.setdefault("stages", {})
     return record
 
 

@@ -121,7 +121,7 @@ def make_tree(root: Path, n_face=2):
 def test_align_tree_records_and_statuses(tmp_path):
     src = make_tree(tmp_path / "raw")
     s = align(AlignConfig(inp=str(src), out=str(tmp_path / "al"), progress=False))
-    assert s["counts"] == {"ok": 3, "no_face": 1, "low_prob": 0, "unreadable": 1, "error": 0}
+    assert s["counts"] == {"ok": 3, "no_face": 1, "low_prob": 0, "unreadable": 1, "error": 0, "skipped": 0}
     assert s["per_identity"]["id_b"]["unreadable"] == 1
     out = tmp_path / "al"
     rec = {r["source"]: r for r in map(json.loads, (out / "manifest.jsonl").read_text().splitlines())}
