@@ -171,16 +171,6 @@ def _validate_stage(stage: str, cls, section: dict, root: Path, host: bool) -> N
         raise
 
 
-def validate_shard_config(cfg, host: bool = True) -> None:
-    """Side-effect-free checks of a ShardConfig: types, then the shard stage's own option checks."""
-    from synthgen.runs import check_range, check_types
-    from synthgen.shards import validate as validate_shard
-
-    check_types(cfg)
-    validate_shard(cfg)
-    check_range(cfg.jpeg_quality, "--jpeg-quality", 1, 100)
-
-
 def validate_audit_config(cfg, host: bool = True) -> None:
     """Side-effect-free checks of an AuditConfig (types, choices, ranges; with `host`, that the
     authentic set and the weights exist and the device is available)."""
@@ -212,8 +202,9 @@ def stage_validators() -> dict:
     """stage -> its side-effect-free validation function `(config, host)`."""
     from synthgen.alignment import validate_config as validate_align
     from synthgen.generation import validate_config as validate_generate
+    from synthgen.shards import validate as validate_shard
 
-    return {"generate": validate_generate, "align": validate_align, "shard": validate_shard_config,
+    return {"generate": validate_generate, "align": validate_align, "shard": validate_shard,
             "audit": validate_audit_config}
 
 

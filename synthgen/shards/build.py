@@ -45,8 +45,13 @@ def _identity(cfg: ShardConfig) -> dict:
     return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ShardConfig.RUNTIME_FIELDS}
 
 
-def validate(cfg: ShardConfig) -> None:
-    """Option checks that need no file (also run by `synthgen run` before any stage starts)."""
+def validate(cfg: ShardConfig, host: bool = True) -> None:
+    """Side-effect-free checks of a ShardConfig: field types, choices, ranges (also run by
+    `synthgen run` for every stage before anything is created)."""
+    from synthgen.runs import check_range, check_types
+
+    check_types(cfg)
+    check_range(cfg.jpeg_quality, "--jpeg-quality", 1, 100)
     if cfg.encoding not in ENCODINGS:
         raise UsageError(f"'{cfg.encoding}' is not one of {', '.join(ENCODINGS)}", "--encoding")
     if cfg.compression not in COMPRESSIONS:

@@ -16,7 +16,8 @@ from synthgen.alignment import validate_config as validate_align
 from synthgen.cli.main import cli
 from synthgen.errors import DataError, UsageError
 from synthgen.generation import GenerateConfig, generate
-from synthgen.pipeline import validate, validate_audit_config, validate_shard_config
+from synthgen.pipeline import validate, validate_audit_config
+from synthgen.shards import validate as validate_shard_config
 
 NET = str(MICRO / "network-scrubbed-p4.pkl")
 
