@@ -15,9 +15,9 @@ ArcFace-aligned crops, so each crop is re-warped into dlib's chip frame by ONE F
   difference between the two point definitions).
 
 Checked (tests/test_real_matchers.py): on the astronaut photo, MTCNN-aligned to 112 and re-warped,
-vs dlib's own 5-point predictor + get_face_chip: descriptor distance 0.22 (dlib's same-person
-threshold is 0.6), cosine 0.989; dlib's 5 landmarks found on our chip lie within 4 px of its
-references. Over 93 upscaled LFW faces (scikit-image's lfw_subset), the per-face MTCNN->dlib
+vs dlib's own detector + 5-point predictor + get_face_chip: descriptor distance 0.224 (dlib's
+same-person threshold is 0.6), cosine 0.988 (the crop merely resized to 150: 0.75); dlib's 5
+landmarks found on our chip lie within 3.1 px of its references. Over 93 upscaled LFW faces (scikit-image's lfw_subset), the per-face MTCNN->dlib
 relation's median differs from CROP_TO_CHIP by at most 2.1 px in the chip.
 
 The 112 crop does not cover the chip's bottom ~17 rows (chin/neck): they stay black, which
