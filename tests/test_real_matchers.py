@@ -14,7 +14,6 @@ import time
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from conftest import DATA
@@ -285,7 +284,7 @@ def test_facenet_conversion_matches_opencv(casia, facenet_cache):
         ref = net.forward().reshape(-1)
         ours = casia.embed(img[None])[0]
         worst = max(worst, float(np.abs(ref - ours).max()))
-    assert worst < 1e-5, worst  # measured ~1.5e-7 (float32 rounding)
+    assert worst < 1e-6, worst  # measured 1.3e-7..1.5e-7 (float32 rounding)
 
 
 @pytest.mark.slow
