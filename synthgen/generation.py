@@ -513,29 +513,30 @@ class _InlineAligner:
     """
 
     def __init__(self, cfg: GenerateConfig, device, batched: bool = False):
-        from synthgen.alignment import AlignConfig, MTCNNDetector, load_template
+        from synthgen.alignment import load_template, make_detector
 
-        self.acfg = AlignConfig(inp="", out="", size=cfg.align_size, template=cfg.align_template,
-                                min_face_size=cfg.min_face_size, on_miss="skip")
+        self.size = cfg.align_size
         self.template_name, self.template = load_template(cfg.align_template, cfg.align_size)
         self.device = device
         # per image: which seeds fail must not depend on batching
-        self.detector = MTCNNDetector(device=str(device), min_face_size=cfg.min_face_size, batched=False)
+        self.detector = make_detector("mtcnn", device=str(device), min_face_size=cfg.min_face_size, batched=False)
         self.batched = None
         if batched:
-            self.batched = MTCNNDetector(device=str(device), min_face_size=cfg.min_face_size, batched=True)
+            self.batched = make_detector("mtcnn", device=str(device), min_face_size=cfg.min_face_size, batched=True)
+
+    def _align(self, rels, imgs, detector):
+        from synthgen.alignment import detect_and_align
+
+        return detect_and_align(rels, imgs, detector, self.template, self.template_name, self.size, device=self.device)
 
     def detect(self, rels: list[str], imgs: list):
         """(records, crops by index): batched first pass if enabled, then per image for its misses."""
-        from synthgen.alignment import process_batch
-
         if self.batched is None:
-            return process_batch(rels, imgs, self.detector, self.acfg, self.template, self.template_name, self.device)
-        recs, crops = process_batch(rels, imgs, self.batched, self.acfg, self.template, self.template_name, self.device)
+            return self._align(rels, imgs, self.detector)
+        recs, crops = self._align(rels, imgs, self.batched)
         miss = [i for i in range(len(imgs)) if i not in crops]
         if miss:
-            recs2, crops2 = process_batch([rels[i] for i in miss], [imgs[i] for i in miss], self.detector, self.acfg,
-                                          self.template, self.template_name, self.device)
+            recs2, crops2 = self._align([rels[i] for i in miss], [imgs[i] for i in miss], self.detector)
             for k, i in enumerate(miss):
                 recs[i] = recs2[k]
                 if k in crops2:

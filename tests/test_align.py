@@ -147,7 +147,7 @@ def test_on_miss_center_crop(tmp_path):
 def test_resume_and_config_mismatch(tmp_path, monkeypatch, batched):
     src = make_tree(tmp_path / "raw")
     ref = align(AlignConfig(inp=str(src), out=str(tmp_path / "ref"), batch_size=2, batched_detection=batched, progress=False))
-    import synthgen.alignment as al
+    import synthgen.alignment.stage as al
 
     real = al._work
     calls = {"n": 0}
@@ -195,7 +195,7 @@ def test_images_smaller_than_min_face_are_no_face_not_errors(tmp_path):
 def test_cropped_warp_of_large_image_equals_full_warp():
     import torch
 
-    from synthgen.alignment import _crop_for
+    from synthgen.alignment.geometry import _crop_for
 
     rng = np.random.RandomState(0)
     img = rng.randint(0, 256, (400, 500, 3), dtype=np.uint8)

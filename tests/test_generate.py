@@ -204,30 +204,12 @@ def test_cli_end_to_end(tmp_path):
     assert json.loads(r.output)["written"] == 0  # second invocation does nothing
 
 
-class FakeDetector:
-    """Finds a 'face' (template-shaped landmarks) in images whose pixel sum is even."""
-
-    def __init__(self, *a, **k):
-        self.batched = False
-
-    def detect(self, images):
-        from synthgen.alignment import ARCFACE_112
-
-        out = []
-        for im in images:
-            if int(im.astype(np.int64).sum()) % 2:
-                out.append(None)
-            else:
-                pts = ARCFACE_112 * (im.shape[0] / 112)
-                out.append((np.array([[0, 0, im.shape[1], im.shape[0]]], float), np.array([0.99]), pts[None]))
-        return out
-
-
 @pytest.fixture
 def fake_mtcnn(monkeypatch):
-    import synthgen.alignment as al
+    """The library's parity double stands in for MTCNN (through the detector registry)."""
+    from synthgen.alignment import DETECTORS, ParityDetector
 
-    monkeypatch.setattr(al, "MTCNNDetector", FakeDetector)
+    monkeypatch.setitem(DETECTORS, "mtcnn", ParityDetector)
 
 
 def test_inline_align_retries_to_exact_counts(tmp_path, fake_mtcnn):

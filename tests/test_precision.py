@@ -181,9 +181,9 @@ class PositionSensitiveDetector:
 
 
 def test_batched_inline_align_tries_the_same_seeds(tmp_path, monkeypatch):
-    import synthgen.alignment as al
+    from synthgen.alignment import DETECTORS
 
-    monkeypatch.setattr(al, "MTCNNDetector", PositionSensitiveDetector)
+    monkeypatch.setitem(DETECTORS, "mtcnn", PositionSensitiveDetector)  # injected through the registry
     kw = dict(classes="0-3", per_class=5, align=True, align_size=32, max_retries=20)
     PositionSensitiveDetector.calls = []
     per_item, s = _gen(tmp_path, "p", align_batched=False, batch_size=7, **kw)

@@ -118,7 +118,7 @@ def test_sigint_align_then_rerun_is_byte_identical(tmp_path, workers):
 
 
 def test_resume_removes_stale_align_temp_files(tmp_path, monkeypatch):
-    import synthgen.alignment as al
+    import synthgen.alignment.stage as al
 
     src = face_tree(tmp_path / "in", 6)
     kw = dict(inp=str(src), on_miss="center-crop", size=32, batch_size=2, progress=False)

@@ -357,7 +357,7 @@ def test_a_key_colliding_with_a_folder_is_one_line(shards, tmp_path):
 
 
 def test_align_journal_paths_stay_in_out(tmp_path):
-    from synthgen.alignment import _read_journal
+    from synthgen.alignment.stage import _read_journal
 
     j = tmp_path / "aligned" / ".align-journal.jsonl"
     j.parent.mkdir()

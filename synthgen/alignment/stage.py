@@ -1,0 +1,295 @@
+"""`synthgen align`: the stage. Every input file gets a manifest record; crops are written
+atomically; a journal makes an interrupted run resume where it stopped."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import multiprocessing as mp
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from synthgen import __version__
+from synthgen.contract import MANIFEST, MARKERS, Status, identity_of
+from synthgen.errors import DataError, UsageError
+from synthgen.fsutil import atomic_write_text
+from synthgen.imageio import IMAGE_EXTS, NotAStillImage, UnreadableImage, list_inputs, load_rgb
+from synthgen.runs import (check_choice, check_device, check_output_dir, check_range, check_types, config_hash,
+                           ensure_writable_dir, remove_stale_temps)
+from synthgen.safepath import safe_relpath
+
+from .detectors import DETECTORS, detect_and_align, make_detector
+from .geometry import load_template
+
+STATUSES = tuple(s.value for s in Status if s != Status.MISSING)  # what align writes
+ALIGN_JSON = MARKERS["align"]
+JOURNAL = ".align-journal.jsonl"
+
+
+@dataclass
+class AlignConfig:
+    inp: str  # input identity-folder tree (or a generate output)
+    out: str  # output tree of aligned crops
+    size: int = 112  # output side in pixels (template scaled from 112)
+    template: str = "arcface"  # arcface | arcface-shift8 | FILE.json
+    detector: str = "mtcnn"
+    min_face_size: int = 20  # MTCNN minimum face size, pixels
+    thresholds: tuple = (0.6, 0.7, 0.7)  # MTCNN stage thresholds
+    min_prob: float = 0.0  # faces below this probability are 'low_prob' (treated as a miss)
+    select: str = "largest"  # largest | center | prob
+    on_miss: str = "skip"  # skip | center-crop | keep
+    batch_size: int = 32  # images per step (and per detector call with batched detection)
+    batched_detection: bool | None = None  # None = on for CUDA, off for CPU (see MTCNNDetector)
+    detect_size: int = 0  # detect on images resized to this longer side (0 = native size)
+    device: str = "auto"
+    workers: int = 1  # CPU worker processes
+    overwrite: bool = False
+    progress: bool = True
+
+    RUNTIME_FIELDS = ("inp", "out", "batch_size", "device", "workers", "overwrite", "progress")
+
+
+def validate_config(cfg: AlignConfig, host: bool = True) -> None:
+    """Every check that writes nothing and needs no input: types, choices, ranges; with `host`,
+    also this machine's side (template file, device). align() calls it before touching --out;
+    `synthgen run` calls it for [align] before any stage runs."""
+    check_types(cfg)
+    check_choice(cfg.detector, "--detector", tuple(DETECTORS))
+    check_choice(cfg.select, "--select", ("largest", "center", "prob"))
+    check_choice(cfg.on_miss, "--on-miss", ("skip", "center-crop", "keep"))
+    for flag, value, lo, hi in (("--size", cfg.size, 16, None), ("--min-face-size", cfg.min_face_size, 1, None),
+                                ("--min-prob", cfg.min_prob, 0, 1), ("--batch-size", cfg.batch_size, 1, None),
+                                ("--detect-size", cfg.detect_size, 0, None), ("--workers", cfg.workers, 1, None)):
+        check_range(value, flag, lo, hi)
+    t = cfg.thresholds
+    if len(t) != 3 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1 for v in t):
+        raise UsageError(f"expected three numbers in (0, 1) like 0.6,0.7,0.7, got {t}", "--thresholds")
+    if cfg.inp and cfg.out:
+        inp, out = Path(cfg.inp).resolve(), Path(cfg.out).resolve()
+        if out == inp or inp in out.parents:
+            raise UsageError(f"{cfg.out} must not be inside the input tree {cfg.inp}", "--out")
+    check_device(cfg.device, "--device", host)
+    if host:
+        load_template(cfg.template, cfg.size)
+
+
+def _identity(cfg: AlignConfig, template_pts, device) -> dict:
+    d = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in AlignConfig.RUNTIME_FIELDS}
+    d["device_type"] = device.type
+    d["batched_detection"] = _batched(cfg, device)
+    if d["batched_detection"]:  # float results then depend on which images share a batch
+        d["batch_size"] = cfg.batch_size
+    d["thresholds"] = list(d["thresholds"])
+    d["template_points"] = np.round(template_pts, 6).tolist()
+    return d
+
+
+def process_batch(rels, images, detector, cfg: AlignConfig, template_pts, template_name, device="cpu"):
+    """detect_and_align with this config's settings."""
+    return detect_and_align(rels, images, detector, template_pts, template_name, cfg.size, select=cfg.select,
+                            min_prob=cfg.min_prob, on_miss=cfg.on_miss, detect_size=cfg.detect_size, device=device)
+
+
+def _out_name(rel: str) -> str:
+    return str(Path(rel).with_suffix(".png").as_posix())
+
+
+def _save_png(path: Path, img: np.ndarray) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        Image.fromarray(img).save(tmp, format="PNG")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _work(rels, cfg: AlignConfig, template_pts, template_name, device, detector=None, only=None):
+    """Load, group by size, detect, align, write. Returns the records (in input order) of `only`
+    (default: all); the others are still detected, so batched detection sees the same batch."""
+    if only is not None and not detector_batched(detector, cfg, device):
+        rels = [r for r in rels if r in only]
+    detector = detector or _make_detector(cfg, device)
+    inp, out = Path(cfg.inp), Path(cfg.out)
+    loaded, records = {}, {}
+    for rel in rels:
+        try:
+            loaded[rel] = load_rgb(inp / rel, still_only=True)
+        except UnreadableImage as e:
+            records[rel] = {"source": rel, "identity": identity_of(rel),
+                            "status": "skipped" if isinstance(e, NotAStillImage) else "unreadable",
+                            "error": str(e).split(": ", 1)[-1], "template": template_name}
+    part = [r for r in rels if r in loaded]
+    if part:
+        try:
+            recs, crops = process_batch(part, [loaded[r] for r in part], detector, cfg, template_pts, template_name, device)
+        except Exception as e:  # a failure is data, never a crash of the run
+            recs, crops = [{"source": r, "identity": identity_of(r), "status": "error",
+                            "error": f"{type(e).__name__}: {e}", "template": template_name} for r in part], {}
+        for i, rec in enumerate(recs):
+            if only is not None and rec["source"] not in only:
+                continue
+            if i in crops:
+                rec["path"] = _out_name(rec["source"])
+                _save_png(out / rec["path"], crops[i])
+            records[rec["source"]] = rec
+    return [records[r] for r in rels if only is None or r in only]
+
+
+def detector_batched(detector, cfg, device) -> bool:
+    return detector.batched if detector is not None else _batched(cfg, device)
+
+
+def _make_detector(cfg: AlignConfig, device):
+    return make_detector(cfg.detector, device=device, min_face_size=cfg.min_face_size, thresholds=cfg.thresholds,
+                         batched=_batched(cfg, device))
+
+
+def _batched(cfg: AlignConfig, device) -> bool:
+    import torch
+
+    if cfg.batched_detection is not None:
+        return bool(cfg.batched_detection)
+    return torch.device(device).type == "cuda"
+
+
+_WORKER = {}
+
+
+def _worker_init(cfg, template_pts, template_name):
+    import signal
+
+    import torch
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: no worker tracebacks
+
+    torch.set_num_threads(1)
+    _WORKER.update(cfg=cfg, pts=template_pts, name=template_name, det=_make_detector(cfg, "cpu"))
+
+
+def _worker_run(job):
+    rels, only = job
+    w = _WORKER
+    return _work(rels, w["cfg"], w["pts"], w["name"], "cpu", w["det"], only)
+
+
+def _read_journal(path: Path) -> dict:
+    done = {}
+    if path.is_file():
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            try:
+                r = json.loads(line)
+            except (ValueError, RecursionError):  # torn last line from a crash
+                continue
+            if not (isinstance(r, dict) and isinstance(r.get("source"), str) and isinstance(r.get("status"), str)):
+                continue  # not a record of ours: the image is redone
+            if "path" in r:  # joined to --out and copied into the manifest: must stay inside --out
+                safe_relpath(r["path"], path.parent, path, f"line {n} 'path'", f"delete {path.name} and rerun")
+            done[r["source"]] = r
+    return done
+
+
+def align(cfg: AlignConfig | None = None, **kwargs) -> dict:
+    """Python API of `synthgen align`; returns the summary written to align.json."""
+    from synthgen.device import resolve_device
+
+    cfg = cfg or AlignConfig(**kwargs)
+    validate_config(cfg)  # the whole config, before anything is created
+    inp, out = Path(cfg.inp), Path(cfg.out)
+    if not inp.is_dir():
+        raise UsageError(f"{inp} is not a directory (expected an identity-folder tree of images)", "--in")
+    template_name, template_pts = load_template(cfg.template, cfg.size)
+    device = resolve_device(cfg.device)
+    rels, skipped = list_inputs(inp)
+    if not rels:
+        more = f" ({len(skipped)} other files, e.g. {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
+        raise DataError(f"{inp}: no images found{more}; expected {', '.join(IMAGE_EXTS)} files in identity folders")
+    ident = _identity(cfg, template_pts, device)
+    check_output_dir(out, ALIGN_JSON, ident, cfg.overwrite)
+    ensure_writable_dir(out)
+    remove_stale_temps(out)  # crops, manifest or align.json of a killed run: never complete files
+    try:
+        meta, records, todo, elapsed = _align_into(cfg, inp, out, rels, skipped, template_name, template_pts, device, ident)
+    except OSError as e:  # full disk, quota, I/O error: finished crops and the journal are kept
+        from synthgen.errors import describe_os_error
+
+        raise DataError(f"writing to {out} failed: {describe_os_error(e, str(out))} (finished images are kept; "
+                        "the same command resumes)") from None
+    return meta
+
+
+def _align_into(cfg, inp, out, rels, skipped, template_name, template_pts, device, ident):
+    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    meta = {"status": "running", "config": dataclasses.asdict(cfg), "identity": ident, "config_hash": config_hash(ident),
+            "template_name": template_name, "synthgen": __version__, "started": started,
+            "total": len(rels) + len(skipped)}
+    if not (out / ALIGN_JSON).exists():
+        atomic_write_text(out / ALIGN_JSON, json.dumps(meta, indent=2))
+    journal_path = out / JOURNAL
+    done = _read_journal(journal_path)
+    done = {k: r for k, r in done.items() if "path" not in r or (out / r["path"]).is_file()}
+    todo = [r for r in rels if r not in done]
+    t0 = time.time()
+    _run(rels, cfg, template_pts, template_name, device, journal_path, done)
+    elapsed = time.time() - t0
+    for rel, reason in skipped:  # every input file gets a record; these are not images we align
+        done[rel] = {"source": rel, "identity": identity_of(rel), "status": "skipped",
+                     "error": reason, "template": template_name}
+    records = [done[r] for r in sorted(rels + [r for r, _ in skipped])]
+    atomic_write_text(out / MANIFEST, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+    counts = {s: 0 for s in STATUSES}
+    per_identity: dict[str, dict] = {}
+    for r in records:
+        counts[r["status"]] += 1
+        pi = per_identity.setdefault(r["identity"], {s: 0 for s in STATUSES})
+        pi[r["status"]] += 1
+    meta = json.loads((out / ALIGN_JSON).read_text())
+    meta.update(status="complete", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), counts=counts,
+                written=sum(1 for r in records if "path" in r), per_identity=per_identity,
+                seconds_this_run=round(elapsed, 3), processed_this_run=len(todo),
+                images_per_s=round(len(todo) / elapsed, 2) if elapsed > 0 and todo else None)
+    atomic_write_text(out / ALIGN_JSON, json.dumps(meta, indent=2))
+    journal_path.unlink(missing_ok=True)
+    return meta, records, todo, elapsed
+
+
+def _run(rels, cfg, template_pts, template_name, device, journal_path, done):
+    """Steps are fixed slices of the full sorted list (not of what is left), so a resumed run
+    puts the same images together as an uninterrupted one; finished images are not redone."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(rels), initial=len(done), unit="img", desc="align", disable=not cfg.progress, dynamic_ncols=True)
+    chunk = max(cfg.batch_size, 1)
+    chunks = []
+    for i in range(0, len(rels), chunk):
+        part = rels[i : i + chunk]
+        left = {r for r in part if r not in done}
+        if left:
+            chunks.append((part, left if len(left) < len(part) else None))
+    with open(journal_path, "a", encoding="utf-8") as journal:
+        def record(recs):
+            for r in recs:
+                done[r["source"]] = r
+                journal.write(json.dumps(r, sort_keys=True) + "\n")
+            journal.flush()
+            bar.update(len(recs))
+
+        if cfg.workers > 1 and device.type == "cpu" and len(chunks) > 1:
+            ctx = mp.get_context("spawn")
+            with ctx.Pool(cfg.workers, initializer=_worker_init, initargs=(cfg, template_pts, template_name)) as pool:
+                for recs in pool.imap(_worker_run, chunks):
+                    record(recs)
+        else:
+            det = _make_detector(cfg, device) if chunks else None
+            for part, only in chunks:
+                record(_work(part, cfg, template_pts, template_name, device, det, only))
+    bar.close()
+
+
