@@ -86,9 +86,9 @@ def test_seed_pool_reuses_pool_seeds_deterministically(tmp_path):
 
 def test_interrupted_run_resumes_to_identical_bytes(tmp_path, monkeypatch):
     ref, _ = run(tmp_path, "ref", batch_size=4)
-    import synthgen.generation as gen
+    import synthgen.generation.rendering as gen
 
-    real = gen._write_image
+    real = gen.write_image
     calls = {"n": 0}
 
     def flaky(root, rel, img, fmt, q, meta=None):
@@ -97,7 +97,7 @@ def test_interrupted_run_resumes_to_identical_bytes(tmp_path, monkeypatch):
             raise OSError(errno.ENOSPC, "No space left on device")
         real(root, rel, img, fmt, q, meta)
 
-    monkeypatch.setattr(gen, "_write_image", flaky)
+    monkeypatch.setattr(gen, "write_image", flaky)
     with pytest.raises(DataError, match="No space left.*rerun the same command to resume"):
         run(tmp_path, "x", batch_size=4, writers=1)
     out = tmp_path / "x"
@@ -105,7 +105,7 @@ def test_interrupted_run_resumes_to_identical_bytes(tmp_path, monkeypatch):
     assert 0 < len(pngs) < 20
     assert not list(out.rglob(".*tmp*")) and not (out / "manifest.jsonl").exists()
     assert json.loads((out / "run.json").read_text())["status"] == "running"
-    monkeypatch.setattr(gen, "_write_image", real)
+    monkeypatch.setattr(gen, "write_image", real)
     _, s = run(tmp_path, "x", batch_size=6)
     assert s["skipped_existing"] == len(pngs) and s["complete"]
     assert tree(out) == tree(ref)

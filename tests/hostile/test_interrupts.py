@@ -189,7 +189,7 @@ def test_full_disk_in_align_is_one_line_and_resumable(tmp_path, monkeypatch):
 
 
 def test_full_disk_in_generate_is_one_line_and_resumable(tmp_path, monkeypatch):
-    import synthgen.generation as gen
+    import synthgen.generation.rendering as gen
 
     out = tmp_path / "g"
     args = ["generate", "--network", NET, "--out", str(out), "--classes", "0-1", "--per-class", "20", "--quiet",
