@@ -263,7 +263,7 @@ def run_pipeline(cfg: dict, overwrite: bool = False, progress: bool = True, log=
         fn = {"generate": generate, "align": align, "shard": shard, "audit": run_audit}[stage]
         result = fn(classes[stage](**args))
         record["stages"][stage] = {"status": "complete", "config_hash": h, "seconds": round(time.time() - t0, 2),
-                                   "summary": _brief(stage, result)}
+                                   "summary": _brief(result)}
         if rank == 0:
             atomic_write_text(rec_path, json.dumps(record, indent=1, default=str))
         prev_out = dirs[stage]
@@ -291,12 +291,6 @@ def _looks_complete(stage, d: Path) -> bool:
     return (d / marker).is_file()
 
 
-def _brief(stage, r) -> dict:
-    if stage == "generate":
-        return {k: r.get(k) for k in ("total", "written", "skipped_existing", "images_per_s", "complete")}
-    if stage == "align":
-        return {"counts": r["counts"], "written": r["written"]}
-    if stage == "shard":
-        return {"total": r["total"], "classes": r["num_classes"], "shards": len(r["shards"])}
-    return {"verdict": r["verdict"], "flagged_fraction": r["nearest"]["images"]["flagged_fraction"],
-            "chance_fraction": r["nearest"]["images"]["chance_fraction"]}
+def _brief(result) -> dict:
+    """A stage's few headline numbers for run.json (every run_* returns a StageSummary)."""
+    return result.brief()

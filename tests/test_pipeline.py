@@ -178,3 +178,20 @@ def test_set_overrides():
                    "audit": {"enabled": False, "fmr": 1e-4}, "out": "runs/x"}
     with pytest.raises(UsageError, match="--set"):
         apply_override(cfg, "generate.per_class")
+
+
+def test_every_stage_returns_a_stage_summary(tmp_path, matcher_weights):
+    """One summary type for all four stages: the same dict as before plus stage/status/brief."""
+    from synthgen.stage import StageSummary
+
+    cfg = small_config(tmp_path, matcher_weights, tmp_path / "unused")
+    cfg["audit"]["enabled"] = False
+    rec = run_pipeline(cfg, progress=False, log=lambda *a: None)
+    for stage in ("generate", "align", "shard"):
+        assert rec["stages"][stage]["status"] == "complete"
+    from synthgen.shards import shard
+
+    again = shard(inp=str(tmp_path / "run" / "aligned"), out=str(tmp_path / "run" / "shards"), shard_size=5,
+                  progress=False)
+    assert isinstance(again, StageSummary) and again.stage == "shard" and again.status == "complete"
+    assert again.brief() == rec["stages"]["shard"]["summary"] and again["total"] == again.brief()["total"]

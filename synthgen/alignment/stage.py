@@ -18,9 +18,9 @@ from synthgen.contract import MANIFEST, MARKERS, Status, identity_of
 from synthgen.errors import DataError, UsageError
 from synthgen.fsutil import atomic_write_text
 from synthgen.imageio import IMAGE_EXTS, NotAStillImage, UnreadableImage, list_inputs, load_rgb
-from synthgen.runs import (check_choice, check_device, check_output_dir, check_range, check_types, config_hash,
-                           ensure_writable_dir, remove_stale_temps)
+from synthgen.runs import (check_choice, check_device, check_range, check_types, config_hash)
 from synthgen.safepath import safe_relpath
+from synthgen.stage import StageSummary, now, open_output, write_marker
 
 from .detectors import DETECTORS, detect_and_align, make_detector
 from .geometry import load_template
@@ -212,9 +212,7 @@ def align(cfg: AlignConfig | None = None, **kwargs) -> dict:
         more = f" ({len(skipped)} other files, e.g. {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
         raise DataError(f"{inp}: no images found{more}; expected {', '.join(IMAGE_EXTS)} files in identity folders")
     ident = _identity(cfg, template_pts, device)
-    check_output_dir(out, ALIGN_JSON, ident, cfg.overwrite)
-    ensure_writable_dir(out)
-    remove_stale_temps(out)  # crops, manifest or align.json of a killed run: never complete files
+    open_output(out, ALIGN_JSON, ident, cfg.overwrite)
     try:
         meta, records, todo, elapsed = _align_into(cfg, inp, out, rels, skipped, template_name, template_pts, device, ident)
     except OSError as e:  # full disk, quota, I/O error: finished crops and the journal are kept
@@ -222,7 +220,8 @@ def align(cfg: AlignConfig | None = None, **kwargs) -> dict:
 
         raise DataError(f"writing to {out} failed: {describe_os_error(e, str(out))} (finished images are kept; "
                         "the same command resumes)") from None
-    return meta
+    return StageSummary("align", meta, status=meta["status"], config_hash=meta["config_hash"],
+                        brief={"counts": meta["counts"], "written": meta["written"]})
 
 
 def _align_into(cfg, inp, out, rels, skipped, template_name, template_pts, device, ident):
@@ -231,7 +230,7 @@ def _align_into(cfg, inp, out, rels, skipped, template_name, template_pts, devic
             "template_name": template_name, "synthgen": __version__, "started": started,
             "total": len(rels) + len(skipped)}
     if not (out / ALIGN_JSON).exists():
-        atomic_write_text(out / ALIGN_JSON, json.dumps(meta, indent=2))
+        write_marker(out, ALIGN_JSON, meta)
     journal_path = out / JOURNAL
     done = _read_journal(journal_path)
     done = {k: r for k, r in done.items() if "path" not in r or (out / r["path"]).is_file()}
@@ -250,12 +249,10 @@ def _align_into(cfg, inp, out, rels, skipped, template_name, template_pts, devic
         counts[r["status"]] += 1
         pi = per_identity.setdefault(r["identity"], {s: 0 for s in STATUSES})
         pi[r["status"]] += 1
-    meta = json.loads((out / ALIGN_JSON).read_text())
-    meta.update(status="complete", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), counts=counts,
-                written=sum(1 for r in records if "path" in r), per_identity=per_identity,
-                seconds_this_run=round(elapsed, 3), processed_this_run=len(todo),
-                images_per_s=round(len(todo) / elapsed, 2) if elapsed > 0 and todo else None)
-    atomic_write_text(out / ALIGN_JSON, json.dumps(meta, indent=2))
+    meta = write_marker(out, ALIGN_JSON, meta, status="complete", finished=now(), counts=counts,
+                        written=sum(1 for r in records if "path" in r), per_identity=per_identity,
+                        seconds_this_run=round(elapsed, 3), processed_this_run=len(todo),
+                        images_per_s=round(len(todo) / elapsed, 2) if elapsed > 0 and todo else None)
     journal_path.unlink(missing_ok=True)
     return meta, records, todo, elapsed
 

@@ -21,6 +21,7 @@ from synthgen.contract import MARKERS
 from synthgen.errors import DataError, UsageError
 from synthgen.fsutil import atomic_path, atomic_write_text
 from synthgen.runs import ensure_writable_dir
+from synthgen.stage import StageSummary
 
 from . import analyses as A
 from .html import render_html
@@ -114,7 +115,9 @@ def run_audit(cfg: AuditConfig | None = None, **kwargs) -> dict:
     _write_csv(out / "flagged.csv", flagged_rows, cfg.top_k)
     atomic_write_text(out / MARKERS["audit"], json.dumps(report, indent=1))
     atomic_write_text(out / "report.html", render_html(report, dist, flagged_rows, syn_images, auth_images))
-    return report
+    return StageSummary("audit", report, status="leak" if leak else "pass", config_hash=None,
+                        brief={"verdict": report["verdict"], "flagged_fraction": nearest["images"]["flagged_fraction"],
+                               "chance_fraction": nearest["images"]["chance_fraction"]})
 
 
 def _write_csv(path: Path, rows, k) -> None:

@@ -19,6 +19,7 @@ from synthgen.errors import DataError
 from synthgen.fsutil import atomic_write_text
 from synthgen.runs import check_output_dir, config_hash, ensure_writable_dir
 from synthgen.seeding import SEED_POLICY
+from synthgen.stage import StageSummary, write_marker
 
 from . import rendering
 from .config import RUN_JSON, GenerateConfig, _align_batched, resolve_chunk, validate_config
@@ -102,7 +103,10 @@ def generate(cfg: GenerateConfig | None = None, **kwargs) -> dict:
                    "images_per_s": round(written / elapsed, 2) if elapsed > 0 else None}
         if rank == 0 or not torchrun:
             summary["complete"] = _finalize_if_complete(out, cfg, items, G, meta, world if not torchrun else 1)
-        return summary
+        return StageSummary("generate", summary, status="complete" if summary.get("complete") else "incomplete",
+                            config_hash=meta["config_hash"],
+                            brief={k: summary.get(k) for k in ("total", "written", "skipped_existing", "images_per_s",
+                                                               "complete")})
     finally:
         if pg is not None:
             pg.destroy_process_group()
@@ -223,9 +227,6 @@ def _finalize_if_complete(out: Path, cfg, items: list[Item], G, meta: dict, worl
     meta = dict(meta, status="complete" if not missing else "incomplete", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 counts={"total": len(items), "ok": len(done), "missing": missing, "no_face": no_face,
                         "classes": len({it.cls for it in items}) if G.c_dim else len({it.index for it in items})})
-    prev = out / RUN_JSON
-    if prev.is_file():
-        meta["started"] = json.loads(prev.read_text()).get("started", meta["started"])
-    atomic_write_text(out / RUN_JSON, json.dumps(meta, indent=2))
+    write_marker(out, RUN_JSON, meta)
     shutil.rmtree(parts, ignore_errors=True)
     return not missing

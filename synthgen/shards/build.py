@@ -21,6 +21,7 @@ from synthgen.fsutil import atomic_write_text, sha256_file
 from synthgen.imageio import UnreadableImage, load_rgb
 from synthgen.runs import config_hash, ensure_writable_dir
 from synthgen.safepath import show_path
+from synthgen.stage import StageSummary
 
 from . import writer
 from .format import COMPRESSIONS, ENCODINGS, INDEX, JOURNAL, SCHEMA_VERSION, SHARD_RE, TEMP_GLOB, plan_hash, shard_name
@@ -75,7 +76,9 @@ def shard(cfg: ShardConfig | None = None, **kwargs) -> dict:
     _check_out(out, chash, cfg.overwrite)
     ensure_writable_dir(out)
     try:
-        return _shard_into(root, out, cfg, items, classes, ident, chash, tqdm)
+        index = _shard_into(root, out, cfg, items, classes, ident, chash, tqdm)
+        return StageSummary("shard", index, status="complete", config_hash=chash,
+                            brief={"total": index["total"], "classes": index["num_classes"], "shards": len(index["shards"])})
     except OSError as e:  # journal, index, temp cleanup: a full disk or a permission problem
         raise writer.write_error(Path(e.filename) if e.filename else out, e) from None
 
