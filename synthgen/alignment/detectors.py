@@ -14,9 +14,18 @@ from __future__ import annotations
 
 import numpy as np
 
+from typing import Protocol
+
 from synthgen.contract import Status, identity_of
 
 from .geometry import ARCFACE_112, fallback_matrix, similarity_transform, warp
+
+
+class Detector(Protocol):
+    name: str
+    batched: bool  # one call may hold several images (results may then depend on each other)
+
+    def detect(self, images: list) -> list: ...
 
 
 class MTCNNDetector:
