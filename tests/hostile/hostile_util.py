@@ -29,3 +29,13 @@ def assert_one_line_error(proc, code=1, *needles):
     for n in needles:
         assert n in lines[0], (n, lines[0])
     return lines[0]
+
+
+def one_error_line(stderr: str, *needles) -> str:
+    """stderr is exactly one `Error:` line, no traceback, naming every needle."""
+    assert "Traceback" not in stderr, stderr
+    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), stderr
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+    return lines[0]

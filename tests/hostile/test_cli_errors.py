@@ -15,19 +15,11 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import MICRO
+from hostile_util import one_error_line
 from synthgen.cli.main import cli
 from synthgen.errors import clean_message, describe_exception
 
 NET = str(MICRO / "network-scrubbed-p4.pkl")
-
-
-def one_error_line(stderr: str, *needles) -> str:
-    assert "Traceback" not in stderr, stderr
-    lines = [ln for ln in stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error: "), stderr
-    for n in needles:
-        assert n in lines[0], (n, lines[0])
-    return lines[0]
 
 
 def invoke(args):

@@ -17,21 +17,13 @@ from click.testing import CliRunner
 from PIL import Image
 
 from conftest import DATA, MICRO
+from hostile_util import one_error_line
 from synthgen.alignment import AlignConfig, align
 from synthgen.cli.main import cli
 from synthgen.generation import GenerateConfig, generate
 
 NET = str(MICRO / "network-scrubbed-p4.pkl")
 INTERRUPTED = "interrupted: rerun the same command to resume"
-
-
-def one_error_line(stderr: str, *needles) -> str:
-    assert "Traceback" not in stderr, stderr
-    lines = [ln for ln in stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error: "), stderr
-    for n in needles:
-        assert n in lines[0], (n, lines[0])
-    return lines[0]
 
 
 def tree(root: Path, skip=("align.json", "run.json")) -> dict:

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from conftest import DATA, MICRO
+from hostile_util import one_error_line
 from synthgen.alignment import AlignConfig, align
 from synthgen.alignment import validate_config as validate_align
 from synthgen.cli.main import cli
@@ -20,15 +21,6 @@ from synthgen.pipeline import validate, validate_audit_config
 from synthgen.shards import validate as validate_shard_config
 
 NET = str(MICRO / "network-scrubbed-p4.pkl")
-
-
-def one_error_line(stderr: str, *needles) -> str:
-    assert "Traceback" not in stderr, stderr
-    lines = [ln for ln in stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error: "), stderr
-    for n in needles:
-        assert n in lines[0], (n, lines[0])
-    return lines[0]
 
 
 def write_config(tmp_path, text: str):
