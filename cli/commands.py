@@ -6,10 +6,10 @@ import json
 
 import click
 
+from synthgen.alignment import AlignConfig
 from synthgen.audit.matchers import MATCHERS as MATCHER_NAMES
 from synthgen.errors import escape_control
 from synthgen.export import EXPORTERS as EXPORT_FORMATS
-from synthgen.alignment import AlignConfig
 from synthgen.generation import GenerateConfig
 from synthgen.options import click_options
 from synthgen.shards import ShardConfig

@@ -153,12 +153,13 @@ def test_thresholds_text_form():
     assert r.exit_code == 2 and "expected three numbers like 0.6,0.7,0.7, got '0.5,0.6'" in r.output
 
 
-def test_precisions_match_the_backend():
-    """GenerateConfig lists the precisions itself so that the CLI need not import torch."""
-    from synthgen.generation.config import PRECISIONS
-    from synthgen.generators.stylegan2ada import PRECISIONS as BACKEND
+def test_choices_match_the_backend():
+    """GenerateConfig lists precisions and noise modes itself so that the CLI need not import torch."""
+    from synthgen.generation import config
+    from synthgen.generators import stylegan2ada
 
-    assert PRECISIONS == tuple(BACKEND)
+    assert config.PRECISIONS == tuple(stylegan2ada.PRECISIONS)
+    assert config.NOISE_MODES == tuple(stylegan2ada.NOISE_MODES)
 
 
 def test_toml_validation_uses_the_same_choices_and_ranges():

@@ -19,8 +19,9 @@ DEFAULT_CHUNK = {"cpu": 16, "cuda": 256}
 FORWARD_CHUNK = DEFAULT_CHUNK["cpu"]  # the CPU default (kept for callers of the old name)
 RUN_JSON = MARKERS["generate"]
 PARTS_DIR = ".parts"
+# = the StyleGAN backend's NOISE_MODES and PRECISIONS (a test checks), without importing torch
 NOISE_MODES = ("const", "random", "none")
-PRECISIONS = ("auto", "fp32", "fp16")  # = the backend's PRECISIONS (a test checks), without importing torch
+PRECISIONS = ("auto", "fp32", "fp16")
 
 
 @dataclass
