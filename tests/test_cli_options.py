@@ -176,3 +176,39 @@ def test_toml_validation_uses_the_same_choices_and_ranges():
         with pytest.raises(UsageError) as e:
             validate(cfg)
         assert e.value.flag == f"[{stage}] {key}", (stage, key, e.value.flag)
+
+
+def _validators():
+    from synthgen.alignment import validate_config as validate_align
+    from synthgen.generation import validate_config as validate_generate
+    from synthgen.shards import validate as validate_shard
+
+    return {"generate": validate_generate, "align": validate_align, "shard": validate_shard}
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_every_declared_range_and_choice_is_checked_by_the_library(name, tmp_path):
+    """A range or choice list declared on a field is enforced for configs built without the CLI
+    (Python API, `synthgen run`), and the error names the field's flag."""
+    from synthgen.errors import UsageError
+    from synthgen.options import choices_of, flag_of
+
+    cls, validate = CONFIGS[name], _validators()[name]
+    required = {"generate": {"network": "n.pkl", "out": str(tmp_path / "o")}}.get(
+        name, {"inp": str(tmp_path / "i"), "out": str(tmp_path / "o")})
+    validate(cls(**required), host=False)  # the defaults pass
+    checked = 0
+    for f in dataclasses.fields(cls):
+        bad = []
+        if "range" in f.metadata:
+            lo, hi = f.metadata["range"]
+            bad += [lo - 1] if lo is not None else []
+            bad += [hi + 1] if hi is not None else []
+        if choices_of(f) is not None:
+            bad.append("no-such-" + f.name)
+        for value in bad:
+            with pytest.raises(UsageError) as e:
+                validate(cls(**dict(required, **{f.name: value})), host=False)
+            assert e.value.flag == flag_of(f), (f.name, value, e.value.flag)
+            checked += 1
+    assert checked >= 4
