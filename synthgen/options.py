@@ -32,9 +32,7 @@ _MISSING = dataclasses.MISSING
 
 
 def opt(default=_MISSING, **meta):
-    """A dataclass field with its option metadata (see the module docstring)."""
-    if default is _MISSING:
-        return dataclasses.field(metadata=meta)
+    """A dataclass field with its option metadata (see the module docstring); no default: required."""
     return dataclasses.field(default=default, metadata=meta)
 
 

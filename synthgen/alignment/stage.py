@@ -18,9 +18,9 @@ from synthgen.contract import MANIFEST, MARKERS, Status, identity_of
 from synthgen.errors import DataError, UsageError
 from synthgen.fsutil import atomic_write_text
 from synthgen.imageio import IMAGE_EXTS, NotAStillImage, UnreadableImage, list_inputs, load_rgb
+from synthgen.options import check_choices, check_ranges, opt
 from synthgen.runs import (check_device, check_output_dir, check_types, config_hash, ensure_writable_dir,
                            remove_stale_temps)
-from synthgen.options import check_choices, check_ranges, opt
 from synthgen.safepath import safe_relpath
 
 from .detectors import DETECTORS, detect_and_align, make_detector

@@ -5,11 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from synthgen.encodings import FILE_FORMATS
-from synthgen.options import check_choices, check_ranges, opt
-
 from synthgen.contract import MARKERS
+from synthgen.encodings import FILE_FORMATS
 from synthgen.errors import DataError, UsageError
+from synthgen.options import check_choices, check_ranges, opt
 from synthgen.runs import check_device, check_types
 from synthgen.seeding import parse_int_list
 
