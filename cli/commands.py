@@ -6,13 +6,20 @@ import json
 
 import click
 
+from synthgen.alignment import AlignConfig
 from synthgen.audit.matchers import MATCHERS as MATCHER_NAMES
 from synthgen.errors import escape_control
 from synthgen.export import EXPORTERS as EXPORT_FORMATS
+from synthgen.generation import GenerateConfig
+from synthgen.options import click_options
+from synthgen.shards import ShardConfig
 
 from .main import cli, echo_json
 
 NETWORK = click.Path(dir_okay=False, path_type=str)
+# Options of the CLI only; the others come from the stage configs' fields (synthgen.options).
+QUIET = click.option("--quiet", is_flag=True, help="No progress bar.")
+JSON = click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 
 
 @cli.command()
@@ -56,42 +63,11 @@ def convert(src, dst, overwrite):
 
 
 @cli.command()
-@click.option("--network", required=True, type=NETWORK, metavar="PKL_OR_CKPT", help="NVIDIA StyleGAN2-ADA .pkl or synthgen checkpoint.")
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=str), metavar="DIR", help="Output directory.")
-@click.option("--classes", default="all", metavar="all|RANGE|LIST", help="Classes to sample, e.g. 0-10571 or 0,5,7-9 (conditional nets).")
-@click.option("--per-class", default=60, type=int, metavar="N", help="Images per class (conditional nets).")
-@click.option("--count", default=None, type=int, metavar="N", help="Instances to sample (unconditional nets).")
-@click.option("--views", default=1, type=click.IntRange(min=1), metavar="K", help="GAN re-renderings per instance (unconditional nets).")
-@click.option("--mix-layers", default=None, metavar="A-B", help="ws layers a view takes from its mixing latent [default: second half].")
-@click.option("--seed", default=0, type=click.IntRange(min=0), metavar="INT", help="Base seed of the run.")
-@click.option("--seeds", default=None, metavar="LIST", help="Explicit NVIDIA seeds, one image per seed (per class), e.g. 0-99.")
-@click.option("--seed-pool", default=None, metavar="RANGE", help="SFace recipe: draw latents from this pool of seeds, e.g. 1-1000.")
-@click.option("--psi", default=1.0, type=float, metavar="FLOAT", help="Truncation psi (1 = no truncation).")
-@click.option("--truncation-cutoff", default=None, type=click.IntRange(min=0), metavar="N", help="Truncate only the first N ws.")
-@click.option("--noise-mode", default="const", type=click.Choice(["const", "random", "none"]), help="Per-layer noise; 'random' is seeded per image.")
-@click.option("--batch-size", default=64, type=click.IntRange(min=1), metavar="N", help="Images per step (never changes an image).")
-@click.option("--device", default="auto", metavar="auto|cpu|cuda|cuda:N", help="Where to run the network.")
-@click.option("--force-fp32", is_flag=True, help="Alias of --precision fp32.")
-@click.option("--precision", default="auto", type=click.Choice(["auto", "fp32", "fp16"]), help="fp16 blocks of the file: auto = fp16 on CUDA, fp32 on CPU; fp16 = on any device (CPU: slow, reproduces NVIDIA's CPU fp16 outputs).")
-@click.option("--chunk-size", default=None, type=click.IntRange(min=1), metavar="N", help="Samples per network call; outputs depend on it, never on --batch-size. [default: 16 on CPU, 256 on CUDA; 1 with --precision fp16 rounds exactly as NVIDIA's generate.py]")
-@click.option("--format", "fmt", default="png", type=click.Choice(["png", "jpg"]), help="Image file format.")
-@click.option("--jpeg-quality", default=95, type=click.IntRange(1, 100), metavar="Q", help="JPEG quality (with --format jpg).")
-@click.option("--writers", default=4, type=click.IntRange(min=1), metavar="N", help="Encoder/writer threads.")
-@click.option("--align", "align_inline", is_flag=True, help="Align each image on the fly; re-render misses with new seeds.")
-@click.option("--max-retries", default=10, type=click.IntRange(min=0), metavar="N", help="With --align: new seeds tried per image.")
-@click.option("--align-size", default=112, type=click.IntRange(min=16), metavar="PX", help="With --align: crop side.")
-@click.option("--align-template", default="arcface", metavar="NAME|FILE.json", help="With --align: landmark template.")
-@click.option("--min-face-size", default=20, type=click.IntRange(min=1), metavar="PX", help="With --align: MTCNN minimum face size.")
-@click.option("--batched-align/--per-image-align", "align_batched", default=None, help="With --align: detect a whole step in one MTCNN call, misses re-checked per image. [default: batched on CUDA, per image on CPU]")
-@click.option("--shard-index", default=None, type=int, metavar="I", help="Job arrays: this job's slice (with --num-shards).")
-@click.option("--num-shards", default=None, type=int, metavar="N", help="Job arrays: number of slices.")
-@click.option("--overwrite", is_flag=True, help="Replace an output directory that holds a different run.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def generate(network, out, classes, per_class, count, views, mix_layers, seed, seeds, seed_pool, psi,
-             truncation_cutoff, noise_mode, batch_size, device, force_fp32, fmt, jpeg_quality, writers,
-             align_inline, max_retries, align_size, align_template, min_face_size,
-             shard_index, num_shards, overwrite, quiet, as_json, precision="auto", chunk_size=None, align_batched=None):
+@click_options(GenerateConfig, exclude=("overwrite", "progress"))
+@click_options(GenerateConfig, only=("overwrite",))
+@QUIET
+@JSON
+def generate(quiet, as_json, **options):
     """Sample a generator into identity folders with a manifest (deterministic, resumable).
 
     Rerunning the same command resumes; under torchrun each process takes a slice.
@@ -105,58 +81,22 @@ def generate(network, out, classes, per_class, count, views, mix_layers, seed, s
       synthgen generate --network sface.pkl --out aligned --per-class 60 --align --max-retries 20
       torchrun --nproc_per_node 8 -m synthgen generate --network sface.pkl --out raw
     """
-    from synthgen.generation import GenerateConfig
     from synthgen.generation import generate as run_generate
 
-    cfg = GenerateConfig(
-        network=network, out=out, classes=classes, per_class=per_class, count=count, views=views,
-        mix_layers=mix_layers, seed=seed, seeds=seeds, seed_pool=seed_pool, psi=psi,
-        truncation_cutoff=truncation_cutoff, noise_mode=noise_mode, batch_size=batch_size, device=device,
-        force_fp32=force_fp32, format=fmt, jpeg_quality=jpeg_quality, writers=writers,
-        align=align_inline, max_retries=max_retries, align_size=align_size, align_template=align_template,
-        precision=precision, chunk_size=chunk_size, align_batched=align_batched,
-        min_face_size=min_face_size, shard_index=shard_index, num_shards=num_shards, overwrite=overwrite, progress=not (quiet or as_json),
-    )
-    summary = run_generate(cfg)
+    summary = run_generate(GenerateConfig(**options, progress=not (quiet or as_json)))
     if as_json:
         echo_json(summary)
     elif not quiet:
         state = "complete" if summary.get("complete") else "slice done"
         click.echo(f"{state}: {summary['written']} written, {summary['skipped_existing']} already there, "
-                   f"{summary['total']} in the run -> {out}")
-
-
-def _thresholds(ctx, param, value):
-    try:
-        t = tuple(float(v) for v in value.split(","))
-    except ValueError:
-        raise click.BadParameter(f"expected three numbers like 0.6,0.7,0.7, got '{value}'") from None
-    if len(t) != 3:
-        raise click.BadParameter(f"expected three numbers like 0.6,0.7,0.7, got '{value}'")
-    return t
+                   f"{summary['total']} in the run -> {options['out']}")
 
 
 @cli.command()
-@click.option("--in", "inp", required=True, type=click.Path(path_type=str), metavar="DIR", help="Identity-folder tree of images (e.g. a generate output or CASIA-WebFace).")
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=str), metavar="DIR", help="Output tree of aligned crops.")
-@click.option("--size", default=112, type=click.IntRange(min=16), metavar="PX", help="Output side; the template is scaled from 112.")
-@click.option("--template", default="arcface", metavar="arcface|arcface-shift8|FILE.json", help="Landmark template.")
-@click.option("--detector", default="mtcnn", type=click.Choice(["mtcnn"]), help="Face detector.")
-@click.option("--min-face-size", default=20, type=click.IntRange(min=1), metavar="PX", help="MTCNN minimum face size.")
-@click.option("--thresholds", default="0.6,0.7,0.7", callback=_thresholds, metavar="P,R,O", help="MTCNN stage thresholds.")
-@click.option("--min-prob", default=0.0, type=click.FloatRange(0, 1), metavar="P", help="Faces below this probability count as 'low_prob' misses.")
-@click.option("--select", default="largest", type=click.Choice(["largest", "center", "prob"]), help="Which face when several are found.")
-@click.option("--on-miss", default="skip", type=click.Choice(["skip", "center-crop", "keep"]), help="What to write when no face is found.")
-@click.option("--batch-size", default=32, type=click.IntRange(min=1), metavar="N", help="Images per step / per batched detector call.")
-@click.option("--batched-detection/--per-image-detection", default=None, help="Batch MTCNN calls (faster; results then depend on --batch-size). [default: batched on CUDA, per image on CPU]")
-@click.option("--detect-size", default=0, type=click.IntRange(min=0), metavar="PX", help="Detect on images resized to this longer side (0 = native); mixed sizes are letterboxed for batched detection.")
-@click.option("--device", default="auto", metavar="auto|cpu|cuda", help="Where to run MTCNN and the warp.")
-@click.option("--workers", default=1, type=click.IntRange(min=1), metavar="N", help="CPU worker processes.")
-@click.option("--overwrite", is_flag=True, help="Replace an output directory that holds a different run.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def align(inp, out, size, template, detector, min_face_size, thresholds, min_prob, select, on_miss,
-          batch_size, batched_detection, detect_size, device, workers, overwrite, quiet, as_json):
+@click_options(AlignConfig, exclude=("progress",))
+@QUIET
+@JSON
+def align(quiet, as_json, **options):
     """Align faces to the ArcFace template: MTCNN 5 points -> similarity warp -> crop.
 
     Every image gets a manifest record (ok, no_face, low_prob, unreadable, error); rerun to resume.
@@ -167,31 +107,20 @@ def align(inp, out, size, template, detector, min_face_size, thresholds, min_pro
       synthgen align --in CASIA-WebFace --out casia-112 --workers 2
       synthgen align --in raw --out aligned --on-miss center-crop --device cuda --batch-size 256
     """
-    from synthgen.alignment import AlignConfig
     from synthgen.alignment import align as run_align
 
-    s = run_align(AlignConfig(inp=inp, out=out, size=size, template=template, detector=detector,
-                              min_face_size=min_face_size, thresholds=thresholds, min_prob=min_prob,
-                              select=select, on_miss=on_miss, batch_size=batch_size,
-                              batched_detection=batched_detection, detect_size=detect_size, device=device,
-                              workers=workers, overwrite=overwrite, progress=not (quiet or as_json)))
+    s = run_align(AlignConfig(**options, progress=not (quiet or as_json)))
     if as_json:
         echo_json({k: s[k] for k in ("counts", "written", "total", "seconds_this_run", "images_per_s")})
     elif not quiet:
         c = s["counts"]
-        click.echo(f"aligned {s['written']} of {s['total']} -> {out} ({', '.join(f'{k} {v}' for k, v in c.items() if v)})")
+        click.echo(f"aligned {s['written']} of {s['total']} -> {options['out']} ({', '.join(f'{k} {v}' for k, v in c.items() if v)})")
 
 
 @cli.command()
-@click.option("--in", "inp", required=True, type=click.Path(path_type=str), metavar="DIR", help="Identity-folder tree (+ manifest.jsonl from generate/align).")
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=str), metavar="DIR", help="Shard directory.")
-@click.option("--shard-size", default=10000, type=click.IntRange(min=1), metavar="N", help="Items per shard.")
-@click.option("--encoding", default="raw", type=click.Choice(["raw", "png", "jpeg"]), help="How images are stored.")
-@click.option("--jpeg-quality", default=95, type=click.IntRange(1, 100), metavar="Q", help="With --encoding jpeg.")
-@click.option("--compression", default="none", type=click.Choice(["none", "lzf", "gzip"]), help="HDF5 filter for raw images.")
-@click.option("--overwrite", is_flag=True, help="Replace an output directory that holds a different run.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
-def shard(inp, out, shard_size, encoding, jpeg_quality, compression, overwrite, quiet):
+@click_options(ShardConfig, exclude=("progress",))
+@QUIET
+def shard(quiet, **options):
     """Pack an image tree into HDF5 shards with an index (resumable, deterministic).
 
     \b
@@ -199,14 +128,11 @@ def shard(inp, out, shard_size, encoding, jpeg_quality, compression, overwrite, 
       synthgen shard --in aligned --out shards
       synthgen shard --in aligned --out shards-png --encoding png --shard-size 50000
     """
-    from synthgen.shards import ShardConfig
     from synthgen.shards import shard as run_shard
 
-    idx = run_shard(ShardConfig(inp=inp, out=out, shard_size=shard_size, encoding=encoding,
-                                jpeg_quality=jpeg_quality, compression=compression, overwrite=overwrite,
-                                progress=not quiet))
+    idx = run_shard(ShardConfig(**options, progress=not quiet))
     if not quiet:
-        click.echo(f"{idx['total']} images, {idx['num_classes']} classes in {len(idx['shards'])} shards -> {out}")
+        click.echo(f"{idx['total']} images, {idx['num_classes']} classes in {len(idx['shards'])} shards -> {options['out']}")
 
 
 @cli.command()

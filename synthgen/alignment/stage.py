@@ -18,7 +18,8 @@ from synthgen.contract import MANIFEST, MARKERS, Status, identity_of
 from synthgen.errors import DataError, UsageError
 from synthgen.fsutil import atomic_write_text
 from synthgen.imageio import IMAGE_EXTS, NotAStillImage, UnreadableImage, list_inputs, load_rgb
-from synthgen.runs import (check_choice, check_device, check_range, check_types, config_hash)
+from synthgen.options import check_choices, check_ranges, opt
+from synthgen.runs import check_device, check_types, config_hash
 from synthgen.safepath import safe_relpath
 from synthgen.stage import StageSummary, now, open_output, write_marker
 
@@ -30,24 +31,49 @@ ALIGN_JSON = MARKERS["align"]
 JOURNAL = ".align-journal.jsonl"
 
 
+def parse_thresholds(text: str) -> tuple:
+    """`--thresholds 0.6,0.7,0.7` -> (0.6, 0.7, 0.7); ValueError saying what was expected."""
+    wrong = ValueError(f"expected three numbers like 0.6,0.7,0.7, got '{text}'")
+    try:
+        t = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise wrong from None
+    if len(t) != 3:
+        raise wrong
+    return t
+
+
+def _detector_names() -> tuple:
+    return tuple(DETECTORS)
+
+
 @dataclass
 class AlignConfig:
-    inp: str  # input identity-folder tree (or a generate output)
-    out: str  # output tree of aligned crops
-    size: int = 112  # output side in pixels (template scaled from 112)
-    template: str = "arcface"  # arcface | arcface-shift8 | FILE.json
-    detector: str = "mtcnn"
-    min_face_size: int = 20  # MTCNN minimum face size, pixels
-    thresholds: tuple = (0.6, 0.7, 0.7)  # MTCNN stage thresholds
-    min_prob: float = 0.0  # faces below this probability are 'low_prob' (treated as a miss)
-    select: str = "largest"  # largest | center | prob
-    on_miss: str = "skip"  # skip | center-crop | keep
-    batch_size: int = 32  # images per step (and per detector call with batched detection)
-    batched_detection: bool | None = None  # None = on for CUDA, off for CPU (see MTCNNDetector)
-    detect_size: int = 0  # detect on images resized to this longer side (0 = native size)
-    device: str = "auto"
-    workers: int = 1  # CPU worker processes
-    overwrite: bool = False
+    inp: str = opt(flag="--in", path="any", metavar="DIR",
+                   help="Identity-folder tree of images (e.g. a generate output or CASIA-WebFace).")
+    out: str = opt(path="dir", metavar="DIR", help="Output tree of aligned crops.")
+    size: int = opt(112, range=(16, None), unit="px", metavar="PX", help="Output side; the template is scaled from 112.")
+    template: str = opt("arcface", metavar="arcface|arcface-shift8|FILE.json", help="Landmark template.")
+    # the command line offers real detectors only; the library's parity double is for tests and TOML
+    detector: str = opt("mtcnn", choices=_detector_names, cli_choices=("mtcnn",), help="Face detector.")
+    min_face_size: int = opt(20, range=(1, None), unit="px", metavar="PX", help="MTCNN minimum face size.")
+    thresholds: tuple = opt((0.6, 0.7, 0.7), parse=parse_thresholds, metavar="P,R,O", help="MTCNN stage thresholds.")
+    min_prob: float = opt(0.0, range=(0, 1), metavar="P",
+                          help="Faces below this probability count as 'low_prob' misses.")
+    select: str = opt("largest", choices=("largest", "center", "prob"), help="Which face when several are found.")
+    on_miss: str = opt("skip", choices=("skip", "center-crop", "keep"), help="What to write when no face is found.")
+    batch_size: int = opt(32, range=(1, None), unit="images", metavar="N",
+                          help="Images per step / per batched detector call.")
+    # None = on for CUDA, off for CPU (see MTCNNDetector)
+    batched_detection: bool | None = opt(None, off_flag="--per-image-detection",
+                                         help="Batch MTCNN calls (faster; results then depend on --batch-size). "
+                                              "[default: batched on CUDA, per image on CPU]")
+    detect_size: int = opt(0, range=(0, None), unit="px", metavar="PX",
+                           help="Detect on images resized to this longer side (0 = native); mixed sizes are "
+                                "letterboxed for batched detection.")
+    device: str = opt("auto", metavar="auto|cpu|cuda", help="Where to run MTCNN and the warp.")
+    workers: int = opt(1, range=(1, None), unit="processes", metavar="N", help="CPU worker processes.")
+    overwrite: bool = opt(False, help="Replace an output directory that holds a different run.")
     progress: bool = True
 
     RUNTIME_FIELDS = ("inp", "out", "batch_size", "device", "workers", "overwrite", "progress")
@@ -58,13 +84,8 @@ def validate_config(cfg: AlignConfig, host: bool = True) -> None:
     also this machine's side (template file, device). align() calls it before touching --out;
     `synthgen run` calls it for [align] before any stage runs."""
     check_types(cfg)
-    check_choice(cfg.detector, "--detector", tuple(DETECTORS))
-    check_choice(cfg.select, "--select", ("largest", "center", "prob"))
-    check_choice(cfg.on_miss, "--on-miss", ("skip", "center-crop", "keep"))
-    for flag, value, lo, hi in (("--size", cfg.size, 16, None), ("--min-face-size", cfg.min_face_size, 1, None),
-                                ("--min-prob", cfg.min_prob, 0, 1), ("--batch-size", cfg.batch_size, 1, None),
-                                ("--detect-size", cfg.detect_size, 0, None), ("--workers", cfg.workers, 1, None)):
-        check_range(value, flag, lo, hi)
+    check_choices(cfg, ("detector", "select", "on_miss"))
+    check_ranges(cfg, ("size", "min_face_size", "min_prob", "batch_size", "detect_size", "workers"))
     t = cfg.thresholds
     if len(t) != 3 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1 for v in t):
         raise UsageError(f"expected three numbers in (0, 1) like 0.6,0.7,0.7, got {t}", "--thresholds")

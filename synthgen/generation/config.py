@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-
 from synthgen.contract import MARKERS
+from synthgen.encodings import FILE_FORMATS
 from synthgen.errors import DataError, UsageError
-from synthgen.runs import check_choice, check_device, check_range, check_types
+from synthgen.options import check_choices, check_ranges, opt
+from synthgen.runs import check_device, check_types
 from synthgen.seeding import parse_int_list
 
 # Samples per network call, fixed per run so that outputs never depend on batching. CPU: 16
@@ -17,40 +18,61 @@ DEFAULT_CHUNK = {"cpu": 16, "cuda": 256}
 FORWARD_CHUNK = DEFAULT_CHUNK["cpu"]  # the CPU default (kept for callers of the old name)
 RUN_JSON = MARKERS["generate"]
 PARTS_DIR = ".parts"
+# = the StyleGAN backend's NOISE_MODES and PRECISIONS (a test checks), without importing torch
+NOISE_MODES = ("const", "random", "none")
+PRECISIONS = ("auto", "fp32", "fp16")
 
 
 @dataclass
 class GenerateConfig:
-    network: str  # path to a NVIDIA .pkl or a synthgen checkpoint
-    out: str  # output directory
-    classes: str = "all"  # "all", "0-10571", "0,5,7-9" (conditional nets only)
-    per_class: int = 60  # images per class (conditional nets)
-    count: int | None = None  # instances (unconditional nets)
-    views: int = 1  # re-renderings per instance (unconditional nets)
-    mix_layers: str | None = None  # ws layers taken from the mixing latent for views >= 1; None = second half
-    seed: int = 0  # base seed of the run
-    seeds: str | None = None  # explicit NVIDIA seeds: one image per seed (per class)
-    seed_pool: str | None = None  # SFace recipe: latents drawn from this pool of NVIDIA seeds
-    psi: float = 1.0  # truncation psi; 1 = none
-    truncation_cutoff: int | None = None  # truncate only the first N ws; None = all
-    noise_mode: str = "const"  # const | random (seeded per image) | none
-    batch_size: int = 64  # images per step (network calls are always chunk_size samples)
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    force_fp32: bool = False  # alias of precision="fp32"
-    precision: str = "auto"  # auto (fp16 blocks in fp16 on CUDA, fp32 on CPU) | fp32 | fp16 (any device)
-    chunk_size: int | None = None  # samples per network call; None = DEFAULT_CHUNK of the device type
-    format: str = "png"  # png | jpg
-    jpeg_quality: int = 95
-    writers: int = 4  # encoder/writer threads
-    overwrite: bool = False
-    align: bool = False  # align each image on the fly (MTCNN + ArcFace template); retry misses
-    max_retries: int = 10  # with --align: new seeds tried per image before giving up
-    align_size: int = 112  # with --align: crop side
-    align_template: str = "arcface"  # with --align: arcface | arcface-shift8 | FILE.json
-    min_face_size: int = 20  # with --align: MTCNN minimum face size
-    align_batched: bool | None = None  # with --align: one MTCNN call per step, misses re-checked per image; None = on CUDA only
-    shard_index: int | None = None  # job-array slice (None = all, or from torchrun's RANK)
-    num_shards: int | None = None
+    network: str = opt(path="file", metavar="PKL_OR_CKPT", help="NVIDIA StyleGAN2-ADA .pkl or synthgen checkpoint.")
+    out: str = opt(path="dir", metavar="DIR", help="Output directory.")
+    classes: str = opt("all", metavar="all|RANGE|LIST",
+                       help="Classes to sample, e.g. 0-10571 or 0,5,7-9 (conditional nets).")
+    # per_class and count: any integer on the command line, the range is checked by validate_config
+    per_class: int = opt(60, type=int, range=(1, None), unit="images", metavar="N",
+                         help="Images per class (conditional nets).")
+    count: int | None = opt(None, type=int, range=(1, None), unit="instances", metavar="N",
+                            help="Instances to sample (unconditional nets).")
+    views: int = opt(1, range=(1, None), metavar="K", help="GAN re-renderings per instance (unconditional nets).")
+    mix_layers: str | None = opt(None, metavar="A-B",
+                                 help="ws layers a view takes from its mixing latent [default: second half].")
+    seed: int = opt(0, range=(0, None), metavar="INT", help="Base seed of the run.")
+    seeds: str | None = opt(None, metavar="LIST",
+                            help="Explicit NVIDIA seeds, one image per seed (per class), e.g. 0-99.")
+    seed_pool: str | None = opt(None, metavar="RANGE",
+                                help="SFace recipe: draw latents from this pool of seeds, e.g. 1-1000.")
+    psi: float = opt(1.0, metavar="FLOAT", help="Truncation psi (1 = no truncation).")
+    truncation_cutoff: int | None = opt(None, range=(0, None), metavar="N", help="Truncate only the first N ws.")
+    noise_mode: str = opt("const", choices=NOISE_MODES, help="Per-layer noise; 'random' is seeded per image.")
+    batch_size: int = opt(64, range=(1, None), unit="images", metavar="N",
+                          help="Images per step (never changes an image).")
+    device: str = opt("auto", metavar="auto|cpu|cuda|cuda:N", help="Where to run the network.")
+    force_fp32: bool = opt(False, help="Alias of --precision fp32.")
+    precision: str = opt("auto", choices=PRECISIONS,
+                         help="fp16 blocks of the file: auto = fp16 on CUDA, fp32 on CPU; fp16 = on any device "
+                              "(CPU: slow, reproduces NVIDIA's CPU fp16 outputs).")
+    # None = DEFAULT_CHUNK of the device type; resolve_chunk checks the range with its own message
+    chunk_size: int | None = opt(None, range=(1, None), unit="samples", metavar="N",
+                                 help="Samples per network call; outputs depend on it, never on --batch-size. "
+                                      "[default: 16 on CPU, 256 on CUDA; 1 with --precision fp16 rounds exactly "
+                                      "as NVIDIA's generate.py]")
+    format: str = opt("png", choices=lambda: tuple(FILE_FORMATS), help="Image file format.")
+    jpeg_quality: int = opt(95, range=(1, 100), metavar="Q", help="JPEG quality (with --format jpg).")
+    writers: int = opt(4, range=(1, None), unit="threads", metavar="N", help="Encoder/writer threads.")
+    overwrite: bool = opt(False, help="Replace an output directory that holds a different run.")
+    align: bool = opt(False, help="Align each image on the fly; re-render misses with new seeds.")
+    max_retries: int = opt(10, range=(0, None), metavar="N", help="With --align: new seeds tried per image.")
+    align_size: int = opt(112, range=(16, None), unit="px", metavar="PX", help="With --align: crop side.")
+    align_template: str = opt("arcface", metavar="NAME|FILE.json", help="With --align: landmark template.")
+    min_face_size: int = opt(20, range=(1, None), unit="px", metavar="PX", help="With --align: MTCNN minimum face size.")
+    # None = batched on CUDA only
+    align_batched: bool | None = opt(None, flag="--batched-align", off_flag="--per-image-align",
+                                     help="With --align: detect a whole step in one MTCNN call, misses re-checked "
+                                          "per image. [default: batched on CUDA, per image on CPU]")
+    # job-array slice (None = all, or from torchrun's RANK)
+    shard_index: int | None = opt(None, metavar="I", help="Job arrays: this job's slice (with --num-shards).")
+    num_shards: int | None = opt(None, metavar="N", help="Job arrays: number of slices.")
     progress: bool = True
 
     # Fields that do not change any output byte, so a resume may change them.
@@ -83,19 +105,10 @@ def validate_config(cfg: GenerateConfig, host: bool = True) -> None:
     with `host`, also this machine's side (network file, --align template file, device).
     generate() calls it before touching --out; `synthgen run` calls it before any stage runs."""
     check_types(cfg)
-    check_choice(cfg.noise_mode, "--noise-mode", ("const", "random", "none"))
-    check_choice(cfg.format, "--format", ("png", "jpg"))
-    from synthgen.generators.stylegan2ada import PRECISIONS
-
-    check_choice(cfg.precision, "--precision", PRECISIONS)
+    check_choices(cfg, ("noise_mode", "format", "precision"))
     resolve_chunk(cfg, "cpu")  # --chunk-size
-    for flag, value, lo, hi in (("--per-class", cfg.per_class, 1, None), ("--count", cfg.count, 1, None),
-                                ("--views", cfg.views, 1, None), ("--seed", cfg.seed, 0, None),
-                                ("--truncation-cutoff", cfg.truncation_cutoff, 0, None),
-                                ("--batch-size", cfg.batch_size, 1, None), ("--writers", cfg.writers, 1, None),
-                                ("--jpeg-quality", cfg.jpeg_quality, 1, 100), ("--max-retries", cfg.max_retries, 0, None),
-                                ("--align-size", cfg.align_size, 16, None), ("--min-face-size", cfg.min_face_size, 1, None)):
-        check_range(value, flag, lo, hi)
+    check_ranges(cfg, ("per_class", "count", "views", "seed", "truncation_cutoff", "batch_size", "writers",
+                       "jpeg_quality", "max_retries", "align_size", "min_face_size"))
     if cfg.align and cfg.format != "png":
         raise UsageError("--align writes PNG crops (provenance lives in a PNG text chunk); drop --format jpg", "--format")
     for flag, text in (("--seeds", cfg.seeds), ("--seed-pool", cfg.seed_pool), ("--classes", cfg.classes),

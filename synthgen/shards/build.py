@@ -19,6 +19,7 @@ from synthgen import __version__
 from synthgen.errors import DataError, UsageError
 from synthgen.fsutil import atomic_write_text, sha256_file
 from synthgen.imageio import UnreadableImage, load_rgb
+from synthgen.options import check_choices, check_ranges, opt
 from synthgen.runs import config_hash, ensure_writable_dir
 from synthgen.safepath import show_path
 from synthgen.stage import StageSummary
@@ -30,13 +31,14 @@ from .plan import _source_config_hash, plan
 
 @dataclass
 class ShardConfig:
-    inp: str  # folder tree (+ manifest.jsonl from generate/align, if present)
-    out: str  # shard directory
-    shard_size: int = 10000  # items per shard
-    encoding: str = "raw"  # raw | png | jpeg
-    jpeg_quality: int = 95
-    compression: str = "none"  # HDF5 filter for raw images: none | lzf | gzip
-    overwrite: bool = False
+    inp: str = opt(flag="--in", path="any", metavar="DIR",
+                   help="Identity-folder tree (+ manifest.jsonl from generate/align).")
+    out: str = opt(path="dir", metavar="DIR", help="Shard directory.")
+    shard_size: int = opt(10000, range=(1, None), unit="images", metavar="N", help="Items per shard.")
+    encoding: str = opt("raw", choices=ENCODINGS, help="How images are stored.")
+    jpeg_quality: int = opt(95, range=(1, 100), metavar="Q", help="With --encoding jpeg.")
+    compression: str = opt("none", choices=COMPRESSIONS, help="HDF5 filter for raw images.")
+    overwrite: bool = opt(False, help="Replace an output directory that holds a different run.")
     progress: bool = True
 
     RUNTIME_FIELDS = ("inp", "out", "overwrite", "progress")
@@ -49,14 +51,11 @@ def _identity(cfg: ShardConfig) -> dict:
 def validate(cfg: ShardConfig, host: bool = True) -> None:
     """Side-effect-free checks of a ShardConfig: field types, choices, ranges (also run by
     `synthgen run` for every stage before anything is created)."""
-    from synthgen.runs import check_range, check_types
+    from synthgen.runs import check_types
 
     check_types(cfg)
-    check_range(cfg.jpeg_quality, "--jpeg-quality", 1, 100)
-    if cfg.encoding not in ENCODINGS:
-        raise UsageError(f"'{cfg.encoding}' is not one of {', '.join(ENCODINGS)}", "--encoding")
-    if cfg.compression not in COMPRESSIONS:
-        raise UsageError(f"'{cfg.compression}' is not one of {', '.join(COMPRESSIONS)}", "--compression")
+    check_ranges(cfg, ("jpeg_quality",))
+    check_choices(cfg, ("encoding", "compression"), message="'{value}' is not one of {choices}")
     if cfg.shard_size < 1:
         raise UsageError(f"must be >= 1, got {cfg.shard_size}", "--shard-size")
 
