@@ -126,13 +126,15 @@ def render_html(report, plots, flagged, syn_images, auth_images, sides=None, max
                              + (f", config hash <code>{e(r['config_hash'][:16])}…</code>" if r.get("config_hash") else "")
                              + (f", source config hash <code>{e(r['source_config_hash'][:16])}…</code>"
                                 if r.get("source_config_hash") else ""))
+        if len(parts) == 1:
+            parts.append("no run record (run.json / align.json / index.json) found: not identified by a hash")
         rows.append((side, "<br>".join(parts)))
     for m in report["matchers"]:
         mm = m["matcher"]
         rows.append((f"matcher {mm['name']}", f"<code>{e(mm['id'])}</code>" + (
             f", weights sha256 <code>{e(mm['weights_sha256'])}</code>" if mm.get("weights_sha256") else
             " (no weights file)") + f", device {e(mm['device'])}"))
-    ident = "<h2>What was audited</h2><table>" + "".join(f"<tr><th>{e(a)}</th><td>{b}</td></tr>" for a, b in rows) + "</table>"
+    audited = "<h2>What was audited</h2><table>" + "".join(f"<tr><th>{e(a)}</th><td>{b}</td></tr>" for a, b in rows) + "</table>"
 
     valid = ""
     for m in report["matchers"]:
@@ -241,6 +243,6 @@ table{{border-collapse:collapse}}th,td{{text-align:left;padding:4px 10px;border-
 .small{{font-size:12px;color:#555}}.plot{{max-width:100%}}.pairs{{display:flex;flex-wrap:wrap;gap:12px}}
 figure{{margin:0;font-size:11px;text-align:center}}figure img{{width:96px;height:96px;image-rendering:pixelated}}</style></head><body>
 <h1>Identity-leakage report</h1>
-{head}{warn}{ident}{valid}{pairs}{figs}
+{head}{warn}{audited}{valid}{pairs}{figs}
 <p class='small'>synthgen {e(report['synthgen_version'])} &middot; {e(report['created'])} &middot; {report['seconds']} s.
 Full numbers: <code>report.json</code>; quarantine list: <code>flagged.csv</code>.</p></body></html>"""

@@ -298,8 +298,9 @@ def _verdict(cfg, rule, alpha_m, per) -> tuple[dict, list]:
         first_rows = rows[:3]
         ex = "; ".join(f"{r['synthetic']} ~ {r['authentic']} (score {_s(r['score'])}, p {r['p_value']:.2g})"
                        for r in first_rows)
-        found = (f"{_n(len(imgs), 'synthetic image')} and {_n(len(ids), 'synthetic identity')} "
-                 f"{'matches' if len(imgs) + len(ids) == 1 else 'match'} an authentic one ({how}): {ex}.")
+        parts = [_n(len(x), w) for x, w in ((imgs, "synthetic image"), (ids, "synthetic identity")) if x]
+        found = (f"{' and '.join(parts)} {'matches' if len(imgs) + len(ids) == 1 else 'match'} an authentic one "
+                 f"({how}): {ex}.")
     if status == "inconclusive":
         reasons += problems
         if found:
