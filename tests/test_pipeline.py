@@ -101,6 +101,7 @@ def test_demo_end_to_end(tmp_path):
     assert rep["verdict"]["status"] == "inconclusive" and "INCONCLUSIVE" in r.output
     closest = [c["synthetic"] for c in rep["nearest"]["images"]["closest"][:3]]
     assert set(closest) == {f"{k:06d}/planted-{k}.png" for k in range(3)}
+    assert rep["dataset"]["synthetic"]["generator_sha256"] and rep["dataset"]["synthetic"]["shard"]["sha256"]
 
 
 def _run_worker(rank, world, port, cfg):

@@ -226,10 +226,15 @@ def _analyse(cfg, name, matcher, syn, auth, device, rule, alpha) -> dict:
                         f"{_pct(fn['rate'])} of same-person pairs (FNMR, 95 % CI {_ci(fn['ci95'])}; bound "
                         f"{_pct(cfg.fnmr_bound)}), so an unflagged image says little.")
     fit = g["fit"]
-    fit_note = None
+    notes = []
+    if rule == "search" and len(S["id_null"]) < need:
+        notes.append(f"Only {_n(len(S['id_null']), 'authentic identity')} for the identity-level null ({name}): "
+                     "the identity-level test has little power; synthetic identities are judged mainly through "
+                     "their images.")
     if fit and fit.get("ks_pvalue") is not None and fit["ks_pvalue"] < 0.01:
-        fit_note = (f"The tail model of {name}'s null fits poorly (Kolmogorov-Smirnov p {fit['ks_pvalue']:.2g}); "
-                    "p-values beyond the sampled null are approximate.")
+        notes.append(f"The tail model of {name}'s null fits poorly (Kolmogorov-Smirnov p {fit['ks_pvalue']:.2g}); "
+                     "p-values beyond the sampled null are approximate.")
+    fit_note = " ".join(notes) or None
     decision = {"rule": rule, "alpha": alpha if rule == "search" else None, "tests": g["tests"],
                 "operating_score": thr, "identity_operating_score": id_thr,
                 "fnmr_at_operating": fn["rate"], "fnmr_at_operating_ci95": fn["ci95"],
@@ -425,15 +430,16 @@ def _alignment_warnings(cfg) -> list[str]:
     else:
         from PIL import Image
 
-        from synthgen.imageio import list_images
-
         sizes = set()
-        for k in [k for k in list_images(p) if "/" in k][:20]:
-            try:
-                with Image.open(p / k) as im:
-                    sizes.add((im.size[1], im.size[0]))
-            except OSError:
-                continue
+        dirs = sorted(x for x in p.iterdir() if x.is_dir())[:5]  # a sample: 4 images from each of 5 identities
+        for sub in dirs:
+            files = sorted(f for f in sub.iterdir() if f.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp", ".bmp"))
+            for f in files[:4]:
+                try:
+                    with Image.open(f) as im:
+                        sizes.add((im.size[1], im.size[0]))
+                except OSError:
+                    continue
     bad = sorted(s for s in sizes if tuple(s) != (112, 112))
     if not bad:
         return []
@@ -476,7 +482,7 @@ def _g(x) -> str:
 
 
 def _s(x) -> str:
-    return f"{x:.3f}" if math.isfinite(x) else ("none reachable" if x > 0 else "-inf")
+    return f"{x:.3f}" if math.isfinite(x) else ("+inf (no score can reach the required p-value)" if x > 0 else "-inf")
 
 
 def _list(items, k: int = 10) -> str:
