@@ -113,17 +113,17 @@ def whole(sizes, before_src, reps=1):
                 print(f"| {n:,} x {n:,} | {label} | {r['seconds']} | {r['status']} | {r['flagged_images']:,} |", flush=True)
 
 
-def simulate(reps, alpha=0.01):
+def simulate(reps, alpha=0.01, sizes=((2000, 500), (10000, 1000)), start=0):
     """Clean sets and planted near-copies, as tests/test_gate.py, with more repetitions."""
     from synthgen.audit import decision as D
     from synthgen.audit import metrics as M
 
     print(f"| gallery (authentic images) | synthetic images | repetitions | clean runs with any flag (95 % CI) | "
           f"clean images over the per-pair FMR 1e-3 threshold | planted near-copies flagged |\n|---|---|---|---|---|---|")
-    for n_a, n_s in ((2000, 500), (10000, 1000)):
+    for n_a, n_s in sizes:
         tripped, pairwise, planted, planted_hit = 0, [], 0, 0
-        r_eff = reps if n_a <= 2000 else max(reps // 5, 1)
-        for r in range(r_eff):
+        r_eff = reps if n_a <= 2000 or len(sizes) == 1 else max(reps // 5, 1)
+        for r in range(start, start + r_eff):
             rng = np.random.RandomState(r)
             a, al = _clusters(n_a // 5, 5, 64, rng)
             s, sl = _clusters(n_s // 5, 5, 64, rng)
@@ -144,7 +144,7 @@ def simulate(reps, alpha=0.01):
                     planted_hit += int(g["image_flag"][[0, 5, 10]].sum())
                 else:
                     tripped += bool(g["image_flag"].any() or g["identity_flag"].any())
-                    if r < 10:
+                    if r < start + 10:
                         ii, ij = M.imposter_pairs_distinct(al, 200_000, rng)
                         pairwise.append(np.mean(best >= M.threshold_at_fmr(M.pair_scores(a, a, ii, ij), 1e-3)))
         lo, hi = M.clopper_pearson(tripped, r_eff)
@@ -159,6 +159,8 @@ def main():
     ap.add_argument("--whole", default=None, help="comma-separated N: time whole audits")
     ap.add_argument("--before-src", default=None, help="directory holding the `synthgen` package to compare with")
     ap.add_argument("--simulate", type=int, default=None, help="repetitions of the gate simulation")
+    ap.add_argument("--sim-size", default=None, metavar="GALLERY:SYNTHETIC", help="one simulation size only")
+    ap.add_argument("--sim-start", type=int, default=0, help="first simulation seed")
     ap.add_argument("--_search", default=None)
     ap.add_argument("--_whole", default=None)
     a = ap.parse_args()
@@ -175,7 +177,8 @@ def main():
         return
     if a.simulate:
         print(f"machine: {machine()}\n")
-        simulate(a.simulate)
+        sizes = (tuple(int(x) for x in a.sim_size.split(":")),) if a.sim_size else ((2000, 500), (10000, 1000))
+        simulate(a.simulate, sizes=sizes, start=a.sim_start)
         return
     if a._search:
         n, backend = a._search.split(":")
