@@ -346,3 +346,12 @@ def test_provenance_of_a_shard_directory(tmp_path, folders):
 
     assert p["shard"]["sha256"] == hashlib.sha256((tmp_path / "shards" / "index.json").read_bytes()).hexdigest()
     assert p["shard"]["config_hash"] == idx["config_hash"]
+
+
+def test_search_shows_a_progress_bar(capsys):
+    rng = np.random.RandomState(0)
+    a, al, _ = clusters(50, 4, 16, rng)
+    M.topk_search(a, a, 2, progress=True, desc="search synthetic")
+    M.leave_identity_out_best(a, al, np.arange(len(a)), progress=True, desc="search authentic (null)")
+    err = capsys.readouterr().err
+    assert "search synthetic" in err and "search authentic (null)" in err and "200/200" in err
