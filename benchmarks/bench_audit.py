@@ -118,8 +118,8 @@ def simulate(reps, alpha=0.01, sizes=((2000, 500), (10000, 1000)), start=0):
     from synthgen.audit import decision as D
     from synthgen.audit import metrics as M
 
-    print(f"| gallery (authentic images) | synthetic images | repetitions | clean runs with any flag (95 % CI) | "
-          f"clean images over the per-pair FMR 1e-3 threshold | planted near-copies flagged |\n|---|---|---|---|---|---|")
+    print("| gallery (authentic images) | synthetic images | repetitions | clean runs with any flag (95 % CI) | "
+          "clean images over the per-pair FMR 1e-3 threshold | planted near-copies flagged |\n|---|---|---|---|---|---|")
     for n_a, n_s in sizes:
         tripped, pairwise, planted, planted_hit = 0, [], 0, 0
         r_eff = reps if n_a <= 2000 or len(sizes) == 1 else max(reps // 5, 1)
