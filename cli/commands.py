@@ -187,25 +187,29 @@ def export(directory, fmt, out, shuffle, seed, jpeg_quality, image_format, overw
 @click.option("--synthetic", required=True, metavar="PATH", help="Aligned synthetic set: folder tree or shard dir (.npz/.h5 with --matcher embeddings).")
 @click.option("--authentic", required=True, metavar="PATH", help="Aligned authentic set (e.g. the GAN's training data), same forms.")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=str), metavar="DIR", help="Report directory.")
-@click.option("--matcher", default="facenet-vggface2", type=click.Choice(MATCHER_NAMES), help="Face matcher (pixels: a test double, not a face matcher).")
-@click.option("--weights", default=None, type=click.Path(dir_okay=False, path_type=str), metavar="FILE", help="Matcher weights (needed offline).")
+@click.option("--matcher", "matchers", multiple=True, type=click.Choice(MATCHER_NAMES), help="Face matcher (repeatable: each gets its own calibration; pixels: a test double, not a face matcher) [default: facenet-vggface2].")
+@click.option("--weights", "weights", multiple=True, type=click.Path(dir_okay=False, path_type=str), metavar="FILE", help="Matcher weights (needed offline); repeatable: one per --matcher, in order.")
 @click.option("--arch", default="r100", type=click.Choice(["r18", "r34", "r50", "r100"]), help="iResNet depth (--matcher iresnet).")
-@click.option("--fmr", default=1e-3, type=float, metavar="RATE", help="Target false-match rate that fixes the threshold.")
-@click.option("--threshold", default=None, type=float, metavar="T", help="Explicit cosine threshold (overrides --fmr).")
+@click.option("--rule", default=None, type=click.Choice(["search", "pairwise"]), help="search: p-values against the leave-identity-out null, Holm at --alpha [default]; pairwise: best score >= the per-pair --fmr/--threshold threshold [default with --threshold].")
+@click.option("--alpha", default=0.01, type=float, metavar="RATE", help="search rule: chance that a clean dataset gets any flag.")
+@click.option("--combine", default="any", type=click.Choice(["any", "all"]), help="Several matchers: flag when any / all of them flag.")
+@click.option("--fmr", default=1e-3, type=float, metavar="RATE", help="Per-pair false-match rate that fixes the pairwise threshold.")
+@click.option("--threshold", default=None, type=float, metavar="T", help="Explicit per-pair cosine threshold (implies --rule pairwise).")
 @click.option("--batch-size", default=256, type=click.IntRange(min=1), metavar="N", help="Images per matcher call.")
 @click.option("--device", default="auto", metavar="auto|cpu|cuda", help="Where to run the matcher and the search.")
 @click.option("--max-per-class", default=None, type=click.IntRange(min=1), metavar="N", help="Use at most N images per identity.")
 @click.option("--top-k", default=5, type=click.IntRange(min=1), metavar="K", help="Neighbours listed per flagged item.")
 @click.option("--label-map", default="auto", type=click.Choice(["auto", "name", "index"]), help="How synthetic class i finds authentic class i.")
 @click.option("--cache-dir", default=None, type=click.Path(file_okay=False, path_type=str), metavar="DIR", help="Embeddings cache [default: OUT/embeddings].")
-@click.option("--fail-on-leak", is_flag=True, help="Exit with code 3 when anything is flagged (release gate).")
+@click.option("--fail-on-leak", is_flag=True, help="Release gate: exit 3 on a leak, 4 when inconclusive.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
-def audit(synthetic, authentic, out, matcher, weights, arch, fmr, threshold, batch_size, device, max_per_class,
-          top_k, label_map, cache_dir, fail_on_leak, quiet, as_json):
+def audit(synthetic, authentic, out, matchers, weights, arch, rule, alpha, combine, fmr, threshold, batch_size, device,
+          max_per_class, top_k, label_map, cache_dir, fail_on_leak, quiet, as_json):
     """Identity-leakage report: can a synthetic identity or image be linked to a real one?
 
-    Writes report.json, report.html, flagged.csv and an embeddings cache under OUT.
+    Writes report.json (verdict.status: pass | leak | inconclusive, with reasons), report.html,
+    flagged.csv and an embeddings cache under OUT.
 
     \b
     Examples:
@@ -216,20 +220,28 @@ def audit(synthetic, authentic, out, matcher, weights, arch, fmr, threshold, bat
     """
     from synthgen.audit.report import AuditConfig, run_audit
 
-    r = run_audit(AuditConfig(synthetic=synthetic, authentic=authentic, out=out, matcher=matcher, weights=weights,
-                              arch=arch, fmr=fmr, threshold=threshold, batch_size=batch_size, device=device,
-                              max_per_class=max_per_class, top_k=top_k, label_map=label_map, cache_dir=cache_dir,
-                              fail_on_leak=fail_on_leak, progress=not (quiet or as_json)))
+    names = list(matchers) or ["facenet-vggface2"]
+    r = run_audit(AuditConfig(synthetic=synthetic, authentic=authentic, out=out,
+                              matcher=names[0] if len(names) == 1 else names,
+                              weights=(weights[0] if len(weights) == 1 else list(weights)) if weights else None,
+                              arch=arch, rule=rule, alpha=alpha, combine=combine, fmr=fmr, threshold=threshold,
+                              batch_size=batch_size, device=device, max_per_class=max_per_class, top_k=top_k,
+                              label_map=label_map, cache_dir=cache_dir, fail_on_leak=fail_on_leak,
+                              progress=not (quiet or as_json)))
     v = r["verdict"]
     if as_json:
         echo_json(v)
     elif not quiet:
-        n = r["nearest"]
-        click.echo(f"threshold {v['threshold']:.4f}: flagged {v['flagged_images']}/{n['images']['count']} images "
-                   f"(chance {n['images']['chance_fraction']:.3%}), {v['flagged_identities']}/{n['identities']['count']} "
-                   f"identities; report: {out}/report.html")
-    if fail_on_leak and v["leak"]:
-        raise SystemExit(3)
+        for w in r["warnings"]:
+            click.echo(f"warning: {w}", err=True)
+        click.echo(f"verdict: {v['status'].upper()}")
+        for reason in v["reasons"]:
+            click.echo(f"  - {reason}")
+        for step in v["next_steps"]:
+            click.echo(f"  next: {step}")
+        click.echo(f"report: {out}/report.html")
+    if fail_on_leak and v["status"] != "pass":
+        raise SystemExit(3 if v["status"] == "leak" else 4)
 
 
 @cli.command()

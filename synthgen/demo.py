@@ -5,14 +5,17 @@ What it builds, all from fixed seeds:
   matcher.pth     an arcface_torch-style iResNet-18 with RANDOM weights
   authentic/      a small "authentic" set: 8 identities rendered by a second random network
   run/            generate -> align -> shard -> audit, via the same code as `synthgen run`
-A few authentic images are planted into the synthetic set before alignment, so the report
-shows what a flagged leak looks like. Random weights make coloured noise, not faces: MTCNN
+A few authentic images are planted into the synthetic set before alignment; they show up as
+the closest synthetic-authentic pairs. The verdict is honestly INCONCLUSIVE: a random-weight
+matcher cannot separate identities and 48 authentic images are too few to calibrate the search
+rule, so the gate neither passes nor calls a leak. Random weights make coloured noise, not faces: MTCNN
 finds none and alignment falls back to a centre crop. Real use needs a trained generator
 and matcher weights (see README).
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -80,7 +83,12 @@ def run_demo(out="demo-run", progress=True, log=print) -> dict:
     log("Demo finished. The generator and the matcher have RANDOM weights: the images are coloured")
     log("noise and the scores say nothing about real faces. For real use, pass a trained StyleGAN2-ADA")
     log("checkpoint (e.g. SFace's .pkl) and real matcher weights; see README.")
-    log(f"Planted {PLANTED} authentic images into the synthetic set; the audit flagged "
-        f"{v['flagged_images']} images and {v['flagged_identities']} identities.")
+    rep = json.loads((out / "run" / "audit" / "report.json").read_text())
+    closest = [c["synthetic"] for c in rep["nearest"]["images"].get("closest", [])[:PLANTED]]
+    log(f"Planted {PLANTED} authentic images into the synthetic set; the closest pairs found: {', '.join(closest)}.")
+    log(f"Verdict: {v.get('status', 'n/a').upper()} ({v['flagged_images']} images and {v['flagged_identities']} "
+        "identities flagged); why:")
+    for reason in v.get("reasons", []):
+        log(f"  - {reason}")
     log(f"Report: {report}")
     return record

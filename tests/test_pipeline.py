@@ -96,9 +96,12 @@ def test_demo_end_to_end(tmp_path):
     assert r.exit_code == 0, r.output
     assert "RANDOM weights" in r.output and "report.html" in r.output
     rep = json.loads((tmp_path / "demo" / "run" / "audit" / "report.json").read_text())
-    flagged = [l.split(",")[1] for l in (tmp_path / "demo" / "run" / "audit" / "flagged.csv").read_text().splitlines()[1:]]
-    assert {f"{k:06d}/planted-{k}.png" for k in range(3)} <= set(flagged)
-    assert rep["nearest"]["images"]["flagged"] >= 3
+    # a random-weight matcher and 48 authentic images: honestly inconclusive, never a pass or a leak;
+    # the planted copies are still the closest pairs the search found
+    assert rep["verdict"]["status"] == "inconclusive" and "INCONCLUSIVE" in r.output
+    closest = [c["synthetic"] for c in rep["nearest"]["images"]["closest"][:3]]
+    assert set(closest) == {f"{k:06d}/planted-{k}.png" for k in range(3)}
+    assert rep["dataset"]["synthetic"]["generator_sha256"] and rep["dataset"]["synthetic"]["shard"]["sha256"]
 
 
 def _run_worker(rank, world, port, cfg):

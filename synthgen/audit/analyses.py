@@ -3,9 +3,9 @@
 1. calibration      authentic genuine/imposter pairs -> threshold at the target FMR, EER, FNMR
 2. same_label       SFace protocol: synthetic class i vs authentic class i (genuine) and vs j != i
                     (imposter), with authentic-authentic and synthetic-synthetic baselines
-3. nearest          every synthetic image and identity template -> top-k authentic neighbours;
-                    flagged when the best score >= threshold; compared with the chance rate (the
-                    same search for authentic queries against other authentic identities)
+3. searches         every synthetic image and identity template -> top-k authentic neighbours,
+                    and the null: authentic queries against other authentic identities (the
+                    decision itself is in `decision`); nearest_summary / flag_rows report them
 4. collisions       synthetic identity templates matching each other above the threshold
 5. intra_class      per synthetic identity: mean pairwise score (consistency) and 1 - that (diversity)
 
@@ -37,18 +37,49 @@ class Sides:
         self.a_names, self.a_lab = np.unique(self.auth.identities, return_inverse=True)
 
 
+def drop_nonfinite(e: Embedded) -> tuple[Embedded, list]:
+    """Rows with a NaN/inf component or a (near) zero norm removed -> (kept, excluded keys)."""
+    ok = np.isfinite(e.emb).all(1)
+    ok[ok] = np.linalg.norm(e.emb[ok], axis=1) > 0.5  # stored rows are unit vectors; 0 = a zero vector
+    if ok.all():
+        return e, []
+    keep = np.flatnonzero(ok)
+    bad = [e.keys[i] for i in np.flatnonzero(~ok)]
+    return Embedded([e.keys[i] for i in keep], [e.identities[i] for i in keep], e.emb[keep], e.unreadable), bad
+
+
+def rate(k: int, n: int) -> dict:
+    """A measured rate with its exact (Clopper-Pearson) 95 % interval."""
+    return {"count": int(k), "n": int(n), "rate": (k / n) if n else None, "ci95": M.clopper_pearson(int(k), int(n))}
+
+
 def calibration(d: Sides, fmr: float, threshold, max_pairs: int, rng, dist: dict) -> dict:
+    """Authentic genuine / imposter pairs, DISTINCT and sampled without replacement; the per-pair
+    threshold at `fmr` (or the explicit one); measured FMR / FNMR with exact intervals; EER with a
+    bootstrap interval. The rule of three: a rate of `fmr` needs >= 3 / fmr distinct imposter pairs."""
     gi, gj = M.genuine_pairs(d.a_lab, max_pairs, rng)
-    ii, ij = M.imposter_pairs(d.a_lab, d.a_lab, max_pairs, rng, same_set=True)
+    ii, ij = M.imposter_pairs_distinct(d.a_lab, max_pairs, rng)
     if len(ii) == 0:
         raise DataError("--authentic: needs at least two identities to calibrate a threshold")
+    g_total, i_total = M.pair_totals(d.a_lab)
     a_gen, a_imp = M.pair_scores(d.auth.emb, d.auth.emb, gi, gj), M.pair_scores(d.auth.emb, d.auth.emb, ii, ij)
     dist["authentic vs authentic"] = (a_gen, a_imp)
     thr = threshold if threshold is not None else M.threshold_at_fmr(a_imp, fmr)
-    return {"threshold": thr,
-            "threshold_source": "--threshold" if threshold is not None else f"FMR {fmr:g} on authentic imposter pairs",
-            "target_fmr": fmr, "fmr_at_threshold": M.fmr_at(a_imp, thr),
-            "fnmr_at_threshold": M.fnmr_at(a_gen, thr) if len(a_gen) else None, **M.summary(a_gen, a_imp)}
+    fm = rate(int((a_imp >= thr).sum()), len(a_imp))
+    fn = rate(int((a_gen < thr).sum()), len(a_gen))
+    out = {"threshold": thr,
+           "threshold_source": "--threshold" if threshold is not None else f"FMR {fmr:g} on authentic imposter pairs",
+           "target_fmr": fmr, "fmr_at_threshold": fm["rate"], "fmr_at_threshold_ci95": fm["ci95"],
+           "fnmr_at_threshold": fn["rate"], "fnmr_at_threshold_ci95": fn["ci95"],
+           "genuine_pairs_distinct": g_total, "imposter_pairs_distinct": i_total,
+           "sampling": "distinct pairs, without replacement (all of them when there are at most max_pairs)",
+           "imposter_pairs_needed": int(np.ceil(3 / fmr)),
+           "interval_methods": "rates: exact Clopper-Pearson 95 %; EER: percentile bootstrap 95 % (200 resamples "
+                               "of the pairs; pairs sharing images make the true intervals wider)",
+           **M.summary(a_gen, a_imp)}
+    if len(a_gen) and len(a_imp):
+        out["eer_ci95"] = M.eer_bootstrap_ci(a_gen, a_imp, seed=int(rng.randint(1 << 30)))
+    return out
 
 
 def same_label(d: Sides, thr: float, label_map: str, max_pairs: int, rng, dist: dict) -> dict:
@@ -79,46 +110,72 @@ def same_label(d: Sides, thr: float, label_map: str, max_pairs: int, rng, dist: 
     return out
 
 
-def nearest(d: Sides, thr: float, top_k: int, max_chance_queries: int, rng, device, pairwise_fmr) -> tuple[dict, list]:
-    """-> (summary, flagged rows sorted by score): images and identity templates vs authentic."""
+def searches(d: Sides, top_k: int, max_null_queries: int, rng, device, progress=False) -> dict:
+    """Every search the decision needs (none builds an N x M matrix):
+    synthetic images / identity templates -> top-k authentic; the null: authentic images against
+    the authentic gallery with their own identity left out (up to `max_null_queries` of them, drawn
+    without replacement), and authentic templates against the other authentic templates."""
     syn, auth = d.syn, d.auth
     k = max(1, min(top_k, len(auth.keys)))
-    img_s, img_i = M.topk_search(syn.emb, auth.emb, k, device=device)
+    img_s, img_i = M.topk_search(syn.emb, auth.emb, k, device=device, progress=progress, desc="search synthetic")
     s_names, s_tmpl = M.templates(syn.emb, syn.identities)
     a_tnames, a_tmpl = M.templates(auth.emb, auth.identities)
     kt = max(1, min(top_k, len(a_tnames)))
     id_s, id_i = M.topk_search(s_tmpl, a_tmpl, kt, device=device)
-    q = rng.permutation(len(auth.keys))[:max_chance_queries]
-    ch_s, _ = M.topk_search(auth.emb[q], auth.emb, 1, device=device, q_labels=d.a_lab[q], g_labels=d.a_lab,
-                            exclude_same_label=True)
-    cht_s, _ = (M.topk_search(a_tmpl, a_tmpl, 1, device=device, exclude_self=True) if len(a_tnames) > 1
-                else (np.full((1, 1), -np.inf), None))
-    flagged_img = np.flatnonzero(img_s[:, 0] >= thr)
-    flagged_id = np.flatnonzero(id_s[:, 0] >= thr)
-    summary = {
-        "images": {"count": len(syn.keys), "flagged": int(len(flagged_img)),
-                   "flagged_fraction": float(len(flagged_img) / len(syn.keys)),
-                   "chance_fraction": float(np.mean(ch_s[:, 0] >= thr)), "chance_queries": int(len(q)),
-                   "best_score_mean": float(img_s[:, 0].mean()), "best_score_max": float(img_s[:, 0].max())},
-        "identities": {"count": len(s_names), "flagged": int(len(flagged_id)),
-                       "flagged_fraction": float(len(flagged_id) / len(s_names)),
-                       "chance_fraction": float(np.mean(cht_s[:, 0] >= thr)),
-                       "best_score_mean": float(id_s[:, 0].mean()), "best_score_max": float(id_s[:, 0].max())},
+    q = np.sort(rng.permutation(len(auth.keys))[:max_null_queries])
+    null, _ = M.leave_identity_out_best(auth.emb, d.a_lab, q, device=device, progress=progress,
+                                        desc="search authentic (null)")
+    id_null = (M.topk_search(a_tmpl, a_tmpl, 1, device=device, exclude_self=True)[0][:, 0] if len(a_tnames) > 1
+               else np.zeros(0, np.float32))
+    return {"k": k, "kt": kt, "img_s": img_s, "img_i": img_i, "s_names": s_names, "a_tnames": a_tnames,
+            "id_s": id_s, "id_i": id_i, "null": null, "id_null": id_null}
+
+
+def nearest_summary(d: Sides, S: dict, thr: float, id_thr: float, flag_img, flag_id, pairwise_thr: float,
+                    pairwise_fmr) -> dict:
+    """Counts, fractions with exact intervals, and the chance rates (null scores >= threshold)."""
+    img_best, id_best = S["img_s"][:, 0], S["id_s"][:, 0]
+    null, id_null = S["null"], S["id_null"]
+    ni, nd = int(np.sum(flag_img)), int(np.sum(flag_id))
+    ch = int(np.sum(null >= thr))
+    chp = int(np.sum(null >= pairwise_thr))
+    chd = int(np.sum(id_null >= id_thr)) if len(id_null) else 0
+    return {
+        "images": {"count": len(img_best), "flagged": ni, "flagged_fraction": ni / len(img_best),
+                   "flagged_ci95": M.clopper_pearson(ni, len(img_best)),
+                   "chance_fraction": ch / len(null), "chance_ci95": M.clopper_pearson(ch, len(null)),
+                   "chance_queries": int(len(null)),
+                   "chance_fraction_pairwise_threshold": chp / len(null),
+                   "chance_pairwise_ci95": M.clopper_pearson(chp, len(null)),
+                   "best_score_mean": float(img_best.mean()), "best_score_max": float(img_best.max())},
+        "identities": {"count": len(id_best), "flagged": nd, "flagged_fraction": nd / len(id_best),
+                       "flagged_ci95": M.clopper_pearson(nd, len(id_best)),
+                       "chance_fraction": (chd / len(id_null)) if len(id_null) else None,
+                       "chance_ci95": M.clopper_pearson(chd, len(id_null)), "chance_queries": int(len(id_null)),
+                       "best_score_mean": float(id_best.mean()), "best_score_max": float(id_best.max())},
         "pairwise_fmr_at_threshold": pairwise_fmr,
     }
+
+
+def flag_rows(d: Sides, S: dict, flag_img, flag_id, p_img, padj_img, p_id, padj_id, matcher: str) -> list[dict]:
+    """flagged.csv rows (images, then identities), best score first."""
+    syn, auth = d.syn, d.auth
+    img_s, img_i, id_s, id_i = S["img_s"], S["img_i"], S["id_s"], S["id_i"]
     rows = [
         {"kind": "image", "synthetic": syn.keys[r], "synthetic_identity": syn.identities[r], "score": float(img_s[r, 0]),
+         "p_value": float(p_img[r]), "p_adjusted": float(padj_img[r]), "matcher": matcher,
          "authentic": auth.keys[img_i[r, 0]], "authentic_identity": auth.identities[img_i[r, 0]],
-         "neighbours": [[auth.keys[img_i[r, c]], float(img_s[r, c])] for c in range(k)]}
-        for r in flagged_img
+         "neighbours": [[auth.keys[img_i[r, c]], float(img_s[r, c])] for c in range(S["k"])]}
+        for r in np.flatnonzero(flag_img)
     ] + [
-        {"kind": "identity", "synthetic": s_names[r], "synthetic_identity": s_names[r], "score": float(id_s[r, 0]),
-         "authentic": a_tnames[id_i[r, 0]], "authentic_identity": a_tnames[id_i[r, 0]],
-         "neighbours": [[a_tnames[id_i[r, c]], float(id_s[r, c])] for c in range(kt)]}
-        for r in flagged_id
+        {"kind": "identity", "synthetic": S["s_names"][r], "synthetic_identity": S["s_names"][r],
+         "score": float(id_s[r, 0]), "p_value": float(p_id[r]), "p_adjusted": float(padj_id[r]), "matcher": matcher,
+         "authentic": S["a_tnames"][id_i[r, 0]], "authentic_identity": S["a_tnames"][id_i[r, 0]],
+         "neighbours": [[S["a_tnames"][id_i[r, c]], float(id_s[r, c])] for c in range(S["kt"])]}
+        for r in np.flatnonzero(flag_id)
     ]
-    rows.sort(key=lambda r: -r["score"])
-    return summary, rows
+    rows.sort(key=lambda r: (r["kind"] != "image", -r["score"]))
+    return rows
 
 
 def collisions(d: Sides, thr: float, top_k: int, device) -> list[dict]:

@@ -1,13 +1,25 @@
 """`synthgen audit`: can a synthetic identity or image be linked to a real one?
 
-This module runs the stage: embed both sides with the chosen matcher (`matchers`, cached by
-`embed`), run the analyses (`analyses`), and write report.json, flagged.csv and report.html
-(`html`). See `analyses` for what each part of the report means.
+This module runs the stage: embed both sides with each chosen matcher (`matchers`, cached by
+`embed`), run the analyses (`analyses`) and the decision (`decision`), and write report.json,
+flagged.csv and report.html (`html`).
+
+Verdict (`report.json` verdict.status):
+    inconclusive  a precondition failed (reasons say which): non-finite embeddings, too few
+                  authentic images / distinct pairs for the requested rate (rule of three), or a
+                  matcher that misses > FNMR_BOUND of same-person pairs at its operating score.
+                  Flags found anyway are still listed. Checked first: it wins over leak.
+    leak          something was flagged by the deciding rule (search: Holm over all images and
+                  identities at alpha; pairwise: best score >= the per-pair threshold).
+    pass          nothing flagged and every precondition holds.
+Several matchers: each its own calibration and null; combine "any" tests each at alpha / m
+(Bonferroni across matchers: the union keeps family-wise error <= alpha), "all" each at alpha.
 """
 
 from __future__ import annotations
 
 import csv
+import math
 import dataclasses
 import json
 import time
@@ -24,6 +36,7 @@ from synthgen.runs import ensure_writable_dir
 from synthgen.stage import StageSummary
 
 from . import analyses as A
+from . import decision as D
 from .html import render_html
 
 
@@ -32,34 +45,78 @@ class AuditConfig:
     synthetic: str  # aligned folder tree, shard dir, or (--matcher embeddings) an .npz/.h5 file
     authentic: str
     out: str
-    matcher: str = "facenet-vggface2"  # facenet-vggface2 | facenet-casia | iresnet | onnx | embeddings
-    weights: str | None = None  # matcher weights file (offline use)
+    # facenet-vggface2 | facenet-casia | iresnet | onnx | embeddings | pixels, or a list of them
+    matcher: str | list = "facenet-vggface2"
+    weights: str | list | None = None  # matcher weights file (offline use); a list: one per matcher, in order
     arch: str = "r100"  # iresnet depth: r18 | r34 | r50 | r100
-    fmr: float = 1e-3  # target false-match rate fixing the threshold
-    threshold: float | None = None  # explicit threshold (overrides --fmr)
+    fmr: float = 1e-3  # per-pair false-match rate fixing the pairwise threshold
+    threshold: float | None = None  # explicit per-pair threshold (implies rule "pairwise")
     batch_size: int = 256
     device: str = "auto"
     max_per_class: int | None = None  # use at most N images per identity on both sides
     top_k: int = 5  # neighbours listed per flagged item
-    max_pairs: int = 200_000  # cap on sampled pairs per score distribution
-    max_chance_queries: int = 10_000  # authentic queries for the nearest-neighbour chance rate
+    max_pairs: int = 200_000  # cap on distinct sampled pairs per score distribution
+    max_chance_queries: int = 20_000  # authentic queries of the leave-identity-out null (the chance rate)
     label_map: str = "auto"  # auto | name | index: how synthetic class i finds authentic class i
     cache_dir: str | None = None  # embeddings cache; None = OUT/embeddings
     seed: int = 0  # pair sampling
     fail_on_leak: bool = False
     progress: bool = True
+    rule: str | None = None  # search | pairwise; None: pairwise when `threshold` is set, else search
+    alpha: float = 0.01  # family-wise false-alarm rate of the search rule, whole dataset
+    combine: str = "any"  # several matchers: flag when any | all of them flag
+    fnmr_bound: float = D.FNMR_BOUND  # matcher validity: FNMR at the operating score must not exceed this
+
+
+def _names(cfg: AuditConfig) -> list[str]:
+    names = [cfg.matcher] if isinstance(cfg.matcher, str) else list(cfg.matcher)
+    if not names:
+        raise UsageError("give at least one matcher", "--matcher")
+    return names
+
+
+def _weights(cfg: AuditConfig, n: int) -> list:
+    w = cfg.weights
+    if w is None or (not isinstance(w, str) and len(w) == 0):
+        return [None] * n
+    ws = [w] if isinstance(w, str) else list(w)
+    if len(ws) == n:
+        return ws
+    raise UsageError(f"{len(ws)} weights files for {n} matchers: give one --weights per --matcher, in order, or none",
+                     "--weights")
+
+
+def _rule(cfg: AuditConfig) -> str:
+    return cfg.rule or ("pairwise" if cfg.threshold is not None else "search")
 
 
 def validate(cfg: AuditConfig) -> None:
     """Option checks that need no file (also run by `synthgen run` before any stage starts)."""
     from .matchers import MATCHERS
 
-    if cfg.matcher not in MATCHERS:
-        raise UsageError(f"'{cfg.matcher}' is not one of {', '.join(MATCHERS)}", "--matcher")
+    names = _names(cfg)
+    for name in names:
+        if name not in MATCHERS:
+            raise UsageError(f"'{name}' is not one of {', '.join(MATCHERS)}", "--matcher")
+    if len(set(names)) != len(names):
+        raise UsageError(f"a matcher is named twice: {', '.join(names)}", "--matcher")
+    _weights(cfg, len(names))
     if not (0 < cfg.fmr < 1):
         raise UsageError(f"must be in (0, 1), got {cfg.fmr}", "--fmr")
     if cfg.threshold is not None and not (-1 <= cfg.threshold <= 1):
         raise UsageError(f"a cosine threshold must be in [-1, 1], got {cfg.threshold}", "--threshold")
+    if cfg.rule not in (None, "search", "pairwise"):
+        raise UsageError(f"'{cfg.rule}' is not one of search, pairwise", "--rule")
+    if cfg.rule == "search" and cfg.threshold is not None:
+        raise UsageError("--threshold sets a per-pair threshold: it goes with --rule pairwise", "--threshold")
+    if not (0 < cfg.alpha < 1):
+        raise UsageError(f"must be in (0, 1), got {cfg.alpha}", "--alpha")
+    if cfg.combine not in ("any", "all"):
+        raise UsageError(f"'{cfg.combine}' is not one of any, all", "--combine")
+    if not (0 < cfg.fnmr_bound <= 1):
+        raise UsageError(f"must be in (0, 1], got {cfg.fnmr_bound}", "--fnmr-bound")
+    if cfg.max_chance_queries < 1:
+        raise UsageError(f"must be >= 1, got {cfg.max_chance_queries}", "max_chance_queries")
 
 
 def run_audit(cfg: AuditConfig | None = None, **kwargs) -> dict:
@@ -73,59 +130,376 @@ def run_audit(cfg: AuditConfig | None = None, **kwargs) -> dict:
     device = resolve_device(cfg.device)
     out = Path(cfg.out)
     ensure_writable_dir(out)
-    matcher = make_matcher(cfg.matcher, cfg.weights, cfg.arch, device)
+    names = _names(cfg)
+    rule = _rule(cfg)
+    alpha_m = cfg.alpha / len(names) if cfg.combine == "any" else cfg.alpha
     t0 = time.time()
     cache = Path(cfg.cache_dir) if cfg.cache_dir else out / "embeddings"
-    sides = {}
-    for side, flag in (("synthetic", "--synthetic"), ("authentic", "--authentic")):
-        sides[side] = matcher.embed_path(getattr(cfg, side), flag, cache_dir=cache, max_per_class=cfg.max_per_class,
-                                         batch_size=cfg.batch_size, progress=cfg.progress, desc=f"embed {side}")
-        if len(sides[side][0].keys) == 0:
-            raise DataError(f"{flag} {getattr(cfg, side)}: no readable images to embed")
-    (syn, syn_images), (auth, auth_images) = sides["synthetic"], sides["authentic"]
-    if syn.emb.shape[1] != auth.emb.shape[1]:
-        raise DataError(f"embedding dimensions differ: synthetic {syn.emb.shape[1]}, authentic {auth.emb.shape[1]}")
-    rng = np.random.RandomState(cfg.seed)
-    d = A.Sides(syn, auth)
-    dist = {}  # score arrays for plots
-    calib = A.calibration(d, cfg.fmr, cfg.threshold, cfg.max_pairs, rng, dist)
-    thr = calib["threshold"]
-    same_label = A.same_label(d, thr, cfg.label_map, cfg.max_pairs, rng, dist)
-    nearest, flagged_rows = A.nearest(d, thr, cfg.top_k, cfg.max_chance_queries, rng, device, calib["fmr_at_threshold"])
-    collisions = A.collisions(d, thr, cfg.top_k, device)
-    intra = A.intra_class(syn.emb, syn.identities)
+    warnings = _alignment_warnings(cfg)
+    per = []
+    images = (None, None)
+    for name, weights in zip(names, _weights(cfg, len(names))):
+        matcher = make_matcher(name, weights, cfg.arch, device)
+        sides = {}
+        for side, flag in (("synthetic", "--synthetic"), ("authentic", "--authentic")):
+            sides[side] = matcher.embed_path(getattr(cfg, side), flag, cache_dir=cache, max_per_class=cfg.max_per_class,
+                                             batch_size=cfg.batch_size, progress=cfg.progress,
+                                             desc=f"embed {side} ({name})")
+            if len(sides[side][0].keys) == 0:
+                raise DataError(f"{flag} {getattr(cfg, side)}: no readable images to embed")
+        (syn, syn_images), (auth, auth_images) = sides["synthetic"], sides["authentic"]
+        if images == (None, None):
+            images = (syn_images, auth_images)
+        if syn.emb.shape[1] != auth.emb.shape[1]:
+            raise DataError(f"embedding dimensions differ: synthetic {syn.emb.shape[1]}, authentic {auth.emb.shape[1]}")
+        per.append(_analyse(cfg, name, matcher, syn, auth, device, rule, alpha_m))
 
-    leak = bool(flagged_rows)
+    verdict, rows = _verdict(cfg, rule, alpha_m, per)
+    first = per[0]
     report = {
         "synthgen_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "verdict": verdict,
         "config": dataclasses.asdict(cfg),
-        "matcher": {"name": cfg.matcher, "id": matcher.id, "device": str(device)},
-        "counts": {"synthetic_images": len(syn.keys), "synthetic_identities": nearest["identities"]["count"],
-                   "authentic_images": len(auth.keys), "authentic_identities": len(d.a_names),
-                   "unreadable_synthetic": syn.unreadable, "unreadable_authentic": auth.unreadable},
-        "calibration": calib, "same_label": same_label, "nearest": nearest,
-        "collisions": {"count": len(collisions), "pairs": collisions[:1000]},
-        "intra_class": intra,
-        "verdict": {"leak": leak, "flagged_images": nearest["images"]["flagged"],
-                    "flagged_identities": nearest["identities"]["flagged"], "threshold": thr},
-        "histograms": A.histograms(dist),
+        "dataset": {"synthetic": provenance(cfg.synthetic), "authentic": provenance(cfg.authentic)},
+        "warnings": warnings,
+        "matcher": first["report"]["matcher"],
+        "matchers": [m["report"] for m in per],
+        "counts": first["report"]["counts"],
+        # the first matcher's analyses, under the keys earlier versions used
+        **{k: first["report"][k] for k in ("calibration", "null", "same_label", "nearest", "collisions", "intra_class")},
+        "histograms": A.histograms(first["dist"]),
         "seconds": round(time.time() - t0, 2),
     }
     out.mkdir(parents=True, exist_ok=True)
-    _write_csv(out / "flagged.csv", flagged_rows, cfg.top_k)
+    _write_csv(out / "flagged.csv", rows, cfg.top_k)
     atomic_write_text(out / MARKERS["audit"], json.dumps(report, indent=1))
-    atomic_write_text(out / "report.html", render_html(report, dist, flagged_rows, syn_images, auth_images))
-    return StageSummary("audit", report, status="leak" if leak else "pass", config_hash=None,
-                        brief={"verdict": report["verdict"], "flagged_fraction": nearest["images"]["flagged_fraction"],
-                               "chance_fraction": nearest["images"]["chance_fraction"]})
+    plots = [(m["report"]["matcher"]["name"], m["dist"], m["S"], m["decision"]) for m in per]
+    atomic_write_text(out / "report.html", render_html(report, plots, rows, images[0], images[1],
+                                                       first["sides"]))
+    v = report["verdict"]
+    return StageSummary("audit", report, status=v["status"], config_hash=None,
+                        brief={"verdict": v, "flagged_images": v.get("flagged_images"),
+                               "flagged_identities": v.get("flagged_identities")})
+
+
+def _analyse(cfg, name, matcher, syn, auth, device, rule, alpha) -> dict:
+    """One matcher: exclusions, calibration, searches, decision, summaries."""
+    syn, bad_syn = A.drop_nonfinite(syn)
+    auth, bad_auth = A.drop_nonfinite(auth)
+    if not len(syn.keys) or not len(auth.keys):
+        side = "--synthetic" if not len(syn.keys) else "--authentic"
+        raise DataError(f"{side}: every embedding is NaN/inf or zero ({name}); nothing can be audited")
+    rng = np.random.RandomState(cfg.seed)
+    d = A.Sides(syn, auth)
+    dist = {}
+    calib = A.calibration(d, cfg.fmr, cfg.threshold, cfg.max_pairs, rng, dist)
+    pair_thr = calib["threshold"]
+    same_label = A.same_label(d, pair_thr, cfg.label_map, cfg.max_pairs, rng, dist)
+    S = A.searches(d, cfg.top_k, cfg.max_chance_queries, rng, device, progress=cfg.progress)
+    g = D.gate(S["img_s"][:, 0], S["null"], alpha, S["id_s"][:, 0], S["id_null"])
+    if rule == "search":
+        thr, id_thr = g["operating_score"], g["identity_operating_score"]
+        flag_img, flag_id = g["image_flag"], g["identity_flag"]
+    else:
+        thr = id_thr = pair_thr
+        flag_img, flag_id = S["img_s"][:, 0] >= thr, S["id_s"][:, 0] >= thr
+    a_gen, a_imp = dist["authentic vs authentic"]
+    fn = A.rate(int((a_gen < thr).sum()), len(a_gen))
+    fm = A.rate(int((a_imp >= thr).sum()), len(a_imp))
+    null_n = len(S["null"])
+    need = max(math.ceil(3 / alpha), D.TAIL_MIN) if rule == "search" else math.ceil(3 / cfg.fmr)
+    problems = []
+    excluded = {"synthetic": bad_syn, "authentic": bad_auth}
+    for side, bad in excluded.items():
+        if bad:
+            problems.append(f"{_n(len(bad), f'{side} embedding')} from {name} {'is' if len(bad) == 1 else 'are'} "
+                            f"NaN/inf or zero and {'was' if len(bad) == 1 else 'were'} excluded: "
+                            f"{_list(bad)}; an audit with holes cannot pass.")
+    if rule == "search" and null_n < need:
+        problems.append(f"Only {_n(null_n, 'authentic image')} to calibrate the search null ({name}); a family-wise "
+                        f"rate of {_g(alpha)} needs at least {need:,} (rule of three, and {D.TAIL_MIN} for the tail "
+                        "model).")
+    if rule == "pairwise" and cfg.threshold is None and len(a_imp) < need:
+        problems.append(f"Only {len(a_imp):,} distinct authentic imposter pairs ({name}); a per-pair FMR of "
+                        f"{_g(cfg.fmr)} needs at least {need:,} (rule of three).")
+    if not len(a_gen):
+        problems.append(f"No authentic identity has two images: {name}'s miss rate (FNMR) cannot be measured, so "
+                        "a clean result would mean nothing.")
+    elif fn["rate"] > cfg.fnmr_bound:
+        problems.append(f"{name} cannot separate authentic identities: at its operating score {_s(thr)} it misses "
+                        f"{_pct(fn['rate'])} of same-person pairs (FNMR, 95 % CI {_ci(fn['ci95'])}; bound "
+                        f"{_pct(cfg.fnmr_bound)}), so an unflagged image says little.")
+    fit = g["fit"]
+    notes = []
+    if rule == "search" and len(S["id_null"]) < need:
+        notes.append(f"Only {_n(len(S['id_null']), 'authentic identity')} for the identity-level null ({name}): "
+                     "the identity-level test has little power; synthetic identities are judged mainly through "
+                     "their images.")
+    if fit and fit.get("ks_pvalue") is not None and fit["ks_pvalue"] < 0.01:
+        notes.append(f"The tail model of {name}'s null fits poorly (Kolmogorov-Smirnov p {fit['ks_pvalue']:.2g}); "
+                     "p-values beyond the sampled null are approximate.")
+    fit_note = " ".join(notes) or None
+    decision = {"rule": rule, "alpha": alpha if rule == "search" else None, "tests": g["tests"],
+                "operating_score": thr, "identity_operating_score": id_thr,
+                "fnmr_at_operating": fn["rate"], "fnmr_at_operating_ci95": fn["ci95"],
+                "fmr_at_operating": fm["rate"], "fmr_at_operating_ci95": fm["ci95"],
+                "null_queries": null_n, "null_queries_needed": need if rule == "search" else None,
+                "identity_null_queries": int(len(S["id_null"])),
+                "tail_fit": fit, "identity_tail_fit": g["identity_fit"], "fit_note": fit_note,
+                "problems": problems}
+    nearest = A.nearest_summary(d, S, thr, id_thr, flag_img, flag_id, pair_thr, calib["fmr_at_threshold"])
+    order = np.argsort(-S["img_s"][:, 0])[:10]
+    nearest["images"]["closest"] = [
+        {"synthetic": syn.keys[r], "authentic": auth.keys[S["img_i"][r, 0]], "score": float(S["img_s"][r, 0]),
+         "p_value": float(g["image_p"][r]), "p_adjusted": float(g["image_p_adjusted"][r]), "flagged": bool(flag_img[r])}
+        for r in order]
+    rows = A.flag_rows(d, S, flag_img, flag_id, g["image_p"], g["image_p_adjusted"], g["identity_p"],
+                       g["identity_p_adjusted"], name)
+    collisions = A.collisions(d, pair_thr, cfg.top_k, device)
+    rep = {
+        "matcher": {"name": name, "id": matcher.id, "weights_sha256": getattr(matcher, "weights_sha256", None),
+                    "device": str(device)},
+        "excluded_nonfinite": excluded,
+        "counts": {"synthetic_images": len(syn.keys), "synthetic_identities": nearest["identities"]["count"],
+                   "authentic_images": len(auth.keys), "authentic_identities": len(d.a_names),
+                   "unreadable_synthetic": syn.unreadable, "unreadable_authentic": auth.unreadable},
+        "decision": decision, "calibration": calib,
+        "null": {"what": "best score of an authentic image against the authentic gallery with its own identity left out",
+                 "queries": null_n, "mean": float(S["null"].mean()), "max": float(S["null"].max()),
+                 "identity_queries": int(len(S["id_null"])), "fit": fit},
+        "same_label": same_label, "nearest": nearest,
+        "collisions": {"count": len(collisions), "threshold": pair_thr,
+                       "threshold_source": "the per-pair threshold: two synthetic identity templates scoring like "
+                                           "one person", "pairs": collisions[:1000]},
+        "intra_class": A.intra_class(syn.emb, syn.identities),
+    }
+    return {"report": rep, "rows": rows, "dist": dist, "S": S, "decision": decision, "sides": d,
+            "flag_images": {syn.keys[r] for r in np.flatnonzero(flag_img)},
+            "flag_ids": {S["s_names"][r] for r in np.flatnonzero(flag_id)}}
+
+
+def _verdict(cfg, rule, alpha_m, per) -> tuple[dict, list]:
+    names = [m["report"]["matcher"]["name"] for m in per]
+    pick = set.union if cfg.combine == "any" else set.intersection
+    imgs = pick(*[m["flag_images"] for m in per])
+    ids = pick(*[m["flag_ids"] for m in per])
+    rows = [r for m in per for r in m["rows"]
+            if (r["kind"] == "image" and r["synthetic"] in imgs) or (r["kind"] == "identity" and r["synthetic"] in ids)]
+    rows.sort(key=lambda r: (r["kind"] != "image", -r["score"]))
+    problems = [p for m in per for p in m["decision"]["problems"]]
+    notes = [m["decision"]["fit_note"] for m in per if m["decision"]["fit_note"]]
+    status = "inconclusive" if problems else ("leak" if imgs or ids else "pass")
+    first = per[0]["decision"]
+    if rule == "search":
+        how = (f"search rule: each synthetic image's and identity's best score against the whole authentic set, "
+               f"as a p-value against the leave-identity-out null, Holm across all {_n(first['tests'], 'test')} at "
+               f"alpha {_g(alpha_m)}")
+        if len(per) > 1:
+            how += f" per matcher ({'Bonferroni across' if cfg.combine == 'any' else 'all of'} {len(per)} matchers, "
+            how += f"family-wise {_g(cfg.alpha)})"
+    else:
+        how = (f"pairwise rule: best score >= the per-pair threshold {_s(first['operating_score'])} "
+               f"({per[0]['report']['calibration']['threshold_source']}); its false-alarm rate grows with the "
+               "authentic set's size")
+    reasons = []
+    found = None
+    if imgs or ids:
+        first_rows = rows[:3]
+        ex = "; ".join(f"{r['synthetic']} ~ {r['authentic']} (score {_s(r['score'])}, p {r['p_value']:.2g})"
+                       for r in first_rows)
+        parts = [_n(len(x), w) for x, w in ((imgs, "synthetic image"), (ids, "synthetic identity")) if x]
+        found = (f"{' and '.join(parts)} {'matches' if len(imgs) + len(ids) == 1 else 'match'} an authentic one "
+                 f"({how}): {ex}.")
+    if status == "inconclusive":
+        reasons += problems
+        if found:
+            reasons.append("Flagged anyway (listed in flagged.csv): " + found)
+        else:
+            reasons.append("Nothing was flagged, but under these conditions that is no evidence of no leak.")
+    elif status == "leak":
+        reasons.append(found)
+        if rule == "pairwise":
+            ch = per[0]["report"]["nearest"]["images"]
+            reasons.append(f"At this threshold {_pct(ch['chance_fraction'])} of authentic images already match "
+                           f"another real person (expect about {ch['chance_fraction'] * ch['count']:.3g} chance "
+                           "flags): use the default search rule for a stated false-alarm rate.")
+    else:
+        reasons.append(f"Nothing flagged ({how}): on a clean set this rule flags anything with probability <= "
+                       f"{_pct(cfg.alpha)}." if rule == "search" else f"Nothing flagged ({how}).")
+    for m in per:
+        dd = m["decision"]
+        reasons.append(f"Matcher {m['report']['matcher']['name']}: at its operating score {_s(dd['operating_score'])} "
+                       f"it misses {_pct(dd['fnmr_at_operating'])} of authentic same-person pairs (FNMR, 95 % CI "
+                       f"{_ci(dd['fnmr_at_operating_ci95'])}); null from {_n(dd['null_queries'], 'authentic image')}.")
+    reasons += notes
+    steps = []
+    img_list = sorted(imgs)
+    if img_list:
+        steps.append(f"Remove or regenerate {'this image' if len(img_list) == 1 else f'these {len(img_list)} images'}: "
+                     f"{_list(img_list)}.")
+    if ids:
+        steps.append(f"Drop synthetic {'identity' if len(ids) == 1 else 'identities'} {_list(sorted(ids))} "
+                     "(the identity template matches a real person).")
+    if status == "inconclusive":
+        for p in problems:
+            if "NaN" in p:
+                steps.append("Fix the matcher or inputs that produced NaN/inf embeddings, then audit again.")
+            elif "calibrate" in p or "rule of three" in p:
+                steps.append("Audit against more authentic images (or raise --alpha / --fmr).")
+            elif "separate" in p or "two images" in p:
+                steps.append("Use a trained face matcher (--weights) and authentic identities with several images each.")
+        steps = list(dict.fromkeys(steps))
+    elif status == "pass":
+        steps.append("Release: keep report.json (it names the audited dataset and matcher) with the dataset.")
+    legacy = {"leak": status != "pass",  # legacy gate key: true unless the gate passes (leak or inconclusive)
+              "flagged_images": len(imgs), "flagged_identities": len(ids), "threshold": first["operating_score"]}
+    return {"status": status, "reasons": reasons, "next_steps": steps, "rule": rule, "decided_by": how,
+            "alpha": cfg.alpha if rule == "search" else None, "combine": cfg.combine, "matchers": names,
+            "flagged_image_keys": img_list[:1000], "flagged_identity_names": sorted(ids)[:1000], **legacy}, rows
+
+
+# ----------------------------------------------------------------------------------------------
+# Provenance and input checks
+
+
+def provenance(path) -> dict:
+    """What was audited: file sha256 (embedding files), shard index sha256 and config hashes, and
+    the generator's sha256 / config hash found along the stage chain (index.json source ->
+    align.json -> the generate run.json), where they exist."""
+    from synthgen.fsutil import sha256_file
+
+    p = Path(path)
+    out = {"path": str(p)}
+    if p.is_file():
+        out["sha256"] = sha256_file(p)
+        return out
+    seen = set()
+    for _ in range(4):
+        if not p.is_dir() or p.resolve() in seen:
+            break
+        seen.add(p.resolve())
+        nxt = None
+        for stage, marker in (("shard", "index.json"), ("align", "align.json"), ("generate", "run.json")):
+            f = p / marker
+            if not f.is_file():
+                continue
+            try:
+                meta = json.loads(f.read_text())
+            except (OSError, ValueError):
+                continue
+            if not isinstance(meta, dict):
+                continue
+            rec = {"file": str(f), "sha256": sha256_file(f)}
+            for k in ("config_hash", "source_config_hash"):
+                if isinstance(meta.get(k), str):
+                    rec[k] = meta[k]
+            gen = _find_key(meta, "network_sha256")
+            if gen:
+                out["generator_sha256"] = gen
+            out[stage] = rec
+            conf = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+            src = meta.get("source") or conf.get("inp") or meta.get("inp")
+            if isinstance(src, str) and Path(src).is_dir():
+                nxt = Path(src)
+        if nxt is None:
+            break
+        p = nxt
+    return out
+
+
+def _find_key(obj, key, depth=0):
+    if depth > 4:
+        return None
+    if isinstance(obj, dict):
+        if isinstance(obj.get(key), str):
+            return obj[key]
+        for v in obj.values():
+            r = _find_key(v, key, depth + 1)
+            if r:
+                return r
+    return None
+
+
+def _alignment_warnings(cfg) -> list[str]:
+    """A warning when the authentic side does not look like 112 x 112 aligned crops."""
+    p = Path(cfg.authentic)
+    if not p.is_dir():
+        return []
+    if (p / MARKERS["shard"]).is_file():
+        try:
+            size = tuple(json.loads((p / MARKERS["shard"]).read_text()).get("image_size", ()))
+        except (OSError, ValueError):
+            return []
+        sizes = {size} if size else set()
+    else:
+        from PIL import Image
+
+        sizes = set()
+        dirs = sorted(x for x in p.iterdir() if x.is_dir())[:5]  # a sample: 4 images from each of 5 identities
+        for sub in dirs:
+            files = sorted(f for f in sub.iterdir() if f.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp", ".bmp"))
+            for f in files[:4]:
+                try:
+                    with Image.open(f) as im:
+                        sizes.add((im.size[1], im.size[0]))
+                except OSError:
+                    continue
+    bad = sorted(s for s in sizes if tuple(s) != (112, 112))
+    if not bad:
+        return []
+    shown = ", ".join(f"{w}x{h}" for h, w in bad[:3])
+    aligned = (p / "align.json").is_file() or (p / MARKERS["shard"]).is_file()
+    return [f"--authentic {p}: images are {shown}, not 112x112 aligned crops"
+            + ("" if aligned else " (no align.json: not made by `synthgen align`)")
+            + "; run `synthgen align` on them first: scores of unaligned photos are not comparable."]
+
+
+# ----------------------------------------------------------------------------------------------
+# Wording
+
+
+def _n(n: int, noun: str) -> str:
+    """'1 synthetic identity', '3 synthetic identities', '2 images'."""
+    if n == 1:
+        return f"1 {noun}"
+    plural = noun[:-1] + "ies" if noun.endswith("y") and noun[-2:-1] not in "aeiou" else noun + "s"
+    return f"{n:,} {plural}"
+
+
+def _pct(x) -> str:
+    """A percentage with two significant digits, never in scientific notation: 77 %, 1.2 %, 0.013 %."""
+    if x is None:
+        return "n/a"
+    v = 100 * float(x)
+    if v == 0 or v >= 10:
+        return f"{v:.0f} %"
+    digits = max(1, 1 - math.floor(math.log10(abs(v))))
+    return f"{v:.{digits}f} %"
+
+
+def _ci(ci) -> str:
+    return "n/a" if ci is None else f"{_pct(ci[0])} to {_pct(ci[1])}"
+
+
+def _g(x) -> str:
+    return f"{x:g}"
+
+
+def _s(x) -> str:
+    return f"{x:.3f}" if math.isfinite(x) else ("+inf (no score can reach the required p-value)" if x > 0 else "-inf")
+
+
+def _list(items, k: int = 10) -> str:
+    items = list(items)
+    return ", ".join(items[:k]) + (f" and {len(items) - k:,} more (see flagged.csv)" if len(items) > k else "")
 
 
 def _write_csv(path: Path, rows, k) -> None:
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["kind", "synthetic", "synthetic_identity", "score", "authentic", "authentic_identity"]
-                   + [c for r in range(2, k + 1) for c in (f"neighbour{r}", f"score{r}")])
+        w.writerow(["kind", "synthetic", "synthetic_identity", "score", "p_value", "p_adjusted", "matcher", "authentic",
+                    "authentic_identity"] + [c for r in range(2, k + 1) for c in (f"neighbour{r}", f"score{r}")])
         for r in rows:
             extra = [v for nb in r["neighbours"][1:] for v in (nb[0], f"{nb[1]:.6f}")]
-            w.writerow([r["kind"], r["synthetic"], r["synthetic_identity"], f"{r['score']:.6f}", r["authentic"],
-                        r["authentic_identity"]] + extra)
+            w.writerow([r["kind"], r["synthetic"], r["synthetic_identity"], f"{r['score']:.6f}", f"{r['p_value']:.6g}",
+                        f"{r['p_adjusted']:.6g}", r["matcher"], r["authentic"], r["authentic_identity"]] + extra)
