@@ -285,8 +285,9 @@ def run(config, out, network, authentic, overrides, overwrite, quiet, as_json):
             click.echo(f"{stage:<10} {st.get('status', ''):<10} {st.get('seconds', ''):>8}  {json.dumps(st.get('summary', {}))[:90]}")
     audit_cfg = record["config"].get("audit", {})
     summary = record["stages"].get("audit", {}).get("summary", {})
-    if audit_cfg.get("fail_on_leak") and summary.get("verdict", {}).get("leak"):
-        raise SystemExit(3)
+    status = summary.get("verdict", {}).get("status")
+    if audit_cfg.get("fail_on_leak") and status not in (None, "pass"):
+        raise SystemExit(3 if status == "leak" else 4)  # as `synthgen audit --fail-on-leak`
 
 
 @cli.command()

@@ -1,7 +1,7 @@
 """`synthgen` click group. Commands parse and validate options, then call one library function.
 
 Exit codes: 0 ok, 1 data error (a file is not what it should be), 2 usage error (bad flag),
-3 audit found a leak with --fail-on-leak, 130 interrupted (Ctrl-C; rerun to resume). Every error is
+3 audit found a leak and 4 audit inconclusive with --fail-on-leak, 130 interrupted (Ctrl-C; rerun to resume). Every error is
 one `Error: ...` line on stderr; tracebacks only with `synthgen --debug ...`.
 """
 

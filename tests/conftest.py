@@ -34,3 +34,31 @@ def uncond_ckpt(tmp_path_factory):
     path = tmp_path_factory.mktemp("uncond") / "uncond.pt"
     save_checkpoint(path, cfg, net.state_dict(), {"source_format": "random-init"})
     return path
+
+
+# Tests that take over ~3 s on the 2-core VM (pytest --durations): marked slow here, in one
+# place, so `make test` stays quick; CI runs them with `make test-slow`.
+SLOW = {
+    "test_gate.py::test_several_matchers_each_calibrated_and_combined",
+    "test_gate.py::test_clean_sets_trip_the_gate_at_most_alpha_of_the_time",
+    "test_gate.py::test_planted_copies_are_a_leak_with_names_pvalues_and_next_steps",
+    "test_gate.py::test_nan_never_passes_and_is_named",
+    "test_gate.py::test_clean_large_gallery_passes_where_the_pairwise_rule_cries_leak",
+    "test_gate.py::test_tiny_calibration_is_inconclusive_and_counts_distinct_pairs",
+    "test_gate.py::test_uninformative_matcher_is_inconclusive",
+    "test_audit.py::test_folder_audit_with_cache_reuse",
+    "test_audit.py::test_embeddings_matcher_flags_planted_leak",
+    "test_audit.py::test_audit_on_shards",
+    "test_audit.py::test_facenet_release_weights_load[vggface2-facenet-vggface2]",
+    "test_pipeline.py::test_run_completes_then_does_nothing",
+    "test_pipeline.py::test_run_cli_json_and_release_gate",
+    "test_precision.py::test_fp16_on_cpu_reproduces_nvidia_fp16_reference",
+    "test_precision.py::test_fp16_batched_formulation_stays_close",
+    "test_precision.py::test_fp16_reference_pngs_through_generate",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if f"{item.path.name}::{item.name}" in SLOW:
+            item.add_marker(pytest.mark.slow)

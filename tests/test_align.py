@@ -149,7 +149,7 @@ def test_resume_and_config_mismatch(tmp_path, monkeypatch, batched):
     ref = align(AlignConfig(inp=str(src), out=str(tmp_path / "ref"), batch_size=2, batched_detection=batched, progress=False))
     import synthgen.alignment.stage as al
 
-    real = al._work
+    real = al.align_step
     calls = {"n": 0}
 
     def crash_after_first(rels, *a, **k):
@@ -158,11 +158,11 @@ def test_resume_and_config_mismatch(tmp_path, monkeypatch, batched):
             raise KeyboardInterrupt
         return real(rels, *a, **k)
 
-    monkeypatch.setattr(al, "_work", crash_after_first)
+    monkeypatch.setattr(al, "align_step", crash_after_first)
     with pytest.raises(KeyboardInterrupt):
         align(AlignConfig(inp=str(src), out=str(tmp_path / "x"), batch_size=2, batched_detection=batched, progress=False))
     assert not (tmp_path / "x" / "manifest.jsonl").exists()
-    monkeypatch.setattr(al, "_work", real)
+    monkeypatch.setattr(al, "align_step", real)
     s = align(AlignConfig(inp=str(src), out=str(tmp_path / "x"), batch_size=2, batched_detection=batched, progress=False))
     assert s["processed_this_run"] == 3 and s["counts"] == ref["counts"]
     a = (tmp_path / "ref" / "manifest.jsonl").read_text()

@@ -132,9 +132,10 @@ def _save_png(path: Path, img: np.ndarray) -> None:
             tmp.unlink()
 
 
-def _work(rels, cfg: AlignConfig, template_pts, template_name, device, detector=None, only=None):
-    """Load, group by size, detect, align, write. Returns the records (in input order) of `only`
-    (default: all); the others are still detected, so batched detection sees the same batch."""
+def align_step(rels, cfg: AlignConfig, template_pts, template_name, device, detector=None, only=None):
+    """One step of the stage: load, group by size, detect, align, write. Returns the records (in
+    input order) of `only` (default: all); the others are still detected, so batched detection
+    sees the same batch. Public so tests can interrupt a run between steps."""
     if only is not None and not detector_batched(detector, cfg, device):
         rels = [r for r in rels if r in only]
     detector = detector or _make_detector(cfg, device)
@@ -198,7 +199,7 @@ def _worker_init(cfg, template_pts, template_name):
 def _worker_run(job):
     rels, only = job
     w = _WORKER
-    return _work(rels, w["cfg"], w["pts"], w["name"], "cpu", w["det"], only)
+    return align_step(rels, w["cfg"], w["pts"], w["name"], "cpu", w["det"], only)
 
 
 def _read_journal(path: Path) -> dict:
@@ -307,7 +308,7 @@ def _run(rels, cfg, template_pts, template_name, device, journal_path, done):
         else:
             det = _make_detector(cfg, device) if chunks else None
             for part, only in chunks:
-                record(_work(part, cfg, template_pts, template_name, device, det, only))
+                record(align_step(part, cfg, template_pts, template_name, device, det, only))
     bar.close()
 
 

@@ -114,7 +114,7 @@ def test_resume_removes_stale_align_temp_files(tmp_path, monkeypatch):
 
     src = face_tree(tmp_path / "in", 6)
     kw = dict(inp=str(src), on_miss="center-crop", size=32, batch_size=2, progress=False)
-    real = al._work
+    real = al.align_step
     calls = {"n": 0}
 
     def stop_after_first(*a, **k):
@@ -123,10 +123,10 @@ def test_resume_removes_stale_align_temp_files(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(al, "_work", stop_after_first)
+    monkeypatch.setattr(al, "align_step", stop_after_first)
     with pytest.raises(KeyboardInterrupt):
         align(AlignConfig(out=str(tmp_path / "x"), **kw))
-    monkeypatch.setattr(al, "_work", real)
+    monkeypatch.setattr(al, "align_step", real)
     out = tmp_path / "x"
     (out / "id0" / ".003.png.tmp-99999").write_bytes(b"half a png")  # as a killed writer leaves them
     (out / "id2").mkdir()
