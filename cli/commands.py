@@ -9,7 +9,7 @@ import click
 from synthgen.alignment import AlignConfig
 from synthgen.audit.matchers import MATCHERS as MATCHER_NAMES
 from synthgen.errors import escape_control
-from synthgen.export import EXPORTERS as EXPORT_FORMATS
+from synthgen.export import ExportConfig
 from synthgen.generation import GenerateConfig
 from synthgen.options import click_options
 from synthgen.shards import ShardConfig
@@ -158,15 +158,9 @@ def verify(directory):
 
 @cli.command()
 @click.argument("directory", metavar="DIR", type=click.Path(path_type=str))
-@click.option("--format", "fmt", required=True, type=click.Choice(list(EXPORT_FORMATS)), help="Target format.")
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=str), metavar="DIR", help="Output directory.")
-@click.option("--shuffle", is_flag=True, help="recordio: write records in shuffled order (for DALI).")
-@click.option("--seed", default=0, type=int, metavar="INT", help="Shuffle seed.")
-@click.option("--jpeg-quality", default=95, type=click.IntRange(1, 100), metavar="Q", help="JPEG quality (recordio, jpg).")
-@click.option("--image-format", default="png", type=click.Choice(["png", "jpg"]), help="imagefolder: file format.")
-@click.option("--overwrite", is_flag=True, help="Write into a non-empty directory.")
+@click_options(ExportConfig)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def export(directory, fmt, out, shuffle, seed, jpeg_quality, image_format, overwrite, quiet):
+def export(directory, quiet, **options):
     """Export shards for trainers: insightface RecordIO (train.rec/.idx/property) or ImageFolder.
 
     \b
@@ -177,10 +171,9 @@ def export(directory, fmt, out, shuffle, seed, jpeg_quality, image_format, overw
     """
     from synthgen.export import export as run_export
 
-    r = run_export(directory, out, fmt, shuffle=shuffle, seed=seed, jpeg_quality=jpeg_quality,
-                   image_format=image_format, overwrite=overwrite, progress=not quiet)
+    r = run_export(directory, progress=not quiet, **options)
     if not quiet:
-        click.echo(f"exported {r['images']} images, {r['classes']} classes as {fmt} -> {out}")
+        click.echo(f"exported {r['images']} images, {r['classes']} classes as {options['format']} -> {options['out']}")
 
 
 @cli.command()

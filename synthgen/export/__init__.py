@@ -12,13 +12,29 @@ add `"myformat": "myformat"` to EXPORTERS below.
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 from pathlib import Path
 
+from synthgen.encodings import FILE_FORMATS
 from synthgen.errors import DataError, UsageError
+from synthgen.options import opt
 from synthgen.runs import ensure_writable_dir
 from synthgen.safepath import show, show_path
 
 EXPORTERS = {"recordio": "recordio", "imagefolder": "imagefolder"}  # --format name -> module
+
+
+@dataclass
+class ExportConfig:
+    """The options of `synthgen export` (the shard folder is its argument)."""
+
+    format: str = opt(help="Target format.", choices=lambda: tuple(EXPORTERS))
+    out: str = opt(help="Output directory.", metavar="DIR", path="dir")
+    shuffle: bool = opt(False, help="recordio: write records in shuffled order (for DALI).")
+    seed: int = opt(0, metavar="INT", help="Shuffle seed.")
+    jpeg_quality: int = opt(95, range=(1, 100), metavar="Q", help="JPEG quality (recordio, jpg).")
+    image_format: str = opt("png", choices=tuple(FILE_FORMATS), help="imagefolder: file format.")
+    overwrite: bool = opt(False, help="Write into a non-empty directory.")
 
 
 def _module(name: str):
