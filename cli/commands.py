@@ -9,6 +9,7 @@ import click
 from synthgen.alignment import AlignConfig
 from synthgen.audit.matchers import MATCHERS as MATCHER_NAMES
 from synthgen.errors import escape_control
+from synthgen.audit.report import AuditConfig
 from synthgen.export import ExportConfig
 from synthgen.generation import GenerateConfig
 from synthgen.options import click_options
@@ -177,28 +178,14 @@ def export(directory, quiet, **options):
 
 
 @cli.command()
-@click.option("--synthetic", required=True, metavar="PATH", help="Aligned synthetic set: folder tree or shard dir (.npz/.h5 with --matcher embeddings).")
-@click.option("--authentic", required=True, metavar="PATH", help="Aligned authentic set (e.g. the GAN's training data), same forms.")
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=str), metavar="DIR", help="Report directory.")
+@click_options(AuditConfig, only=("synthetic", "authentic", "out"))
 @click.option("--matcher", "matchers", multiple=True, type=click.Choice(MATCHER_NAMES), help="Face matcher (repeatable: each gets its own calibration; pixels: a test double, not a face matcher) [default: facenet-vggface2].")
 @click.option("--weights", "weights", multiple=True, type=click.Path(dir_okay=False, path_type=str), metavar="FILE", help="Matcher weights (needed offline); repeatable: one per --matcher, in order.")
-@click.option("--arch", default="r100", type=click.Choice(["r18", "r34", "r50", "r100"]), help="iResNet depth (--matcher iresnet).")
-@click.option("--rule", default=None, type=click.Choice(["search", "pairwise"]), help="search: p-values against the leave-identity-out null, Holm at --alpha [default]; pairwise: best score >= the per-pair --fmr/--threshold threshold [default with --threshold].")
-@click.option("--alpha", default=0.01, type=float, metavar="RATE", help="search rule: chance that a clean dataset gets any flag.")
-@click.option("--combine", default="any", type=click.Choice(["any", "all"]), help="Several matchers: flag when any / all of them flag.")
-@click.option("--fmr", default=1e-3, type=float, metavar="RATE", help="Per-pair false-match rate that fixes the pairwise threshold.")
-@click.option("--threshold", default=None, type=float, metavar="T", help="Explicit per-pair cosine threshold (implies --rule pairwise).")
-@click.option("--batch-size", default=256, type=click.IntRange(min=1), metavar="N", help="Images per matcher call.")
-@click.option("--device", default="auto", metavar="auto|cpu|cuda", help="Where to run the matcher and the search.")
-@click.option("--max-per-class", default=None, type=click.IntRange(min=1), metavar="N", help="Use at most N images per identity.")
-@click.option("--top-k", default=5, type=click.IntRange(min=1), metavar="K", help="Neighbours listed per flagged item.")
-@click.option("--label-map", default="auto", type=click.Choice(["auto", "name", "index"]), help="How synthetic class i finds authentic class i.")
-@click.option("--cache-dir", default=None, type=click.Path(file_okay=False, path_type=str), metavar="DIR", help="Embeddings cache [default: OUT/embeddings].")
-@click.option("--fail-on-leak", is_flag=True, help="Release gate: exit 3 on a leak, 4 when inconclusive.")
+@click_options(AuditConfig, only=("arch", "rule", "alpha", "combine", "fmr", "threshold", "batch_size", "device",
+                                  "max_per_class", "top_k", "label_map", "cache_dir", "fail_on_leak"))
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
-def audit(synthetic, authentic, out, matchers, weights, arch, rule, alpha, combine, fmr, threshold, batch_size, device,
-          max_per_class, top_k, label_map, cache_dir, fail_on_leak, quiet, as_json):
+def audit(matchers, weights, quiet, as_json, **options):
     """Identity-leakage report: can a synthetic identity or image be linked to a real one?
 
     Writes report.json (verdict.status: pass | leak | inconclusive, with reasons), report.html,
@@ -211,16 +198,12 @@ def audit(synthetic, authentic, out, matchers, weights, arch, rule, alpha, combi
       synthgen audit --synthetic shards --authentic casia-112 --out audit \\
           --matcher iresnet --arch r100 --weights backbone.pth --fail-on-leak
     """
-    from synthgen.audit.report import AuditConfig, run_audit
+    from synthgen.audit.report import run_audit
 
     names = list(matchers) or ["facenet-vggface2"]
-    r = run_audit(AuditConfig(synthetic=synthetic, authentic=authentic, out=out,
-                              matcher=names[0] if len(names) == 1 else names,
+    r = run_audit(AuditConfig(matcher=names[0] if len(names) == 1 else names,
                               weights=(weights[0] if len(weights) == 1 else list(weights)) if weights else None,
-                              arch=arch, rule=rule, alpha=alpha, combine=combine, fmr=fmr, threshold=threshold,
-                              batch_size=batch_size, device=device, max_per_class=max_per_class, top_k=top_k,
-                              label_map=label_map, cache_dir=cache_dir, fail_on_leak=fail_on_leak,
-                              progress=not (quiet or as_json)))
+                              progress=not (quiet or as_json), **options))
     v = r["verdict"]
     if as_json:
         echo_json(v)
@@ -232,8 +215,8 @@ def audit(synthetic, authentic, out, matchers, weights, arch, rule, alpha, combi
             click.echo(f"  - {reason}")
         for step in v["next_steps"]:
             click.echo(f"  next: {step}")
-        click.echo(f"report: {out}/report.html")
-    if fail_on_leak and v["status"] != "pass":
+        click.echo(f"report: {options['out']}/report.html")
+    if options["fail_on_leak"] and v["status"] != "pass":
         raise SystemExit(3 if v["status"] == "leak" else 4)
 
 

@@ -231,3 +231,18 @@ def test_export_options_come_from_exportconfig_unchanged():
         (["--quiet"], UNSET, None, None),
     ]
     assert cli.commands["export"].params[5].type.min == 1 and cli.commands["export"].params[5].type.max == 100
+
+
+def test_audit_options_come_from_auditconfig_unchanged():
+    """`synthgen audit`'s single-valued options come from AuditConfig's fields; the repeatable
+    --matcher/--weights stay hand-written (one flag, several values). Same flags and defaults."""
+    got = [(p.opts, _default(p), list(p.type.choices) if hasattr(p.type, "choices") else None)
+           for p in cli.commands["audit"].params]
+    assert [g[0][0] for g in got] == ["--synthetic", "--authentic", "--out", "--matcher", "--weights", "--arch",
+                                      "--rule", "--alpha", "--combine", "--fmr", "--threshold", "--batch-size",
+                                      "--device", "--max-per-class", "--top-k", "--label-map", "--cache-dir",
+                                      "--fail-on-leak", "--quiet", "--json"]
+    d = {g[0][0]: g[1:] for g in got}
+    assert d["--arch"] == ("r100", ["r18", "r34", "r50", "r100"]) and d["--rule"] == (None, ["search", "pairwise"])
+    assert d["--alpha"] == (0.01, None) and d["--fmr"] == (1e-3, None) and d["--top-k"] == (5, None)
+    assert d["--synthetic"] == (UNSET, None) and d["--label-map"] == ("auto", ["auto", "name", "index"])
