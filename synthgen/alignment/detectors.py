@@ -16,7 +16,7 @@ import numpy as np
 
 from typing import Protocol
 
-from synthgen.contract import Status, identity_of
+from synthgen.contract import AlignRecord, Status, identity_of
 
 from .geometry import ARCFACE_112, fallback_matrix, similarity_transform, warp
 
@@ -177,7 +177,7 @@ def detect_and_align(rels, images, detector, template_pts, template_name, size, 
     dets = detect_any_size(detector, images, detect_size)
     records, mats, keep_idx = [], [], []
     for i, (rel, det) in enumerate(zip(rels, dets)):
-        r = {"source": rel, "identity": identity_of(rel), "template": template_name,
+        r: AlignRecord = {"source": rel, "identity": identity_of(rel), "template": template_name,
              "width": int(shapes[i][1]), "height": int(shapes[i][0])}
         status, m = Status.NO_FACE.value, None
         if det is not None:

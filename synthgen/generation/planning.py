@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
+from synthgen.contract import GenerateRecord
 from synthgen.errors import UsageError
 from synthgen.seeding import derive_seed, parse_int_list
 
@@ -21,8 +22,8 @@ class Item:
     mix_seed: int | None = None
     extra: dict = field(default_factory=dict)
 
-    def record(self, common: dict, status: str = "ok") -> dict:
-        r = {"path": self.path, "class": self.cls, "index": self.index, "seed": self.seed}
+    def record(self, common: dict, status: str = "ok") -> GenerateRecord:
+        r: GenerateRecord = {"path": self.path, "class": self.cls, "index": self.index, "seed": self.seed}
         r.update(common)
         r["noise_seed"] = self.noise_seed
         if self.mix_seed is not None:
