@@ -25,7 +25,7 @@ from synthgen.safeload import safe_torch_load
 
 from .bounds import check_config, check_state
 from .network import StyleGAN2Config
-from .pickle_vm import escape, show
+from .pickle_limits import escape, show
 
 FORMAT = "synthgen.stylegan2ada"
 FORMAT_VERSION = 1

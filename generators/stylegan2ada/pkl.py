@@ -30,7 +30,8 @@ from .bounds import check_config, check_state
 from .network import MappingConfig, StyleGAN2Config, SynthesisConfig
 from .pickle_values import (_Budget, _charged, _codecs_encode, _DtypeRecord, _make_tensor_builders, _numpy_scalar,
                             _ordered_dict, _set_of)
-from .pickle_vm import PickleVM, escape, show
+from .pickle_limits import escape, show
+from .pickle_vm import PickleVM
 
 
 class PersistentRecord:
