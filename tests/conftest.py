@@ -69,6 +69,10 @@ SLOW = {
     "test_precision.py::test_batched_inline_align_tries_the_same_seeds",
     "test_paths.py::test_png_shard_declaring_a_huge_image_is_refused_before_decoding",
     "test_audit.py::test_iresnet_weights_load_and_wrong_arch_named",
+    "test_pickle_attacks.py::test_deep_tuples_and_cycles_are_refused",
+    "test_array_files.py::test_decompression_bomb_is_refused",
+    "test_pickle_attacks.py::test_cheap_opcodes_cannot_flood_memory_with_objects",
+    "test_interrupts.py::test_full_disk_in_align_is_one_line_and_resumable",
 }
 
 
