@@ -16,40 +16,26 @@ def network_info(path) -> dict:
     return dict(g.describe(), source_format=g.source_format)
 
 
-INFO_LINES = [  # (label, key, format) for `synthgen info`; keys a backend does not describe are skipped
-    ("sha256", "sha256", str),
-    ("backend", "backend", None),
-    ("resolution", "resolution", None),
-    ("classes", "c_dim", lambda c: str(c) if c else "unconditional (c_dim=0)"),
-    ("z_dim / w_dim", "z_dim", None),
-    ("num_ws", "num_ws", str),
-    ("mapping layers", "mapping_layers", str),
-    ("channels", "channels", lambda d: ", ".join(f"{r}:{c}" for r, c in d.items())),
-    ("fp16 blocks", "fp16_blocks",
-     lambda b: f"{', '.join(map(str, b)) or 'none'} (fp16 on CUDA by default; generate --precision)"),
-    ("conv_clamp", "conv_clamp", str),
-    ("parameters", "parameters", None),
+INFO_LINES = [  # (label, key, text from the description d); keys a backend does not describe are skipped
+    ("sha256", "sha256", lambda d: str(d["sha256"])),
+    ("backend", "backend", lambda d: f"{d['backend']} ({d['source_format']})"),
+    ("resolution", "resolution", lambda d: f"{d['resolution']}x{d['resolution']}, {d['img_channels']} channels"),
+    ("classes", "c_dim", lambda d: str(d["c_dim"]) if d["c_dim"] else "unconditional (c_dim=0)"),
+    ("z_dim / w_dim", "z_dim", lambda d: f"{d['z_dim']} / {d['w_dim']}"),
+    ("num_ws", "num_ws", lambda d: str(d["num_ws"])),
+    ("mapping layers", "mapping_layers", lambda d: str(d["mapping_layers"])),
+    ("channels", "channels", lambda d: ", ".join(f"{r}:{c}" for r, c in d["channels"].items())),
+    ("fp16 blocks", "fp16_blocks", lambda d: f"{', '.join(map(str, d['fp16_blocks'])) or 'none'} "
+                                             "(fp16 on CUDA by default; generate --precision)"),
+    ("conv_clamp", "conv_clamp", lambda d: str(d["conv_clamp"])),
+    ("parameters", "parameters", lambda d: f"{d['parameters']:,}"
+                                           + (f" (+ {d['buffers']:,} buffer elements)" if "buffers" in d else "")),
 ]
 
 
 def format_info(path, d: dict) -> list[str]:
     """`synthgen info`'s text: one line per property the backend reports."""
-    lines = [f"{'file':<15}{path}"]
-    for label, key, fmt in INFO_LINES:
-        if key not in d:
-            continue
-        if key == "backend":
-            value = f"{d['backend']} ({d['source_format']})"
-        elif key == "resolution":
-            value = f"{d['resolution']}x{d['resolution']}, {d['img_channels']} channels"
-        elif key == "z_dim":
-            value = f"{d['z_dim']} / {d['w_dim']}"
-        elif key == "parameters":
-            value = f"{d['parameters']:,}" + (f" (+ {d['buffers']:,} buffer elements)" if "buffers" in d else "")
-        else:
-            value = fmt(d[key])
-        lines.append(f"{label:<15}{value}")
-    return lines
+    return [f"{'file':<15}{path}"] + [f"{label:<15}{text(d)}" for label, key, text in INFO_LINES if key in d]
 
 
 def convert_network(src, dst, overwrite: bool = False) -> dict:

@@ -263,7 +263,7 @@ def run_pipeline(cfg: dict, overwrite: bool = False, progress: bool = True, log=
         fn = {"generate": generate, "align": align, "shard": shard, "audit": run_audit}[stage]
         result = fn(classes[stage](**args))
         record["stages"][stage] = {"status": "complete", "config_hash": h, "seconds": round(time.time() - t0, 2),
-                                   "summary": _brief(result)}
+                                   "summary": result.brief()}
         if rank == 0:
             atomic_write_text(rec_path, json.dumps(record, indent=1, default=str))
         prev_out = dirs[stage]
@@ -289,8 +289,3 @@ def _read_record(path: Path) -> dict:
 def _looks_complete(stage, d: Path) -> bool:
     marker = {"generate": "manifest.jsonl", "align": "manifest.jsonl", "shard": "index.json", "audit": "report.json"}[stage]
     return (d / marker).is_file()
-
-
-def _brief(result) -> dict:
-    """A stage's few headline numbers for run.json (every run_* returns a StageSummary)."""
-    return result.brief()

@@ -14,7 +14,7 @@ import re
 
 import numpy as np
 
-from synthgen.errors import DataError
+from synthgen.errors import DataError, escape_control
 from synthgen.safepath import show
 
 _ADVICE = ("weights_only", "weights only", "weights _only", "safe_globals", "pytorch 2.6", "documentation",
@@ -34,7 +34,7 @@ def refusal_reason(e: Exception, limit: int = 160) -> str:
     lines = [ln.strip() for ln in text.replace("WeightsUnpickler error:", "\n").splitlines()]
     useful = [ln for ln in lines if ln and not any(a in ln.lower() for a in _ADVICE)]
     line = useful[0] if useful else "it holds objects that the safe loader refuses"
-    line = line.encode("unicode_escape").decode("ascii")
+    line = escape_control(line)
     return line if len(line) <= limit else line[:limit] + "..."
 
 
@@ -141,16 +141,16 @@ def read_h5_dataset(f, name, path, what: str):
     link = f.get(name, getlink=True)
     if link is None:
         raise DataError(f"{path}: missing dataset '{name}' in the {what} file")
-    problems = h5_storage_problems(f) if not isinstance(link, h5py.HardLink) else []
-    obj = f[name] if not problems else None
-    if obj is not None and not isinstance(obj, h5py.Dataset):
-        problems.append(f"'{name}' is a {type(obj).__name__}, expected a dataset")
-    if obj is not None and isinstance(obj, h5py.Dataset) and (obj.external or obj.is_virtual):
-        problems.append(f"dataset '{name}' stores its data outside the file (external/virtual storage); refused: "
-                        "it could read any local file")
-    if problems:
-        raise DataError(f"{path}: {problems[0]}")
-    ds = obj
+    if not isinstance(link, h5py.HardLink):
+        target = getattr(link, "filename", None) or getattr(link, "path", "")
+        raise DataError(f"{path}: '{name}' is a {type(link).__name__} to {show(target)}; only data inside the file "
+                        "is read")
+    ds = f[name]
+    if not isinstance(ds, h5py.Dataset):
+        raise DataError(f"{path}: '{name}' is a {type(ds).__name__}, expected a dataset")
+    if ds.external or ds.is_virtual:
+        raise DataError(f"{path}: dataset '{name}' stores its data outside the file (external/virtual storage); "
+                        "refused: it could read any local file")
     budget = MAX_INFLATE * max(os.path.getsize(path), 1 << 16)
     vlen = h5py.check_vlen_dtype(ds.dtype) is not None or ds.dtype.kind == "O"
     if not vlen:

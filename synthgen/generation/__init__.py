@@ -21,10 +21,10 @@ Resume: images are written under a temporary name and renamed, so a file under i
 name is complete; a rerun skips them. The manifest is rebuilt from the work list and the files.
 """
 
-from .config import DEFAULT_CHUNK, FORWARD_CHUNK, RUN_JSON, GenerateConfig, resolve_chunk, validate_config
+from .config import DEFAULT_CHUNK, RUN_JSON, GenerateConfig, resolve_chunk, validate_config
 from .planning import Item, plan_items
 from .rendering import encode, read_png_meta, render
 from .stage import config_identity, generate
 
-__all__ = ["DEFAULT_CHUNK", "FORWARD_CHUNK", "RUN_JSON", "GenerateConfig", "Item", "config_identity", "encode",
+__all__ = ["DEFAULT_CHUNK", "RUN_JSON", "GenerateConfig", "Item", "config_identity", "encode",
            "generate", "plan_items", "read_png_meta", "render", "resolve_chunk", "validate_config"]

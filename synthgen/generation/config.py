@@ -15,7 +15,6 @@ from synthgen.seeding import parse_int_list
 # Samples per network call, fixed per run so that outputs never depend on batching. CPU: 16
 # (no gain beyond that); CUDA: 256, since a 128 px forward of 16 images is launch-bound on a GPU.
 DEFAULT_CHUNK = {"cpu": 16, "cuda": 256}
-FORWARD_CHUNK = DEFAULT_CHUNK["cpu"]  # the CPU default (kept for callers of the old name)
 RUN_JSON = MARKERS["generate"]
 PARTS_DIR = ".parts"
 # = the StyleGAN backend's NOISE_MODES and PRECISIONS (a test checks), without importing torch
