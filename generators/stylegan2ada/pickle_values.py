@@ -91,12 +91,12 @@ def _set_of(kind):
     return make
 
 
-def _charged(fn, budget, where, size=len, per_item=1):
+def _charged(fn, budget, where, per_item=1):
     """Wrap a builder whose output grows with a (possibly memo-shared) input: each call is
     charged against the load's memory budget, so one stored string or list cannot be copied
     a million times for a few bytes each."""
     def call(*args):
-        budget.charge(per_item * (size(args[0]) if args and hasattr(args[0], "__len__") else 0), where)
+        budget.charge(per_item * (len(args[0]) if args and hasattr(args[0], "__len__") else 0), where)
         return fn(*args)
 
     return call
