@@ -13,6 +13,7 @@ from synthgen.audit.report import AuditConfig
 from synthgen.export import ExportConfig
 from synthgen.generation import GenerateConfig
 from synthgen.options import click_options
+from synthgen.release.config import ReleaseConfig
 from synthgen.shards import ShardConfig
 
 from .main import cli, echo_json
@@ -139,17 +140,22 @@ def shard(quiet, **options):
 @cli.command()
 @click.argument("directory", metavar="DIR", type=click.Path(path_type=str))
 def verify(directory):
-    """Check every shard against index.json (counts, sha256, labels, keys, image data).
+    """Check a shard folder or a release folder.
 
-    Exit code 1 on any problem, each named with its shard.
+    Shards: every shard against index.json (counts, sha256, labels, keys, image data). A release
+    (SHA256SUMS + card.json): every file against SHA256SUMS, the shards, the card's counts and
+    labels against the data, and that no quarantined key is present. Exit code 1 on any problem,
+    one line each, naming the file.
 
     \b
-    Example:
+    Examples:
       synthgen verify shards
+      synthgen verify releases/sface60
     """
+    from synthgen.release import is_release, verify_release
     from synthgen.shards import verify as run_verify
 
-    problems = run_verify(directory)
+    problems = verify_release(directory) if is_release(directory) else run_verify(directory)
     if problems:
         for p in problems:
             click.echo(f"FAIL {escape_control(str(p))}", err=True)  # keys come from the files
@@ -279,3 +285,67 @@ def demo(out, quiet):
     from synthgen.demo import run_demo
 
     run_demo(out, progress=not quiet, log=click.echo)
+
+
+@cli.command()
+@click.argument("run", metavar="RUN_DIR", type=click.Path(path_type=str))
+@click_options(ReleaseConfig, exclude=("run", "progress"))
+@QUIET
+@JSON
+def release(run, quiet, as_json, **options):
+    """Remediate an audited run, re-audit, and write a documented, verifiable release.
+
+    Flagged images are re-rendered from their next retry seed (--policy regenerate) or dropped;
+    flagged and colliding identities are removed as whole classes; images with no generation
+    record are removed. Re-audits until the verdict is pass or --max-rounds. Exit 0 when
+    certified (or written NOT CERTIFIED with --allow-inconclusive), 3 if leaks remain, 4 if the
+    final audit is inconclusive.
+
+    \b
+    Examples:
+      synthgen release runs/sface60 --out releases/sface60 --format shards,recordio
+      synthgen release demo-run/run --out demo-run/release --allow-inconclusive
+    """
+    from synthgen.release import release as run_release
+
+    r = run_release(ReleaseConfig(run=run, **options, progress=not (quiet or as_json)))
+    if as_json:
+        echo_json(dict(r))
+    elif not quiet:
+        for rd in r["rounds"]:
+            click.echo(f"round {rd['round']}: {rd['status']} ({rd.get('flagged_images')} images, "
+                       f"{rd.get('flagged_identities')} identities flagged; removed {rd.get('removed', 0) or 0}, "
+                       f"replaced {rd.get('replaced', 0) or 0})")
+        if r["written"]:
+            c = r["counts"]
+            click.echo(f"release: {r['status'].upper()}: {c['images']} images, {c['classes']} classes -> "
+                       f"{options['out']} (card: {options['out']}/DATASET_CARD.md)")
+        else:
+            click.echo(f"release: NOT WRITTEN: the final audit is {r['final_verdict']} (see "
+                       f"{options['out']}/audit/); pass --allow-inconclusive to write an inconclusive release "
+                       "marked NOT CERTIFIED", err=True)
+    if not r["written"]:
+        raise SystemExit(3 if r["final_verdict"] == "leak" else 4)
+
+
+@cli.command()
+@click.argument("card", metavar="CARD.json", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--network", required=True, type=NETWORK, metavar="PKL", help="The generator file the card names (its sha256 is checked).")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=str), metavar="DIR", help="Where the rebuilt release goes.")
+@QUIET
+def rebuild(card, network, out, quiet):
+    """Regenerate a release from its card and prove it byte for byte.
+
+    Runs generate (and align) with the card's configs, applies its removals and replacements,
+    writes its formats and compares every data file with the card's sha256. Exit 1 if any differs.
+
+    \b
+    Example:
+      synthgen rebuild releases/sface60/card.json --network sface-casia-128.pkl --out rebuilt
+    """
+    from synthgen.release import rebuild as run_rebuild
+
+    r = run_rebuild(card, network, out, progress=not quiet)
+    if not quiet:
+        click.echo(f"rebuilt {r['images']} images; {r['matched']} of {r['files']} data files match the card "
+                   f"byte for byte -> {out}")

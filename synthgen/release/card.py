@@ -1,0 +1,208 @@
+"""The release's datasheet: card.json (machine-readable, what `rebuild` reads) and DATASET_CARD.md."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+from pathlib import Path
+
+from synthgen import __version__
+from synthgen.contract import MARKERS
+from synthgen.seeding import SEED_POLICY
+
+CARD_VERSION = 1
+NOT_CERTIFIED = "NOT CERTIFIED"
+
+
+def _round(out: Path, r: dict) -> dict:
+    """One audit round, summarised from its report.json."""
+    rep = json.loads((out / r["report"]).read_text())
+    v = rep["verdict"]
+    ms = []
+    for m in rep.get("matchers") or []:
+        d = m.get("decision") or {}
+        ms.append({"name": m["matcher"]["name"], "id": m["matcher"].get("id"),
+                   "weights_sha256": m["matcher"].get("weights_sha256"),
+                   "operating_score": d.get("operating_score"), "null_queries": d.get("null_queries"),
+                   "null_queries_needed": d.get("null_queries_needed"),
+                   "fnmr_at_operating": d.get("fnmr_at_operating"), "fnmr_ci95": d.get("fnmr_at_operating_ci95"),
+                   "fmr_at_operating": d.get("fmr_at_operating"), "fmr_ci95": d.get("fmr_at_operating_ci95"),
+                   "calibration_pairs": {k: (m.get("calibration") or {}).get(k) for k in
+                                         ("genuine_pairs", "imposter_pairs")}})
+    from synthgen.fsutil import sha256_file
+
+    return {"round": r["round"], "status": v["status"], "rule": v.get("rule"), "alpha": v.get("alpha"),
+            "combine": v.get("combine"), "decided_by": v.get("decided_by"),
+            "flagged_images": v.get("flagged_images"), "flagged_identities": v.get("flagged_identities"),
+            "removed": r.get("removed", 0), "replaced": r.get("replaced", 0),
+            "counts": rep.get("counts"), "matchers": ms, "reasons": v.get("reasons", []),
+            "report": r["report"], "report_sha256": sha256_file(out / r["report"])}
+
+
+def _alignment(run) -> dict:
+    import numpy as np
+
+    from synthgen.alignment import load_template
+
+    g = run.gen_meta.get("config") or {}
+    if run.align_mode == "stage":
+        a = run.align_meta or {}
+        ident, conf = a.get("identity") or {}, a.get("config") or {}
+        return {"by": "synthgen align", "template": a.get("template_name", conf.get("template")),
+                "template_points": ident.get("template_points"), "crop_size": conf.get("size"),
+                "detector": conf.get("detector"), "min_face_size": conf.get("min_face_size"),
+                "thresholds": conf.get("thresholds"), "select": conf.get("select"), "on_miss": conf.get("on_miss"),
+                "colour_order": "RGB", "config_hash": a.get("config_hash")}
+    if run.align_mode == "inline":
+        name, pts = load_template(g.get("align_template", "arcface"), int(g.get("align_size", 112)))
+        return {"by": "synthgen generate --align", "template": name,
+                "template_points": np.round(pts, 6).tolist(), "crop_size": g.get("align_size"), "detector": "mtcnn",
+                "min_face_size": g.get("min_face_size"), "colour_order": "RGB",
+                "on_miss": f"re-render from the next retry seed (up to {g.get('max_retries')} times)"}
+    return {"by": "none: images are the generator's output, not aligned by synthgen", "colour_order": "RGB"}
+
+
+def build_card(cfg, run, state: dict, index: dict, formats: list, certified: bool, files: dict, out: Path) -> dict:
+    from .config import ReleaseConfig
+
+    gen = run.gen_meta
+    gi = gen.get("identity") or {}
+    rounds = [_round(out, r) for r in state["rounds"]]
+    final = rounds[-1]
+    classes = index["classes"]
+    orig_classes = run.index.get("classes") or []
+    foreign = sorted(k for k, it in state["items"].items() if it["slot"] is None)
+    ops = state.get("ops", [])
+    rebuildable = not foreign
+    status = "certified" if certified else NOT_CERTIFIED
+    why = [] if certified else [f"The final audit (round {final['round']}) is {final['status']}, not pass."] + \
+        final["reasons"]
+    release_cfg = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ReleaseConfig.RUNTIME_FIELDS}
+    shard_meta = {k: index.get(k) for k in ("config", "config_hash", "image_size", "colour_order", "encoding",
+                                             "schema_version")}
+    import torch
+
+    return {
+        "card_version": CARD_VERSION, "name": cfg.name, "status": status, "certified": certified,
+        "not_certified_because": why,
+        "synthgen_version": __version__,
+        "intended_use": cfg.intended_use,
+        "not_for": ["identifying, tracking or verifying real people",
+                    "evidence about any real person",
+                    "uses the generator's licence or the authentic data's terms forbid"],
+        "license": cfg.license,
+        "generator": {"sha256": gi.get("network_sha256"), "license": cfg.generator_license,
+                      "file_name": Path(str((gen.get("config") or {}).get("network", ""))).name,
+                      **{k: (gen.get("generator") or {}).get(k) for k in ("backend", "source_format", "resolution",
+                                                                          "c_dim", "z_dim")}},
+        "configs": {
+            "generate": {"config": gen.get("config"), "identity": gi, "config_hash": gen.get("config_hash")},
+            "align": ({"config": (run.align_meta or {}).get("config"), "config_hash": (run.align_meta or {}).get(
+                "config_hash"), "identity": (run.align_meta or {}).get("identity")} if run.align_mode == "stage"
+                else {"mode": run.align_mode}),
+            "shard": shard_meta,
+            "audit": {"config": run.report.get("config")},
+            "release": release_cfg,
+        },
+        "seed_policy": {"name": SEED_POLICY,
+                        "latent": "numpy.random.RandomState(seed).randn(1, z_dim), seed = derive_seed(base, class, "
+                                  "index) (or --seeds / --seed-pool as the generate config says)",
+                        "derive_seed": "first 4 bytes, little-endian, of sha256('synthgen-seed-v1:' + ':'.join(parts))",
+                        "replacement": "derive_seed(base, class, index, 'retry', attempt); noise: derive_seed(base, "
+                                       "class, index, 'noise', 'retry', attempt)"},
+        "counts": {"images": index["total"], "classes": index["num_classes"],
+                   "per_class": dict(zip(classes, index["items_per_class"])),
+                   "removed_images": sum(1 for o in ops if o["op"] == "remove"),
+                   "replaced_images": sum(1 for o in ops if o["op"] == "replace"),
+                   "removed_classes": sorted(set(orig_classes) - set(classes)),
+                   "original_images": run.index.get("total"), "original_classes": len(orig_classes),
+                   "foreign_images_kept": len(foreign)},
+        "labels": {c: i for i, c in enumerate(classes)},
+        "alignment": _alignment(run),
+        "audit": {"rounds": rounds, "final_round": final["round"], "final_verdict": final["status"],
+                  "authentic": (run.report.get("dataset") or {}).get("authentic")},
+        "remediation": {"policy": cfg.policy, "max_rounds": cfg.max_rounds, "operations": ops,
+                        "quarantine": "quarantine.csv"},
+        "formats": formats,
+        "files": files,
+        "rebuild": {
+            "rebuildable": rebuildable,
+            "why_not": None if rebuildable else f"{len(foreign)} images have no generation record "
+                                                f"(e.g. {foreign[0]}): they were kept with --keep-foreign",
+            "command": "synthgen rebuild card.json --network GENERATOR --out DIR",
+            "must_match": {"generator_sha256": gi.get("network_sha256"), "device_type": gi.get("device_type"),
+                           "precision": gi.get("precision"), "forward_chunk": gi.get("forward_chunk"),
+                           "synthgen": f"{__version__} (seed policy {SEED_POLICY}, shard schema "
+                                       f"{index.get('schema_version')}); other versions are not promised to match",
+                           "torch": torch.__version__,
+                           "cpu_threads": "alignment warps are computed in float32 by torch: run the rebuild with "
+                                          "the thread count of the original run (OMP_NUM_THREADS) if bytes differ"},
+            "proves": "every file listed in `files` (shards and format data files), byte for byte",
+        },
+        "built_with": {"python": platform.python_version(), "torch": torch.__version__},
+    }
+
+
+def _pct(x) -> str:
+    return "n/a" if x is None else f"{100 * x:.3g} %"
+
+
+def _ci(c) -> str:
+    return "n/a" if not c else f"{_pct(c[0])} to {_pct(c[1])}"
+
+
+def card_markdown(card: dict) -> str:
+    c = card["counts"]
+    a = card["alignment"]
+    lines = [f"# {card['name']}", ""]
+    if card["certified"]:
+        lines += ["**Status: certified.** The final identity-leakage audit of exactly these images passed "
+                  f"(round {card['audit']['final_round']}).", ""]
+    else:
+        lines += [f"**Status: {NOT_CERTIFIED}.** This release was written with --allow-inconclusive; no claim is "
+                  "made that it is free of real identities. Why:", ""]
+        lines += [f"- {w}" for w in card["not_certified_because"]] + [""]
+    lines += ["## What it is", "",
+              f"{c['images']:,} synthetic face images in {c['classes']:,} classes, made by a generator "
+              f"(sha256 `{card['generator']['sha256']}`) with synthgen {card['synthgen_version']}. "
+              "Every image is a function of the generator file, its seeds and the configs below.", "",
+              f"- Intended use: {card['intended_use']}",
+              f"- Not for: {'; '.join(card['not_for'])}.",
+              f"- Licence: {card['license']}",
+              f"- Generator licence / terms: {card['generator']['license']}", "",
+              "## Contents", "",
+              f"- Formats: {', '.join(card['formats'])} (each in its own folder); `SHA256SUMS` covers every file.",
+              f"- Images: {c['images']:,} (the run had {c['original_images']:,}); classes: {c['classes']:,} "
+              f"(of {c['original_classes']:,}). Removed: {c['removed_images']:,} images, "
+              f"{len(c['removed_classes'])} classes; replaced: {c['replaced_images']:,} images. Every removed or "
+              "replaced item is in `quarantine.csv`.",
+              f"- Images per class: min {min(c['per_class'].values(), default=0)}, max "
+              f"{max(c['per_class'].values(), default=0)}. Labels are contiguous (0..{c['classes'] - 1}); "
+              "`card.json` `labels` maps each class folder to its label.", "",
+              "## Alignment", ""]
+    lines += [f"- {k.replace('_', ' ')}: {v}" for k, v in a.items() if v is not None] + [""]
+    lines += ["## Audit", "", "| round | verdict | flagged images | flagged identities | removed | replaced | "
+              "matchers (weights sha256) |", "|---|---|---|---|---|---|---|"]
+    for r in card["audit"]["rounds"]:
+        ms = ", ".join(f"{m['name']} ({(m['weights_sha256'] or 'n/a')[:12]})" for m in r["matchers"])
+        lines.append(f"| {r['round']} | {r['status']} | {r['flagged_images']} | {r['flagged_identities']} | "
+                     f"{r['removed']} | {r['replaced']} | {ms} |")
+    fin = card["audit"]["rounds"][-1]
+    lines += ["", f"Final round {fin['round']}: {fin['decided_by']}.", ""]
+    for m in fin["matchers"]:
+        lines.append(f"- {m['name']}: operating score {m['operating_score']}, null from {m['null_queries']} authentic "
+                     f"images (needed {m['null_queries_needed']}); FNMR {_pct(m['fnmr_at_operating'])} (95 % CI "
+                     f"{_ci(m['fnmr_ci95'])}), FMR {_pct(m['fmr_at_operating'])} (95 % CI {_ci(m['fmr_ci95'])}).")
+    lines += [""] + [f"- {r}" for r in fin["reasons"]]
+    rb = card["rebuild"]
+    lines += ["", "## Rebuild instead of download", ""]
+    if rb["rebuildable"]:
+        lines += [f"`{rb['command']}` regenerates this release and proves it byte for byte against the hashes in "
+                  "`card.json` (`files`). For byte identity these must match:", ""]
+        lines += [f"- {k.replace('_', ' ')}: {v}" for k, v in rb["must_match"].items()]
+    else:
+        lines.append(f"Not rebuildable: {rb['why_not']}.")
+    lines += ["", "## Configs", "", "Every config and its hash is in `card.json` (`configs`); the seed policy is "
+              f"`{card['seed_policy']['name']}` (`card.json` `seed_policy`).", ""]
+    return "\n".join(lines)

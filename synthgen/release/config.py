@@ -1,0 +1,75 @@
+"""ReleaseConfig and its side-effect-free validation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from synthgen.errors import UsageError
+from synthgen.options import check_choices, check_ranges, opt
+from synthgen.runs import check_types
+
+POLICIES = ("regenerate", "drop")
+RELEASE_JSON = "release.json"  # the stage marker (bookkeeping, outside SHA256SUMS)
+
+
+def formats_available() -> tuple:
+    from synthgen.export import EXPORTERS
+
+    return ("shards", *EXPORTERS)
+
+
+DEFAULT_USE = ("Training and evaluating face-recognition models for research. Not for identifying, tracking "
+               "or verifying real people, and not as evidence about any real person.")
+
+
+@dataclass
+class ReleaseConfig:
+    run: str = opt(path="dir", metavar="RUN_DIR", help="A finished, audited `synthgen run` folder.")
+    out: str = opt(path="dir", metavar="REL", help="Release directory.")
+    policy: str = opt("regenerate", choices=POLICIES,
+                      help="Flagged generated images: re-render from their next retry seed (class sizes kept) "
+                           "or drop them.")
+    max_rounds: int = opt(3, range=(0, None), metavar="N", help="Remediate-and-re-audit rounds at most.")
+    formats: str = opt("shards", flag="--format", metavar="LIST",
+                       help="Comma list of formats: shards (always), recordio, imagefolder, webdataset, parquet.")
+    allow_inconclusive: bool = opt(False, help="Write the release when the final audit is inconclusive, marked "
+                                               "NOT CERTIFIED (exit 0).")
+    keep_foreign: bool = opt(False, help="Keep unflagged images with no generation record (the release then "
+                                         "cannot be rebuilt from its card).")
+    network: str | None = opt(None, path="file", metavar="PKL",
+                              help="The run's generator file, if it moved [default: the path the run recorded].")
+    name: str = opt("synthgen-release", metavar="NAME", help="Dataset name for the card.")
+    license: str = opt("unspecified", metavar="TEXT", help="The dataset's licence, for the card.")
+    generator_license: str = opt("unspecified", metavar="TEXT",
+                                 help="The generator's licence / terms, for the card (e.g. non-commercial research "
+                                      "only, when trained on CASIA-WebFace).")
+    intended_use: str = opt(DEFAULT_USE, metavar="TEXT", help="What the data is for, for the card.")
+    overwrite: bool = opt(False, help="Replace a release directory that holds a different release.")
+    progress: bool = True
+
+    RUNTIME_FIELDS = ("run", "out", "network", "overwrite", "progress")
+
+
+def parse_formats(text) -> list[str]:
+    known = formats_available()
+    if not isinstance(text, str):
+        raise UsageError(f"got {text!r}, expected a comma list like shards,recordio", "--format")
+    fmts = [f.strip() for f in text.split(",") if f.strip()]
+    bad = [f for f in fmts if f not in known]
+    if bad:
+        raise UsageError(f"'{bad[0]}' is not one of {', '.join(known)}", "--format")
+    if len(set(fmts)) != len(fmts):
+        raise UsageError(f"'{text}' names a format twice", "--format")
+    return ["shards"] + [f for f in fmts if f != "shards"]
+
+
+def validate(cfg: ReleaseConfig, host: bool = True) -> None:
+    check_types(cfg)
+    check_choices(cfg, ("policy",))
+    check_ranges(cfg, ("max_rounds",))
+    parse_formats(cfg.formats)
+    for f in ("name", "license", "generator_license", "intended_use"):
+        v = getattr(cfg, f)
+        if not v.strip() or any(ord(ch) < 32 and ch not in "\n\t" for ch in v):
+            raise UsageError(f"got {v!r}, expected non-empty text without control characters",
+                             "--" + f.replace("_", "-"))

@@ -1,0 +1,120 @@
+"""`synthgen rebuild CARD --network PKL --out DIR`: regenerate a release from its card.
+
+Every image of a release is a function of the generator file, the seeds and the configs the
+card records. Rebuild runs generate (and align) with those configs into DIR/.work, applies the
+card's removals and replacements (replacements re-rendered at their recorded attempt), writes
+the card's formats into DIR, and compares each data file with the card's sha256 (`files`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+from synthgen.contract import MARKERS
+from synthgen.errors import DataError, UsageError
+from synthgen.fsutil import atomic_write_text, sha256_file
+from synthgen.safepath import safe_relpath, show_path
+
+
+def _card(path: Path) -> dict:
+    from .source import read_json
+
+    card = read_json(path, "expected a release's card.json")
+    need = ("card_version", "configs", "remediation", "files", "rebuild", "formats", "generator")
+    missing = [k for k in need if k not in card]
+    if missing or card.get("card_version") != 1:
+        raise DataError(f"{show_path(path)}: not a synthgen release card (version 1; missing {', '.join(missing) or 'none'})")
+    return card
+
+
+def rebuild(card_path, network, out, progress: bool = True) -> dict:
+    """Python API of `synthgen rebuild`; DataError if any data file differs from the card."""
+    from synthgen.alignment import AlignConfig, align
+    from synthgen.generation import GenerateConfig, generate
+    from synthgen.shards.plan import plan
+
+    from .remediate import Replacer, link_or_copy
+    from .source import read_manifest
+    from .stage import data_files, materialize_formats
+
+    card_path, out = Path(card_path), Path(out)
+    card = _card(card_path)
+    if not card["rebuild"].get("rebuildable"):
+        raise DataError(f"{show_path(card_path)}: this release cannot be rebuilt: {card['rebuild'].get('why_not')}")
+    want = card["generator"].get("sha256")
+    if not Path(network).is_file():
+        raise UsageError(f"{network}: not found, expected the generator file the card names (sha256 {want})", "--network")
+    if sha256_file(network) != want:
+        raise UsageError(f"{network}: sha256 differs from the card's generator ({want}); pass that file", "--network")
+    for rel in card["files"]:
+        safe_relpath(rel, None, card_path, "files", "use an untampered card")
+    gen = card["configs"]["generate"]
+    names = {f.name for f in dataclasses.fields(GenerateConfig)}
+    gi = gen.get("identity") or {}
+    gc = {k: v for k, v in (gen.get("config") or {}).items() if k in names}
+    work = out / ".work"
+    gc.update(network=str(network), out=str(work / "raw"), device=gi.get("device_type", "cpu"),
+              precision=gi.get("precision", "auto"), force_fp32=False, chunk_size=gi.get("forward_chunk"),
+              shard_index=None, num_shards=None, progress=progress, overwrite=False)
+    generate(GenerateConfig(**gc))
+    al = card["configs"]["align"]
+    if al.get("mode") is None:  # a separate align stage
+        an = {f.name for f in dataclasses.fields(AlignConfig)}
+        ac = {k: v for k, v in (al.get("config") or {}).items() if k in an}
+        ac.update(inp=str(work / "raw"), out=str(work / "aligned"), progress=progress, workers=1,
+                  device=(al.get("identity") or {}).get("device_type", "cpu"),
+                  thresholds=tuple(ac.get("thresholds", (0.6, 0.7, 0.7))), overwrite=False)
+        align(AlignConfig(**ac))
+        src, mode, align_meta = work / "aligned", "stage", {"config": al.get("config"), "identity": al.get("identity")}
+    else:
+        src, mode, align_meta = work / "raw", al["mode"], None
+    items, _ = plan(src)
+    tree_records = read_manifest(src)
+    tree = work / "tree"
+    shutil.rmtree(tree, ignore_errors=True)
+    keep = {k for k, _, _ in items}
+    records = {}
+    ops = card["remediation"]["operations"]
+    removed = {o["key"] for o in ops}
+    for k in sorted(keep - removed):
+        link_or_copy(src / k, tree / k)
+        records[k] = tree_records.get(k) or {}
+    reps = [o for o in ops if o["op"] == "replace"]
+    if reps:
+        gen_meta = {"config": gen.get("config"), "identity": gi}
+        r = Replacer(gen_meta, align_meta, mode, str(network), work, tree)
+        by_round: dict[int, list] = {}
+        for o in reps:
+            by_round.setdefault(o["round"], []).append(o)
+        for rnd in sorted(by_round):  # later rounds replace earlier replacements
+            placed, failed = r.make([{"key": o["key"], "slot": o["slot"], "cls": o["cls"], "index": o["index"],
+                                      "attempt": o["attempt"]} for o in by_round[rnd]], search=False)
+            if failed:
+                raise DataError(f"replacement {failed[0]['slot']} at attempt {failed[0]['attempt']} found no face "
+                                "here, but did when the release was made: the device, precision or versions differ "
+                                f"from the card's rebuild.must_match")
+            for p in placed:
+                records[p["new_key"]] = dict(p["record"])
+        for k in removed & set(records):  # a replacement quarantined in a later round
+            (tree / k).unlink(missing_ok=True)
+            records.pop(k)
+    shard_cfg = (card["configs"]["shard"] or {}).get("config") or {}
+    out.mkdir(parents=True, exist_ok=True)
+    index = materialize_formats(tree, records, shard_cfg, out, card["formats"], progress)
+    got = data_files(out, card["formats"])
+    want_files = card["files"]
+    differ = sorted(k for k in want_files if got.get(k) != want_files[k])
+    extra = sorted(set(got) - set(want_files))
+    result = {"out": str(out), "images": index["total"], "files": len(want_files),
+              "matched": len(want_files) - len(differ), "differ": differ, "extra": extra}
+    atomic_write_text(out / "rebuild.json", json.dumps(result, indent=1))
+    if differ or extra:
+        what = differ[0] if differ else extra[0]
+        raise DataError(f"{len(differ)} of {len(want_files)} data files differ from the card (e.g. {what}){' and ' + str(len(extra)) + ' are extra' if extra else ''}; "
+                        f"check the card's rebuild.must_match (device type, precision, versions); details in "
+                        f"{show_path(out / 'rebuild.json')}")
+    shutil.rmtree(work, ignore_errors=True)
+    return result

@@ -1,0 +1,162 @@
+"""What an audited run says: its stage records, item records, shards and audit (read-only).
+
+A release starts from a `synthgen run` folder (RUN/raw, RUN/aligned or inline alignment,
+RUN/shards, RUN/audit). `read_run` checks that every stage finished and returns a `RunView`;
+nothing in RUN is ever written.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from synthgen.contract import MANIFEST, MARKERS, STAGE_DIRS, has_output
+from synthgen.errors import DataError
+from synthgen.safepath import safe_relpath, show_path
+
+ALIGN_MODES = ("stage", "inline", "none")  # separate align stage | generate --align | no alignment
+
+
+def read_json(path: Path, what: str) -> dict:
+    try:
+        d = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{show_path(path)}: not found; {what}") from None
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise DataError(f"{show_path(path)}: unreadable ({type(e).__name__}); {what}") from None
+    if not isinstance(d, dict):
+        raise DataError(f"{show_path(path)}: found a JSON {type(d).__name__}, expected an object; {what}")
+    return d
+
+
+def read_manifest(root: Path) -> dict[str, dict]:
+    """path -> record for every record of root/manifest.jsonl that names an output."""
+    m = root / MANIFEST
+    fix = "rerun the stage that wrote it"
+    try:
+        lines = m.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise DataError(f"{show_path(m)}: not found; {fix}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"{show_path(m)}: unreadable ({type(e).__name__}); {fix}") from None
+    out = {}
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            r = json.loads(line)
+        except (ValueError, RecursionError):
+            raise DataError(f"{show_path(m)}:{n}: not valid JSON; {fix}") from None
+        if isinstance(r, dict) and has_output(r):
+            out[safe_relpath(r["path"], root, m, f"line {n} 'path'", fix)] = r
+    return out
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass
+class RunView:
+    root: Path
+    gen_meta: dict  # RUN/raw/run.json
+    gen_records: dict  # raw path -> generate record
+    align_mode: str  # stage | inline | none
+    align_meta: dict | None  # RUN/aligned/align.json (stage mode)
+    tree_records: dict  # key (a path in the tree the shards were built from) -> that stage's record
+    index: dict  # RUN/shards/index.json
+    report: dict  # RUN/audit/report.json
+    report_sha256: str
+    rows: list = field(default_factory=list)  # RUN/audit/flagged.csv
+
+    @property
+    def gen_dir(self) -> Path:
+        return self.root / STAGE_DIRS["generate"]
+
+    @property
+    def tree(self) -> Path:
+        """The folder tree the shards were built from: aligned crops, or the generate output."""
+        return self.root / STAGE_DIRS["align"] if self.align_mode == "stage" else self.gen_dir
+
+    @property
+    def shard_dir(self) -> Path:
+        return self.root / STAGE_DIRS["shard"]
+
+    @property
+    def audit_dir(self) -> Path:
+        return self.root / STAGE_DIRS["audit"]
+
+    def generation_record(self, key: str) -> dict | None:
+        """The generate record behind a tree key, or None (not made by the generator)."""
+        if self.align_mode == "stage":
+            src = (self.tree_records.get(key) or {}).get("source")
+            return self.gen_records.get(src) if isinstance(src, str) else None
+        return self.gen_records.get(key)
+
+
+def read_flagged(path: Path) -> list[dict]:
+    """flagged.csv rows as dicts (score and p-values as floats)."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    except FileNotFoundError:
+        raise DataError(f"{show_path(path)}: not found; rerun the audit") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise DataError(f"{show_path(path)}: unreadable ({type(e).__name__}); rerun the audit") from None
+    out = []
+    for n, r in enumerate(rows, 2):
+        try:
+            out.append({"kind": r["kind"], "synthetic": r["synthetic"], "score": float(r["score"]),
+                        "p_value": float(r["p_value"]), "matcher": r["matcher"], "authentic": r["authentic"]})
+        except (KeyError, TypeError, ValueError):
+            raise DataError(f"{show_path(path)}:{n}: not a flagged.csv row (kind, synthetic, score, p_value, matcher, "
+                            "authentic); rerun the audit") from None
+        if out[-1]["kind"] not in ("image", "identity"):
+            raise DataError(f"{show_path(path)}:{n}: kind must be image or identity; rerun the audit")
+    return out
+
+
+def read_run(root) -> RunView:
+    """Check that RUN holds a finished, audited `synthgen run` and read what a release needs."""
+    root = Path(root)
+    need = "release needs the folder of a finished, audited `synthgen run` (raw/, shards/, audit/)"
+    if not root.is_dir():
+        raise DataError(f"{show_path(root)}: not a directory; {need}")
+    gen_dir = root / STAGE_DIRS["generate"]
+    gen_meta = read_json(gen_dir / MARKERS["generate"], need)
+    if gen_meta.get("status") != "complete":
+        raise DataError(f"{show_path(gen_dir / MARKERS['generate'])}: generation is {gen_meta.get('status')!r}, "
+                        "not complete; finish the run first (rerun `synthgen run`)")
+    gen_records = read_manifest(gen_dir)
+    aligned = root / STAGE_DIRS["align"]
+    inline = bool((gen_meta.get("config") or {}).get("align"))
+    align_meta = None
+    if inline:
+        mode = "inline"
+    elif (aligned / MARKERS["align"]).is_file():
+        mode = "stage"
+        align_meta = read_json(aligned / MARKERS["align"], need)
+        if align_meta.get("status") != "complete":
+            raise DataError(f"{show_path(aligned / MARKERS['align'])}: alignment is not complete; rerun `synthgen run`")
+    else:
+        mode = "none"
+    tree_records = read_manifest(aligned) if mode == "stage" else gen_records
+    shard_dir = root / STAGE_DIRS["shard"]
+    index = read_json(shard_dir / MARKERS["shard"], need)
+    audit_dir = root / STAGE_DIRS["audit"]
+    report_path = audit_dir / MARKERS["audit"]
+    report = read_json(report_path, need)
+    if not isinstance(report.get("verdict"), dict) or report["verdict"].get("status") not in ("pass", "leak",
+                                                                                             "inconclusive"):
+        raise DataError(f"{show_path(report_path)}: no verdict.status pass|leak|inconclusive; audit the run with "
+                        "this synthgen version (rerun `synthgen run`)")
+    audited = ((report.get("dataset") or {}).get("synthetic") or {}).get("shard") or {}
+    if audited.get("sha256") != sha256_bytes((shard_dir / MARKERS["shard"]).read_bytes()):
+        raise DataError(f"{show_path(report_path)}: did not audit this run's shards (their index.json sha256 "
+                        "differs); a release certifies what was audited: rerun `synthgen run` so the audit "
+                        "matches the shards")
+    return RunView(root, gen_meta, gen_records, mode, align_meta, tree_records, index, report,
+                   sha256_bytes(report_path.read_bytes()), read_flagged(audit_dir / "flagged.csv"))

@@ -1,0 +1,357 @@
+"""`synthgen release`: the remediate -> re-audit loop, the decision, and the release folder.
+
+Folder REL (see README "Releasing a dataset"):
+    shards/ [recordio/ imagefolder/ webdataset/ parquet/]   the data, in the chosen formats
+    audit/round-0/ ... audit/round-K/                       every audit (round 0 = the run's own)
+    quarantine.csv                                          every removed or replaced item
+    card.json, DATASET_CARD.md                              the datasheet (card.py)
+    SHA256SUMS                                              every file above (`sha256sum -c` format)
+    release.json                                            the stage marker (bookkeeping, not summed)
+    .work/                                                  working set, state, embedding cache; removed
+                                                            when the release is written
+Resume: every step is idempotent and `.work/state.json` records each finished round, so a
+killed release rerun with the same command continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+from synthgen import __version__
+from synthgen.contract import MANIFEST, MARKERS, STAGE_DIRS
+from synthgen.errors import DataError, UsageError
+from synthgen.fsutil import atomic_path, atomic_write_text
+from synthgen.runs import config_hash
+from synthgen.safepath import show_path
+from synthgen.stage import StageSummary, now, open_output, write_marker
+
+from .config import RELEASE_JSON, ReleaseConfig, parse_formats, validate
+from .remediate import Replacer, apply_removals, link_or_copy, plan_round
+from .source import RunView, read_flagged, read_json, read_run
+
+WORK = ".work"
+STATE = "state.json"
+SUMS = "SHA256SUMS"
+QUARANTINE = "quarantine.csv"
+QUARANTINE_COLUMNS = ("round", "key", "class", "action", "reason", "score", "p_value", "matcher", "nearest_authentic",
+                      "replacement_key", "replacement_seed", "replacement_attempt")
+AUDIT_FILES = (MARKERS["audit"], "flagged.csv", "report.html")
+
+
+def identity(cfg: ReleaseConfig, run: RunView) -> dict:
+    d = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ReleaseConfig.RUNTIME_FIELDS}
+    d["formats"] = parse_formats(cfg.formats)
+    d["run_audit_sha256"] = run.report_sha256
+    return d
+
+
+def release(cfg: ReleaseConfig | None = None, **kwargs) -> StageSummary:
+    """Python API of `synthgen release`: returns a StageSummary whose status is `certified`,
+    `not-certified` (written with allow_inconclusive) or the final verdict (`leak` /
+    `inconclusive`) when nothing was written."""
+    cfg = cfg or ReleaseConfig(**kwargs)
+    validate(cfg)
+    fmts = parse_formats(cfg.formats)
+    run = read_run(cfg.run)
+    out = Path(cfg.out)
+    _check_out_place(out, run)
+    _check_audit_inputs(run)
+    replacer = Replacer(run.gen_meta, run.align_meta, run.align_mode, cfg.network, out / WORK, out / WORK / "tree")
+    if cfg.policy == "regenerate" and any(r["kind"] == "image" for r in run.rows):
+        replacer.check()  # flagged images will need the generator: say so before any work
+    ident = identity(cfg, run)
+    chash = config_hash(ident)
+    open_output(out, RELEASE_JSON, ident, cfg.overwrite)
+    marker = out / RELEASE_JSON
+    if marker.is_file() and (out / SUMS).is_file():
+        prev = read_json(marker, "delete the release folder and rerun")
+        if prev.get("status") == "complete" and prev.get("config_hash") == chash:
+            shutil.rmtree(out / WORK, ignore_errors=True)
+            card = read_json(out / "card.json", "rerun with --overwrite")
+            return _summary(out, card["status"], card, written=True)
+    meta = write_marker(out, RELEASE_JSON, {"status": "running", "identity": ident, "config_hash": chash,
+                                            "synthgen_version": __version__, "started": now()})
+    work = out / WORK
+    state = _load_state(work, chash) or _init_state(run, out, chash, cfg.progress)
+    _loop(cfg, run, out, state, replacer)
+    final = state["rounds"][-1]["status"]
+    certified = final == "pass"
+    if not certified and not (final == "inconclusive" and cfg.allow_inconclusive):
+        write_marker(out, RELEASE_JSON, meta, status="refused", verdict=final, finished=now(),
+                     rounds=len(state["rounds"]) - 1)
+        return _summary(out, final, None, written=False, state=state)
+    card = _finalize(cfg, run, out, state, fmts, certified)
+    write_marker(out, RELEASE_JSON, meta, status="complete", verdict=final, certified=certified, finished=now())
+    shutil.rmtree(work, ignore_errors=True)
+    return _summary(out, card["status"], card, written=True)
+
+
+def _summary(out: Path, status: str, card: dict | None, written: bool, state: dict | None = None) -> StageSummary:
+    rounds = card["audit"]["rounds"] if card else [
+        {k: r.get(k) for k in ("round", "status", "flagged_images", "flagged_identities", "removed", "replaced")}
+        for r in state["rounds"]]
+    data = {"out": str(out), "status": status, "written": written, "rounds": rounds,
+            "final_verdict": rounds[-1]["status"], "certified": bool(card and card["certified"]),
+            "counts": card["counts"] if card else None}
+    return StageSummary("release", data, status=status, config_hash=None,
+                        brief={"status": status, "rounds": len(rounds) - 1, "final_verdict": rounds[-1]["status"],
+                               "images": card["counts"]["images"] if card else None})
+
+
+# ----------------------------------------------------------------------------------------------
+# Checks before any work
+
+
+def _check_out_place(out: Path, run: RunView) -> None:
+    o = out.resolve()
+    stages = [(run.root / d).resolve() for d in STAGE_DIRS.values()]
+    if o == run.root.resolve() or any(o == s or s in o.parents for s in stages) or o in run.root.resolve().parents:
+        raise UsageError(f"{show_path(out)} would mix the release with the run's own folders; use a new folder "
+                         f"(e.g. {show_path(run.root / 'release')})", "--out")
+
+
+def _check_audit_inputs(run: RunView) -> None:
+    c = run.report.get("config") or {}
+    where = show_path(run.audit_dir / MARKERS["audit"])
+    fix = "run the release from the folder `synthgen run` ran in (paths in the audit config are relative to it)"
+    auth = c.get("authentic")
+    if c.get("matcher") != "embeddings" and (not isinstance(auth, str) or not Path(auth).exists()):
+        raise DataError(f"{where}: the authentic set {auth!r} is not found, and every round re-audits against it; {fix}")
+    ws = c.get("weights")
+    for w in ([ws] if isinstance(ws, str) else list(ws or [])):
+        if not Path(w).is_file():
+            raise DataError(f"{where}: the matcher weights {w!r} are not found; {fix}")
+    names = [c["matcher"]] if isinstance(c.get("matcher"), str) else list(c.get("matcher") or [])
+    if "embeddings" in names:
+        raise DataError(f"{where}: audited with --matcher embeddings (precomputed files), which cannot embed new or "
+                        "changed images; audit the run with an image matcher to release it")
+
+
+# ----------------------------------------------------------------------------------------------
+# State
+
+
+def _save_state(work: Path, state: dict) -> None:
+    atomic_write_text(work / STATE, json.dumps(state, separators=(",", ":")))
+
+
+def _load_state(work: Path, chash: str) -> dict | None:
+    try:
+        s = json.loads((work / STATE).read_text())
+    except (OSError, ValueError):
+        return None
+    return s if isinstance(s, dict) and s.get("config_hash") == chash else None
+
+
+def _init_state(run: RunView, out: Path, chash: str, progress: bool) -> dict:
+    """Working set = the audited shards' images, hard-linked from the run's tree; round 0 = the run's audit."""
+    from tqdm import tqdm
+
+    from synthgen.data import _Shards
+
+    work = out / WORK
+    tree = work / "tree"
+    shutil.rmtree(tree, ignore_errors=True)
+    shards = _Shards(run.shard_dir)
+    items = {}
+    for i in tqdm(range(len(shards.labels)), unit="img", desc="release: working set", disable=not progress):
+        k = shards.key(i)
+        src = run.tree / k
+        if not src.is_file():
+            raise DataError(f"{show_path(src)}: missing; the run's {run.tree.name}/ no longer holds the audited image "
+                            f"{k} (rerun `synthgen run`, which repairs it)")
+        link_or_copy(src, tree / k)
+        g = run.generation_record(k)
+        items[k] = {"slot": g["path"] if g else None, "class": g.get("class") if g else None,
+                    "index": g.get("index") if g else None, "attempt": int((g or {}).get("attempt") or 0)}
+    _seed_cache(run, work, shards, items)
+    r0 = out / "audit" / "round-0"
+    for name in AUDIT_FILES:
+        if (run.audit_dir / name).is_file():
+            with atomic_path(r0 / name) as tmp:
+                shutil.copyfile(run.audit_dir / name, tmp)
+    state = {"version": 1, "config_hash": chash, "items": items, "records": {}, "quarantine": [],
+             "rounds": [dict(_round_summary(0, run.report), audited=True)]}
+    _save_state(work, state)
+    return state
+
+
+def _round_summary(rnd: int, report: dict) -> dict:
+    v = report["verdict"]
+    return {"round": rnd, "status": v["status"], "flagged_images": v.get("flagged_images"),
+            "flagged_identities": v.get("flagged_identities"), "report": f"audit/round-{rnd}/{MARKERS['audit']}"}
+
+
+def _seed_cache(run: RunView, work: Path, shards, items: dict) -> None:
+    """Re-audits embed only what changed: the run's cached embeddings of the authentic set are
+    linked, and those of the audited shards are re-keyed to the working tree's files (same
+    pixels: the shards store them losslessly, raw or png)."""
+    import hashlib
+    import os
+
+    import numpy as np
+
+    from synthgen.safeload import load_npz_arrays
+
+    c = run.report.get("config") or {}
+    cache = Path(c["cache_dir"]) if c.get("cache_dir") else run.audit_dir / "embeddings"
+    if not cache.is_dir():
+        return
+
+    def name(p) -> str:
+        return hashlib.sha256(str(Path(p).resolve()).encode()).hexdigest()[:16] + ".npz"
+
+    tree = work / "tree"
+    for mdir in sorted(p for p in cache.iterdir() if p.is_dir()):
+        dst = work / "embeddings" / mdir.name
+        auth = mdir / name(c.get("authentic", ""))
+        if auth.is_file():
+            (dst / auth.name).unlink(missing_ok=True)
+            link_or_copy(auth, dst / auth.name)
+        syn = mdir / name(run.shard_dir)
+        if not syn.is_file() or shards.encoding not in ("raw", "png"):
+            continue
+        try:
+            z = load_npz_arrays(syn, ("keys", "emb"), "embedding cache")
+        except DataError:
+            continue
+        keys = [str(k) for k in z["keys"]]
+        keep = [i for i, k in enumerate(keys) if k in items]
+        if not keep:
+            continue
+        fps = []
+        for i in keep:
+            st = os.stat(tree / keys[i])
+            fps.append(f"{st.st_size}:{st.st_mtime_ns}")
+        with atomic_path(dst / name(tree)) as tmp, open(tmp, "wb") as f:
+            np.savez(f, keys=np.array([keys[i] for i in keep]), fingerprints=np.array(fps),
+                     emb=np.asarray(z["emb"])[keep].astype(np.float32))
+
+
+# ----------------------------------------------------------------------------------------------
+# The loop
+
+
+def _audit_of(run: RunView, out: Path, rnd: int) -> tuple[dict, list]:
+    if rnd == 0:
+        return run.report, run.rows
+    d = out / "audit" / f"round-{rnd}"
+    return read_json(d / MARKERS["audit"], "rerun the release"), read_flagged(d / "flagged.csv")
+
+
+def _loop(cfg: ReleaseConfig, run: RunView, out: Path, state: dict, replacer: Replacer) -> None:
+    work, tree = out / WORK, out / WORK / "tree"
+    items = state["items"]
+    while True:
+        last = state["rounds"][-1]
+        if not last.get("audited"):  # interrupted between a round's changes and its audit
+            _audit_round(cfg, run, out, state)
+            continue
+        rnd = last["round"] + 1
+        if rnd > cfg.max_rounds:
+            return
+        report, rows = _audit_of(run, out, last["round"])
+        acts = plan_round(items, rows, report, cfg.policy, cfg.keep_foreign, rnd)
+        if not acts:
+            return
+        reps = [a for a in acts if a["op"] == "replace"]
+        if reps:
+            replacer.check()
+        placed, failed = replacer.make(reps) if reps else ([], [])
+        done, lost = {p["key"]: p for p in placed}, {f["key"]: f for f in failed}
+        apply_removals(tree, acts, items)
+        for a in acts:
+            row = {c: None for c in QUARANTINE_COLUMNS}
+            row.update({k: a.get(k) for k in ("round", "key", "class", "reason", "score", "p_value", "matcher")},
+                       nearest_authentic=a.get("nearest"), action="removed")
+            op = {"round": rnd, "op": "remove", "key": a["key"]}
+            if a["key"] in done:
+                p = done[a["key"]]
+                row.update(action="replaced", replacement_key=p["new_key"], replacement_seed=p["seed"],
+                           replacement_attempt=p["attempt"])
+                op.update(op="replace", slot=p["slot"], cls=p["cls"], index=p["index"], attempt=p["attempt"],
+                          new_key=p["new_key"], seed=p["seed"], noise_seed=p["noise_seed"], skipped=p["skipped"])
+                items[p["new_key"]] = {"slot": p["slot"], "class": p["cls"], "index": p["index"], "attempt": p["attempt"]}
+                state["records"][p["new_key"]] = p["record"]
+            elif a["key"] in lost:
+                row["reason"] += f"; no face in {len(lost[a['key']]['skipped'])} re-renderings, so it was dropped"
+            state["quarantine"].append(row)
+            state.setdefault("ops", []).append(op)
+        state["rounds"].append({"round": rnd, "audited": False,
+                                "removed": len(acts) - len(placed),
+                                "replaced": len(placed)})
+        _save_state(work, state)
+        _audit_round(cfg, run, out, state)
+
+
+def _audit_round(cfg: ReleaseConfig, run: RunView, out: Path, state: dict) -> None:
+    from synthgen.audit.report import AuditConfig, run_audit
+
+    rnd = state["rounds"][-1]["round"]
+    names = {f.name for f in dataclasses.fields(AuditConfig)}
+    c = {k: v for k, v in (run.report.get("config") or {}).items() if k in names}
+    c.update(synthetic=str(out / WORK / "tree"), out=str(out / "audit" / f"round-{rnd}"),
+             cache_dir=str(out / WORK / "embeddings"), progress=cfg.progress, fail_on_leak=False)
+    report = run_audit(AuditConfig(**c))
+    state["rounds"][-1].update(_round_summary(rnd, report), audited=True)
+    _save_state(out / WORK, state)
+
+
+# ----------------------------------------------------------------------------------------------
+# Writing the release
+
+
+def materialize_formats(tree: Path, records: dict, shard_config: dict, out: Path, fmts: list, progress: bool) -> dict:
+    """Working tree -> REL/shards (+ every other format). Shared with `rebuild`; returns the index."""
+    from synthgen.export import export
+    from synthgen.shards import ShardConfig, shard
+
+    lines = [json.dumps(dict(records.get(k) or {}, path=k, status=(records.get(k) or {}).get("status", "ok")),
+                        sort_keys=True) for k in sorted(records)]
+    atomic_write_text(tree / MANIFEST, "\n".join(lines) + "\n")
+    names = {f.name for f in dataclasses.fields(ShardConfig)} - {"inp", "out", "overwrite", "progress"}
+    sc = {k: v for k, v in shard_config.items() if k in names}
+    index = shard(ShardConfig(**sc, inp=str(tree), out=str(out / "shards"), overwrite=True, progress=progress))
+    for f in fmts:
+        if f != "shards":
+            shutil.rmtree(out / f, ignore_errors=True)
+            export(out / "shards", out / f, f, progress=progress)
+    return dict(index)
+
+
+def data_files(out: Path, fmts: list) -> dict:
+    """relative path -> sha256 of every data file (the shards and each format's files)."""
+    from synthgen.fsutil import sha256_file
+
+    files = {}
+    for f in fmts:
+        for p in sorted((out / f).rglob("*")):
+            if p.is_file() and not (f == "shards" and p.name == MARKERS["shard"]):
+                files[p.relative_to(out).as_posix()] = sha256_file(p)
+    return files
+
+
+def _finalize(cfg: ReleaseConfig, run: RunView, out: Path, state: dict, fmts: list, certified: bool) -> dict:
+    from .card import build_card, card_markdown
+    from .verify import write_sums
+
+    tree = out / WORK / "tree"
+    records = {k: state["records"].get(k) or run.tree_records.get(k) or {} for k in state["items"]}
+    index = materialize_formats(tree, records, run.index.get("config") or {}, out, fmts, cfg.progress)
+    with atomic_path(out / QUARANTINE) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(QUARANTINE_COLUMNS)
+        for q in state["quarantine"]:
+            w.writerow(["" if q.get(c) is None else (f"{q[c]:.6g}" if isinstance(q[c], float) else q[c])
+                        for c in QUARANTINE_COLUMNS])
+    card = build_card(cfg, run, state, index, fmts, certified, data_files(out, fmts), out)
+    atomic_write_text(out / "card.json", json.dumps(card, indent=1))
+    from .card import card_markdown as md
+
+    atomic_write_text(out / "DATASET_CARD.md", md(card))
+    write_sums(out)
+    return card

@@ -1,0 +1,111 @@
+"""SHA256SUMS, and `synthgen verify REL`: is this release exactly what its card says?"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from synthgen.fsutil import atomic_write_text, sha256_file
+from synthgen.safepath import path_problem, show, show_path
+
+SUMS = "SHA256SUMS"
+UNSUMMED = {SUMS, "release.json"}  # the sums themselves and the stage marker (bookkeeping)
+
+
+def _listed(out: Path) -> list[Path]:
+    return sorted(p for p in out.rglob("*") if p.is_file() and not p.is_symlink()
+                  and p.relative_to(out).parts[0] not in (".work",) and p.relative_to(out).as_posix() not in UNSUMMED)
+
+
+def write_sums(out: Path) -> None:
+    """`sha256sum -c`-compatible list of every file of the release (sorted paths)."""
+    lines = [f"{sha256_file(p)}  {p.relative_to(out).as_posix()}\n" for p in _listed(out)]
+    atomic_write_text(out / SUMS, "".join(lines))
+
+
+def is_release(path) -> bool:
+    p = Path(path)
+    return (p / SUMS).is_file() and (p / "card.json").is_file()
+
+
+def verify_release(root) -> list[str]:
+    """One line per problem (empty: the release is intact): SHA256SUMS, shards, card counts,
+    quarantined keys."""
+    root = Path(root)
+    problems = []
+    sums = root / SUMS
+    try:
+        text = sums.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        return [f"{show_path(sums)}: unreadable ({type(e).__name__}); the release is incomplete"]
+    listed = {}
+    for n, line in enumerate(text.splitlines(), 1):
+        sha, sep, rel = line.partition("  ")
+        bad = path_problem(rel) if sep else "not '<sha256>  <path>'"
+        if bad or len(sha) != 64:
+            problems.append(f"{SUMS}:{n}: {bad or 'not a sha256'}: {show(line[:120])}")
+            continue
+        listed[rel] = sha
+    for rel, sha in sorted(listed.items()):
+        p = root / rel
+        if p.is_symlink() or not p.is_file():
+            problems.append(f"{show(rel)}: listed in {SUMS} but missing")
+        elif sha256_file(p) != sha:
+            problems.append(f"{show(rel)}: sha256 differs from {SUMS} (the file was changed or damaged)")
+    for p in _listed(root):
+        rel = p.relative_to(root).as_posix()
+        if rel not in listed:
+            problems.append(f"{show(rel)}: not listed in {SUMS} (added after the release was written)")
+    for p in root.rglob("*"):
+        if p.is_symlink():
+            problems.append(f"{show(p.relative_to(root).as_posix())}: a symlink; a release holds plain files only")
+    try:
+        card = json.loads((root / "card.json").read_text(encoding="utf-8"))
+        if not isinstance(card, dict):
+            raise ValueError("not an object")
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError) as e:
+        return problems + [f"card.json: unreadable ({type(e).__name__}: {e})"]
+    problems += _check_data(root, card)
+    return problems
+
+
+def _check_data(root: Path, card: dict) -> list[str]:
+    from synthgen.errors import SynthgenError
+    from synthgen.shards import verify as verify_shards
+
+    problems = [f"shards/{p}" if not str(p).startswith(str(root)) else str(p) for p in verify_shards(root / "shards")]
+    if problems:
+        return problems
+    try:
+        from synthgen.data import _Shards
+
+        s = _Shards(root / "shards")
+        keys = [s.key(i) for i in range(len(s.labels))]
+    except SynthgenError as e:
+        return [f"shards: {e}"]
+    counts = card.get("counts") or {}
+    idx = s.index
+    if counts.get("images") != len(keys):
+        problems.append(f"card.json: counts.images is {counts.get('images')}, the shards hold {len(keys)} images")
+    per = dict(zip(idx["classes"], idx["items_per_class"]))
+    if counts.get("per_class") != per:
+        diff = sorted(k for k in set(per) | set(counts.get("per_class") or {})
+                      if per.get(k) != (counts.get("per_class") or {}).get(k))
+        problems.append(f"card.json: counts.per_class differs from the shards for {len(diff)} classes, e.g. "
+                        f"{show(str(diff[0]))}")
+    if card.get("labels") != {c: i for i, c in enumerate(idx["classes"])}:
+        problems.append("card.json: labels differ from the shards' classes (index.json)")
+    quarantined = {o.get("key") for o in ((card.get("remediation") or {}).get("operations") or [])
+                   if isinstance(o, dict)}
+    back = sorted(quarantined & set(keys))
+    if back:
+        problems.append(f"shards: {len(back)} quarantined keys are present, e.g. {show(back[0])} (quarantine.csv "
+                        "says it was removed or replaced)")
+    files = card.get("files") or {}
+    for rel, sha in sorted(files.items()):
+        p = root / rel
+        if not p.is_file():
+            problems.append(f"{show(rel)}: listed in card.json files but missing")
+        elif sha256_file(p) != sha:
+            problems.append(f"{show(rel)}: sha256 differs from card.json files")
+    return problems
