@@ -39,6 +39,14 @@ def uncond_ckpt(tmp_path_factory):
 # Tests that take over ~1 s on the idle 2-core VM (pytest --durations=0): marked slow here, in
 # one place, so `make test` stays quick; CI runs them with `make test-slow`.
 SLOW = {
+    # release: each runs the remediation loop (2+ audits with HTML reports, ~3-10 s)
+    "test_release.py::test_regenerate_replaces_flagged_images_keeps_class_sizes_and_certifies",
+    "test_release.py::test_rebuild_from_the_card_is_byte_identical",
+    "test_release.py::test_drop_policy_removes_and_keeps_labels_contiguous",
+    "test_release.py::test_rounds_are_bounded_and_a_remaining_leak_writes_nothing",
+    "test_release.py::test_verify_catches_a_flipped_byte_and_a_quarantined_key_slipped_back",
+    "test_release.py::test_interrupted_release_resumes_to_the_same_bytes",
+    "test_release.py::test_release_inside_the_run_is_refused",
     "test_gate.py::test_several_matchers_each_calibrated_and_combined",
     "test_gate.py::test_clean_sets_trip_the_gate_at_most_alpha_of_the_time",
     "test_gate.py::test_planted_copies_are_a_leak_with_names_pvalues_and_next_steps",

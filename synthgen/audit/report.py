@@ -101,12 +101,12 @@ def _rule(cfg: AuditConfig) -> str:
 
 def validate(cfg: AuditConfig) -> None:
     """Option checks that need no file (also run by `synthgen run` before any stage starts)."""
-    from .matchers import MATCHERS
+    from .matchers import REGISTRY  # the live registry: a matcher registered at run time is valid
 
     names = _names(cfg)
     for name in names:
-        if name not in MATCHERS:
-            raise UsageError(f"'{name}' is not one of {', '.join(MATCHERS)}", "--matcher")
+        if name not in REGISTRY:
+            raise UsageError(f"'{name}' is not one of {', '.join(REGISTRY)}", "--matcher")
     if len(set(names)) != len(names):
         raise UsageError(f"a matcher is named twice: {', '.join(names)}", "--matcher")
     _weights(cfg, len(names))

@@ -7,13 +7,13 @@ clean, documented, verifiable dataset release.
     stage.py       the remediate -> re-audit loop, the decision, writing REL
     card.py        card.json and DATASET_CARD.md
     verify.py      SHA256SUMS and `verify REL`
-    rebuild.py     `rebuild CARD`: regenerate a release from its card and prove it byte for byte
+    rebuilder.py   `rebuild CARD`: regenerate a release from its card and prove it byte for byte
 """
 
 from __future__ import annotations
 
 _API = {"ReleaseConfig": "config", "release": "stage", "verify_release": "verify", "is_release": "verify",
-        "rebuild": "rebuild"}
+        "rebuild": "rebuilder"}
 
 
 def __getattr__(name):

@@ -49,13 +49,13 @@ def verify_release(root) -> list[str]:
     for rel, sha in sorted(listed.items()):
         p = root / rel
         if p.is_symlink() or not p.is_file():
-            problems.append(f"{show(rel)}: listed in {SUMS} but missing")
+            problems.append(f"{show_path(rel)}: listed in {SUMS} but missing")
         elif sha256_file(p) != sha:
-            problems.append(f"{show(rel)}: sha256 differs from {SUMS} (the file was changed or damaged)")
+            problems.append(f"{show_path(rel)}: sha256 differs from {SUMS} (the file was changed or damaged)")
     for p in _listed(root):
         rel = p.relative_to(root).as_posix()
         if rel not in listed:
-            problems.append(f"{show(rel)}: not listed in {SUMS} (added after the release was written)")
+            problems.append(f"{show_path(rel)}: not listed in {SUMS} (added after the release was written)")
     for p in root.rglob("*"):
         if p.is_symlink():
             problems.append(f"{show(p.relative_to(root).as_posix())}: a symlink; a release holds plain files only")
@@ -105,7 +105,7 @@ def _check_data(root: Path, card: dict) -> list[str]:
     for rel, sha in sorted(files.items()):
         p = root / rel
         if not p.is_file():
-            problems.append(f"{show(rel)}: listed in card.json files but missing")
+            problems.append(f"{show_path(rel)}: listed in card.json files but missing")
         elif sha256_file(p) != sha:
-            problems.append(f"{show(rel)}: sha256 differs from card.json files")
+            problems.append(f"{show_path(rel)}: sha256 differs from card.json files")
     return problems

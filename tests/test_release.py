@@ -1,0 +1,334 @@
+"""synthgen release / verify REL / rebuild: the remediation loop on a constructed leak.
+
+The run: the dummy generator (6 classes x 5 images, 16 px), no alignment, shards, and an audit
+with an embedding-level matcher double ("oracle"): it looks each image's pixels up in a table
+the test fills, so the test decides which images look like which real person. Authentic set:
+100 identities x 4 images (random pixels) whose embeddings cluster per identity, so the null
+has 400 queries and the matcher separates identities (a valid audit). Planted: two synthetic
+images near authentic identities 5 and 7, and every image of synthetic class 000004 near
+identity 9. Images the table does not know (re-rendered replacements) get a random embedding
+("clean"), or one near identity 11 ("leak": every replacement is flagged again).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from synthgen.audit.matchers import REGISTRY
+from synthgen.audit.matchers.base import ImageMatcher
+
+DIM = 64
+TABLE: dict[str, np.ndarray] = {}
+ORACLE = {"unknown": "clean"}
+LEAK_IMAGES = {"000001/000002.png": 5, "000003/000000.png": 7}
+LEAK_CLASS, LEAK_CLASS_ID = "000004", 9
+
+
+def _h(img: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(img, np.uint8).tobytes()).hexdigest()
+
+
+def _unit(v):
+    return (v / np.linalg.norm(v)).astype(np.float32)
+
+
+def _centroid(i: int) -> np.ndarray:
+    return _unit(np.random.RandomState(1000 + i).randn(DIM))
+
+
+def _near(i: int, salt: str) -> np.ndarray:
+    rng = np.random.RandomState(int(hashlib.sha256(salt.encode()).hexdigest()[:8], 16))
+    return _unit(_centroid(i) + 0.3 * rng.randn(DIM) / np.sqrt(DIM))
+
+
+class Oracle(ImageMatcher):
+    name, input_size, id, weights_sha256 = "oracle", 16, "oracle-test", "0" * 64
+
+    def embed(self, images):
+        out = []
+        for img in images:
+            h = _h(img)
+            if h in TABLE:
+                out.append(TABLE[h])
+            elif ORACLE["unknown"] == "leak":
+                out.append(_near(11, h))
+            else:
+                out.append(_unit(np.random.RandomState(int(h[:8], 16)).randn(DIM)))
+        return np.stack(out)
+
+
+@pytest.fixture(autouse=True)
+def _oracle(monkeypatch):
+    monkeypatch.setitem(REGISTRY, "oracle", lambda w, a, d: Oracle())
+    ORACLE["unknown"] = "clean"
+
+
+def _png(path: Path, img: np.ndarray):
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(img).save(path)
+
+
+@pytest.fixture(scope="module")
+def audited_run(tmp_path_factory):
+    """(run folder, generator file): generate -> shard -> audit with planted leaks."""
+    from synthgen.generators import write_random_generator
+    from synthgen.imageio import load_rgb
+    from synthgen.pipeline import run_pipeline
+
+    root = tmp_path_factory.mktemp("release")
+    net = write_random_generator(root / "gen.json", "dummy", seed=0, c_dim=6, resolution=16)
+    auth = root / "authentic"
+    rng = np.random.RandomState(0)
+    for i in range(100):
+        for j in range(4):
+            img = rng.randint(0, 256, (16, 16, 3), dtype=np.uint8)
+            _png(auth / f"id{i:03d}" / f"{j}.png", img)
+            TABLE[_h(img)] = _near(i, f"auth{i}-{j}")
+    cfg = {"out": str(root / "run"), "generate": {"network": str(net), "per_class": 5, "seed": 0, "device": "cpu"},
+           "align": {"enabled": False}, "shard": {"shard_size": 8},
+           "audit": {"authentic": str(auth), "matcher": "oracle", "device": "cpu", "batch_size": 64}}
+    REGISTRY["oracle"] = lambda w, a, d: Oracle()
+    try:
+        run_pipeline({**cfg, "shard": {"enabled": False}, "audit": {"enabled": False}}, progress=False, log=lambda *a: None)
+        raw = root / "run" / "raw"
+        for p in sorted(raw.rglob("*.png")):
+            key = p.relative_to(raw).as_posix()
+            img = load_rgb(p)
+            if key in LEAK_IMAGES:
+                TABLE[_h(img)] = _near(LEAK_IMAGES[key], key)
+            elif key.startswith(LEAK_CLASS + "/"):
+                TABLE[_h(img)] = _near(LEAK_CLASS_ID, key)
+            else:
+                TABLE[_h(img)] = _unit(np.random.RandomState(int(_h(img)[:8], 16)).randn(DIM))
+        run_pipeline(cfg, progress=False, log=lambda *a: None)
+    finally:
+        REGISTRY.pop("oracle", None)
+    report = json.loads((root / "run" / "audit" / "report.json").read_text())
+    assert report["verdict"]["status"] == "leak", report["verdict"]["reasons"]
+    return root / "run", net
+
+
+def _release(run, out, **kw):
+    from synthgen.release import release
+
+    return release(run=str(run), out=str(out), progress=False, **kw)
+
+
+def _quarantine(rel: Path) -> list[dict]:
+    with open(rel / "quarantine.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_regenerate_replaces_flagged_images_keeps_class_sizes_and_certifies(audited_run, tmp_path):
+    from synthgen.release import verify_release
+
+    run, net = audited_run
+    rel = tmp_path / "rel"
+    r = _release(run, rel, formats="shards,imagefolder")
+    assert r.status == "certified" and r["written"] and [x["status"] for x in r["rounds"]] == ["leak", "pass"]
+    card = json.loads((rel / "card.json").read_text())
+    assert card["certified"] and card["status"] == "certified"
+    # exact class sizes for every kept class; the flagged identity removed as a whole class
+    assert card["counts"]["per_class"] == {c: 5 for c in ("000000", "000001", "000002", "000003", "000005")}
+    assert card["counts"]["removed_classes"] == [LEAK_CLASS]
+    assert card["labels"] == {c: i for i, c in enumerate(["000000", "000001", "000002", "000003", "000005"])}
+    q = _quarantine(rel)
+    replaced = {row["key"]: row for row in q if row["action"] == "replaced"}
+    assert set(replaced) == set(LEAK_IMAGES)
+    assert replaced["000001/000002.png"]["replacement_key"] == "000001/000002-r1.png"
+    assert float(replaced["000001/000002.png"]["p_value"]) < 1e-3 and replaced["000001/000002.png"]["nearest_authentic"].startswith("id005/")
+    assert {row["key"] for row in q if row["action"] == "removed"} == {f"{LEAK_CLASS}/{i:06d}.png" for i in range(5)}
+    assert all(row["round"] == "1" for row in q)
+    assert verify_release(rel) == []
+    assert not (rel / ".work").exists() and (rel / "imagefolder" / "000001" / "000002-r1.png").is_file()
+    assert "Status: certified" in (rel / "DATASET_CARD.md").read_text()
+    sums = (rel / "SHA256SUMS").read_text()
+    assert "  card.json\n" in sums and "  quarantine.csv\n" in sums and "release.json" not in sums
+    # a second invocation does nothing and says the same
+    again = _release(run, rel, formats="shards,imagefolder")
+    assert again.status == "certified" and (rel / "SHA256SUMS").read_text() == sums
+
+
+def test_rebuild_from_the_card_is_byte_identical(audited_run, tmp_path):
+    from synthgen.release import rebuild
+
+    run, net = audited_run
+    rel = tmp_path / "rel"
+    _release(run, rel, formats="shards,imagefolder")
+    r = rebuild(rel / "card.json", net, tmp_path / "rebuilt", progress=False)
+    assert r["differ"] == [] and r["extra"] == [] and r["matched"] == r["files"] > 10
+    # the wrong generator is refused before any work
+    other = tmp_path / "other.json"
+    other.write_text(Path(net).read_text().replace('"seed": 0', '"seed": 1'))
+    res = CliRunner().invoke(_cli(), ["rebuild", str(rel / "card.json"), "--network", str(other), "--out",
+                                      str(tmp_path / "x")])
+    assert res.exit_code == 2 and "sha256 differs" in res.output and not (tmp_path / "x").exists()
+
+
+def _cli():
+    from synthgen.cli.main import cli
+
+    return cli
+
+
+def test_drop_policy_removes_and_keeps_labels_contiguous(audited_run, tmp_path):
+    run, _ = audited_run
+    rel = tmp_path / "rel"
+    r = _release(run, rel, policy="drop")
+    card = json.loads((rel / "card.json").read_text())
+    assert r.status == "certified"
+    assert card["counts"]["per_class"] == {"000000": 5, "000001": 4, "000002": 5, "000003": 4, "000005": 5}
+    assert card["counts"]["replaced_images"] == 0 and card["counts"]["removed_images"] == 7
+    from synthgen.data import ShardDataset
+
+    ds = ShardDataset(rel / "shards", output="numpy")
+    assert sorted(set(ds.targets)) == [0, 1, 2, 3, 4] and ds.classes == ["000000", "000001", "000002", "000003", "000005"]
+
+
+def test_rounds_are_bounded_and_a_remaining_leak_writes_nothing(audited_run, tmp_path):
+    ORACLE["unknown"] = "leak"  # every re-rendered image looks like a real person too
+    run, _ = audited_run
+    rel = tmp_path / "rel"
+    res = CliRunner().invoke(_cli(), ["release", str(run), "--out", str(rel), "--max-rounds", "2", "--quiet"])
+    assert res.exit_code == 3, res.output
+    assert not (rel / "card.json").exists() and not (rel / "SHA256SUMS").exists()
+    assert sorted(p.name for p in (rel / "audit").iterdir()) == ["round-0", "round-1", "round-2"]
+    assert json.loads((rel / "release.json").read_text())["status"] == "refused"
+    # --allow-inconclusive never releases a leak
+    res = CliRunner().invoke(_cli(), ["release", str(run), "--out", str(tmp_path / "rel2"), "--max-rounds", "1",
+                                      "--allow-inconclusive", "--quiet"])
+    assert res.exit_code == 3 and not (tmp_path / "rel2" / "card.json").exists()
+
+
+def test_verify_catches_a_flipped_byte_and_a_quarantined_key_slipped_back(audited_run, tmp_path):
+    from synthgen.release import verify_release
+    from synthgen.release.verify import write_sums
+    from synthgen.shards import shard
+
+    run, _ = audited_run
+    rel = tmp_path / "rel"
+    _release(run, rel)
+    bad = tmp_path / "flipped"
+    shutil.copytree(rel, bad)
+    p = sorted((bad / "shards").glob("shard-*.h5"))[0]
+    data = bytearray(p.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    p.write_bytes(bytes(data))
+    problems = verify_release(bad)
+    assert any(x.startswith(f"shards/{p.name}: sha256 differs from SHA256SUMS") for x in problems), problems
+    assert any("checksum mismatch" in x for x in problems)  # the shard check names it too
+    res = CliRunner().invoke(_cli(), ["verify", str(bad)])
+    assert res.exit_code == 1 and f"FAIL shards/{p.name}: sha256 differs" in res.output
+    # put a quarantined image back and re-sum everything (a careless or dishonest edit)
+    slipped = tmp_path / "slipped"
+    shutil.copytree(rel, slipped)
+    tree = tmp_path / "tree"
+    shutil.copytree(run / "raw", tree, ignore=shutil.ignore_patterns("*.json", "*.jsonl"))
+    shutil.rmtree(tree / LEAK_CLASS)
+    shutil.rmtree(slipped / "shards")
+    shard(inp=str(tree), out=str(slipped / "shards"), shard_size=8, progress=False)
+    write_sums(slipped)
+    problems = verify_release(slipped)
+    assert any("2 quarantined keys are present" in x and "000001/000002.png" in x for x in problems), problems
+    assert any("counts.images" in x for x in problems)
+
+
+def test_interrupted_release_resumes_to_the_same_bytes(audited_run, tmp_path, monkeypatch):
+    from synthgen.audit import report as audit_report
+
+    run, _ = audited_run
+    ref = tmp_path / "ref"
+    _release(run, ref)
+    real = audit_report.run_audit
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(audit_report, "run_audit", boom)
+    rel = tmp_path / "rel"
+    with pytest.raises(KeyboardInterrupt):
+        _release(run, rel)
+    state = json.loads((rel / ".work" / "state.json").read_text())
+    assert [r["audited"] for r in state["rounds"]] == [True, False]  # changes made, audit pending
+    monkeypatch.setattr(audit_report, "run_audit", real)
+    _release(run, rel)
+    same = [l.split("  ")[1] for l in (rel / "SHA256SUMS").read_text().splitlines()
+            if not l.endswith((".json", ".html", ".md"))]
+    ref_lines = set((ref / "SHA256SUMS").read_text().splitlines())
+    assert all(l in ref_lines for l in (rel / "SHA256SUMS").read_text().splitlines()
+               if l.split("  ")[1] in same)
+
+
+def test_release_errors_are_one_line(tmp_path):
+    cli = _cli()
+    res = CliRunner().invoke(cli, ["release", str(tmp_path), "--out", str(tmp_path / "rel")])
+    assert res.exit_code == 1 and "raw/run.json: not found" in res.output and "Traceback" not in res.output
+    assert len(res.output.strip().splitlines()) == 1 and not (tmp_path / "rel").exists()
+    res = CliRunner().invoke(cli, ["release", str(tmp_path), "--out", str(tmp_path / "r"), "--format", "shards,tiff"])
+    assert res.exit_code == 2 and "--format" in res.output and "'tiff' is not one of" in res.output
+    res = CliRunner().invoke(cli, ["release", str(tmp_path), "--out", str(tmp_path / "r"), "--max-rounds", "-1"])
+    assert res.exit_code == 2 and "--max-rounds" in res.output
+
+
+def test_release_inside_the_run_is_refused(audited_run):
+    run, _ = audited_run
+    res = CliRunner().invoke(_cli(), ["release", str(run), "--out", str(run / "shards" / "rel")])
+    assert res.exit_code == 2 and "mix the release with the run" in res.output
+
+
+def _items(**kw):
+    return {k: {"slot": k, "class": int(k[:6]), "index": int(k[7:13]), "attempt": 0, **kw.get(k, {})}
+            for k in ["000000/000000.png", "000000/000001.png", "000001/000000.png", "000002/000000.png",
+                      "000003/000000.png"]}
+
+
+def _row(kind, key, p=1e-6, matcher="m", auth="a/1.png"):
+    return {"kind": kind, "synthetic": key, "score": 0.9, "p_value": p, "matcher": matcher, "authentic": auth}
+
+
+def test_plan_round_rules():
+    from synthgen.release.remediate import plan_round
+
+    items = _items()
+    items["000000/planted.png"] = {"slot": None, "class": None, "index": None, "attempt": 0}
+    report = {"matchers": [{"matcher": {"name": "m"}, "collisions": {"pairs": [
+        {"a": "000001", "b": "000002", "score": 0.8}, {"a": "000002", "b": "000003", "score": 0.7}]}}]}
+    rows = [_row("image", "000000/000001.png", 1e-5, "m2"), _row("image", "000000/000001.png", 1e-7),
+            _row("identity", "000001")]
+    acts = {a["key"]: a for a in plan_round(items, rows, report, "regenerate", False, 2)}
+    # identity 000001 flagged: its class goes, so its collision with 000002 is resolved; 000002-000003
+    # collides: 000003 goes
+    assert acts["000001/000000.png"]["op"] == "remove" and "identity flagged" in acts["000001/000000.png"]["reason"]
+    assert acts["000003/000000.png"]["op"] == "remove" and "collision" in acts["000003/000000.png"]["reason"]
+    assert "000002/000000.png" not in acts
+    # a flagged generated image is re-rendered at the next attempt; the smallest p-value row is kept
+    a = acts["000000/000001.png"]
+    assert (a["op"], a["attempt"], a["p_value"], a["round"]) == ("replace", 1, 1e-7, 2)
+    # an image with no generation record goes, flagged or not, unless kept
+    assert acts["000000/planted.png"]["op"] == "remove" and "no generation record" in acts["000000/planted.png"]["reason"]
+    assert "000000/planted.png" not in {a["key"] for a in plan_round(items, rows, report, "regenerate", True, 2)}
+    # drop policy removes; a later attempt continues from the item's attempt
+    assert plan_round(items, rows, report, "drop", True, 1)[0]["op"] == "remove"
+    items2 = _items(**{"000000/000001.png": {"attempt": 3}})
+    a = [x for x in plan_round(items2, rows[:2], {}, "regenerate", True, 1) if x["key"] == "000000/000001.png"][0]
+    assert a["attempt"] == 4 and plan_round(items2, [], {}, "regenerate", True, 1) == []
+
+
+def test_replacement_seeds_are_generate_align_retry_seeds():
+    from synthgen.release.remediate import replacement_key, retry_seeds
+    from synthgen.seeding import derive_seed
+
+    assert retry_seeds(7, 3, 5, 2, noise=True) == (derive_seed(7, 3, 5, "retry", 2),
+                                                   derive_seed(7, 3, 5, "noise", "retry", 2))
+    assert retry_seeds(7, 3, 5, 2, noise=False)[1] is None
+    assert replacement_key("000003/000005.png", 2) == "000003/000005-r2.png"
