@@ -268,8 +268,11 @@ def run(config, out, network, authentic, overrides, overwrite, quiet, as_json):
     audit_cfg = record["config"].get("audit", {})
     summary = record["stages"].get("audit", {}).get("summary", {})
     status = summary.get("verdict", {}).get("status")
-    if audit_cfg.get("fail_on_leak") and status not in (None, "pass"):
+    if audit_cfg.get("fail_on_leak") and status not in (None, "pass") and not record["config"]["release"]["enabled"]:
         raise SystemExit(3 if status == "leak" else 4)  # as `synthgen audit --fail-on-leak`
+    rel = record["stages"].get("release", {}).get("summary", {})
+    if rel and rel.get("images") is None:  # not written: leaks remain, or inconclusive without allow
+        raise SystemExit(3 if rel.get("final_verdict") == "leak" else 4)  # as `synthgen release`
 
 
 @cli.command()

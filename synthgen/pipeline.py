@@ -15,6 +15,8 @@ unless `overwrite`. Config (TOML), every key optional unless marked:
     [shard]     enabled (default true), shard_size, encoding, compression, ...
     [audit]     enabled (default true), authentic (required when enabled), matcher, weights,
                 arch, fmr, threshold, max_per_class, fail_on_leak, ...
+    [release]   enabled (default FALSE), policy, max_rounds, formats, allow_inconclusive,
+                keep_foreign, name, license, generator_license, intended_use -> RUN/release/
 """
 
 from __future__ import annotations
@@ -30,17 +32,20 @@ from synthgen.fsutil import atomic_write_text
 from synthgen.runs import config_hash, ensure_writable_dir
 
 STAGES = ("generate", "align", "shard", "audit")
+SECTIONS = (*STAGES, "release")  # release: after the stages, off unless enabled
 _RESERVED = {"generate": {"out"}, "align": {"inp", "out"}, "shard": {"inp", "out"},
-             "audit": {"synthetic", "out"}}
+             "audit": {"synthetic", "out"}, "release": {"run", "out"}}
 
 
 def _stage_classes():
     from synthgen.alignment import AlignConfig
     from synthgen.audit.report import AuditConfig
     from synthgen.generation import GenerateConfig
+    from synthgen.release.config import ReleaseConfig
     from synthgen.shards import ShardConfig
 
-    return {"generate": GenerateConfig, "align": AlignConfig, "shard": ShardConfig, "audit": AuditConfig}
+    return {"generate": GenerateConfig, "align": AlignConfig, "shard": ShardConfig, "audit": AuditConfig,
+            "release": ReleaseConfig}
 
 
 def load_config(path) -> dict:
@@ -98,7 +103,7 @@ def validate(cfg: dict, host: bool = False) -> dict:
     classes = _stage_classes()
     if not isinstance(cfg, dict):
         raise UsageError(f"got {type(cfg).__name__}, expected a table of settings", "CONFIG")
-    known_top = {"out", *STAGES}
+    known_top = {"out", *SECTIONS}
     for k in cfg:
         if k not in known_top:
             raise UsageError(f"unknown key '{k}' (known: {', '.join(sorted(known_top))})", "CONFIG")
@@ -108,7 +113,7 @@ def validate(cfg: dict, host: bool = False) -> dict:
     if not isinstance(out["out"], str):
         raise UsageError(f"got {out['out']!r} ({type(out['out']).__name__}), expected a path string like "
                          "\"runs/sface60\"; fix it in the config or pass --out", "out")
-    for stage in STAGES:
+    for stage in SECTIONS:
         section = cfg.get(stage)
         if section is None:
             section = {}
@@ -122,7 +127,7 @@ def validate(cfg: dict, host: bool = False) -> dict:
             if k not in allowed:
                 raise UsageError(f"[{stage}] unknown key '{k}' (known: {', '.join(sorted(allowed))})", "CONFIG")
         if stage != "generate":
-            section.setdefault("enabled", True)
+            section.setdefault("enabled", stage != "release")
             if not isinstance(section["enabled"], bool):
                 v = section["enabled"]
                 raise UsageError(f"got {v!r} ({type(v).__name__}), expected true or false", f"[{stage}] enabled")
@@ -132,8 +137,11 @@ def validate(cfg: dict, host: bool = False) -> dict:
     if out["audit"]["enabled"] and not out["audit"].get("authentic"):
         raise UsageError("[audit] is enabled but has no `authentic = \"PATH\"` (an aligned authentic set); "
                          "set it or `enabled = false`", "CONFIG")
+    if out["release"]["enabled"] and not (out["audit"]["enabled"] and out["shard"]["enabled"]):
+        raise UsageError("[release] needs the [shard] and [audit] stages (a release certifies an audit of the "
+                         "shards); enable them or set [release] enabled = false", "CONFIG")
     root = Path(out["out"])
-    for stage in STAGES:
+    for stage in SECTIONS:
         if stage != "generate" and not out[stage]["enabled"]:
             continue
         if stage == "align" and out["generate"].get("align") is True:
@@ -147,6 +155,8 @@ def _placeholders(stage: str, root: Path) -> dict:
     prev = {"align": dirs["generate"], "shard": dirs["align"], "audit": dirs["shard"]}
     if stage == "generate":
         return {"out": str(dirs[stage])}
+    if stage == "release":
+        return {"run": str(root), "out": str(root / "release")}
     if stage == "audit":
         return {"synthetic": str(prev[stage]), "out": str(dirs[stage])}
     return {"inp": str(prev[stage]), "out": str(dirs[stage])}
@@ -202,10 +212,11 @@ def stage_validators() -> dict:
     """stage -> its side-effect-free validation function `(config, host)`."""
     from synthgen.alignment import validate_config as validate_align
     from synthgen.generation import validate_config as validate_generate
+    from synthgen.release.config import validate as validate_release
     from synthgen.shards import validate as validate_shard
 
     return {"generate": validate_generate, "align": validate_align, "shard": validate_shard,
-            "audit": validate_audit_config}
+            "audit": validate_audit_config, "release": validate_release}
 
 
 def run_pipeline(cfg: dict, overwrite: bool = False, progress: bool = True, log=print) -> dict:
@@ -267,7 +278,23 @@ def run_pipeline(cfg: dict, overwrite: bool = False, progress: bool = True, log=
         if rank == 0:
             atomic_write_text(rec_path, json.dumps(record, indent=1, default=str))
         prev_out = dirs[stage]
+    if cfg["release"]["enabled"]:
+        _run_release(cfg, root, record, rec_path, progress, log)
     return record
+
+
+def _run_release(cfg: dict, root: Path, record: dict, rec_path: Path, progress: bool, log) -> None:
+    """[release]: remediate, re-audit and write RUN/release (the release skips itself when done)."""
+    from synthgen.release import ReleaseConfig, release
+
+    out = root / "release"
+    log(f"[release] running -> {out}")
+    t0 = time.time()
+    section = {k: v for k, v in cfg["release"].items() if k != "enabled"}
+    result = release(ReleaseConfig(**section, run=str(root), out=str(out), progress=progress))
+    record["stages"]["release"] = {"status": result.status, "seconds": round(time.time() - t0, 2),
+                                   "summary": result.brief()}
+    atomic_write_text(rec_path, json.dumps(record, indent=1, default=str))
 
 
 def _read_record(path: Path) -> dict:
