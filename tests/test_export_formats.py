@@ -257,6 +257,17 @@ def test_planted_symlinks_in_a_reused_out_are_not_followed(shards, tmp_path, fmt
         assert (where / name).is_file() and not (where / name).is_symlink()
 
 
+def test_recordio_small_files_do_not_follow_planted_temp_symlinks(shards, tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"precious")
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("train.idx", "property"):  # written by atomic_write_text, not the train.rec path
+        (out / f".{name}.tmp-{os.getpid()}").symlink_to(victim)
+    export(shards, out, "recordio", overwrite=True, progress=False)
+    assert victim.read_bytes() == b"precious" and (out / "property").read_text() == "4,16,16\n"
+
+
 def test_parquet_refuses_a_symlinked_data_folder(shards, tmp_path):
     outside = tmp_path / "outside"
     outside.mkdir()
