@@ -204,6 +204,19 @@ def test_parquet_without_pyarrow_is_one_line(shards, tmp_path, monkeypatch):
 # both: options, stale files, hostile --out, the command line
 
 
+def test_jpg_image_format_in_both(shards, ref, tmp_path):
+    import pyarrow.parquet as pq
+
+    export(shards, tmp_path / "w", "webdataset", image_format="jpg", jpeg_quality=90, progress=False)
+    export(shards, tmp_path / "p", "parquet", image_format="jpg", jpeg_quality=90, progress=False)
+    tars = read_tars(tmp_path / "w")
+    rows = pq.read_table(tmp_path / "p" / "data").to_pylist()
+    for (_, m), row, (_, _, img) in zip(tars, rows, ref[0]):
+        assert sorted(m) == ["cls", "jpg", "json"] and m["jpg"][:3] == row["image"]["bytes"][:3] == b"\xff\xd8\xff"
+        assert m["jpg"] == row["image"]["bytes"]  # the same encoder, the same bytes
+        assert np.abs(pixels(m["jpg"]).astype(int) - img).mean() < 20  # 16 px noise: JPEG's worst case
+
+
 @pytest.mark.parametrize("fmt", ["recordio", "imagefolder"])
 def test_samples_per_file_is_refused_where_it_does_not_apply(shards, tmp_path, fmt):
     with pytest.raises(UsageError) as e:

@@ -23,6 +23,8 @@ from synthgen.options import opt
 from synthgen.runs import ensure_writable_dir
 from synthgen.safepath import show, show_path
 
+from .common import SAMPLES_PER_FILE
+
 EXPORTERS = {  # --format name -> module
     "recordio": "recordio",
     "imagefolder": "imagefolder",
@@ -42,7 +44,7 @@ class ExportConfig:
     jpeg_quality: int = opt(95, range=(1, 100), metavar="Q", help="JPEG quality (recordio, jpg).")
     image_format: str = opt("png", choices=tuple(FILE_FORMATS),
                             help="imagefolder, webdataset, parquet: image encoding.")
-    samples_per_file: int = opt(10000, range=(1, None), metavar="N", unit="images",
+    samples_per_file: int = opt(SAMPLES_PER_FILE, range=(1, None), metavar="N", unit="images",
                                 help="webdataset: samples per tar; parquet: rows per file.")
     overwrite: bool = opt(False, help="Write into a non-empty directory.")
 
@@ -52,7 +54,7 @@ def _module(name: str):
 
 
 def export(root, out, format: str, shuffle: bool = False, seed: int = 0, jpeg_quality: int = 95,
-           image_format: str = "png", samples_per_file: int = 10000, overwrite: bool = False,
+           image_format: str = "png", samples_per_file: int = SAMPLES_PER_FILE, overwrite: bool = False,
            progress: bool = True) -> dict:
     """Python API of `synthgen export`."""
     from synthgen.data import _Shards

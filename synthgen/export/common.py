@@ -10,7 +10,7 @@ import numpy as np
 from synthgen.errors import DataError, UsageError
 from synthgen.safepath import show_path
 
-SAMPLES_PER_FILE = 10000  # ExportConfig.samples_per_file's default
+SAMPLES_PER_FILE = 10000  # --samples-per-file's default: ~300 MB of 112 px PNGs per tar or parquet file
 
 
 def fresh(tmp: Path) -> Path:
