@@ -6,7 +6,7 @@
 
 Rows: generator fp32 / fp16 at several batch sizes, generate end to end vs the NVIDIA-style
 batch-1 + PNG-per-image loop (built from our network), align (CPU workers; CUDA batched), shard
-write/read, audit embedding per matcher and nearest-neighbour search (torch blocks, faiss CPU,
+write/read, export write per format, audit embedding per matcher and nearest-neighbour search (torch blocks, faiss CPU,
 faiss GPU). Without CUDA the GPU rows say "not yet measured: no GPU lent". The section between
 the run_all markers in RESULTS.md is replaced on each run; the rest of the file is kept.
 """
@@ -155,6 +155,27 @@ def bench_shards(rows, q):
         shutil.rmtree(tmp)
 
 
+def bench_formats(rows, q):
+    from bench_formats import FORMATS, export_speed
+    from bench_shards import make_folder
+    from synthgen.shards import ShardConfig, shard
+
+    n = q["formats"]
+    tmp = Path(tempfile.mkdtemp())
+    try:
+        make_folder(tmp / "png", n, 112)
+        shard(ShardConfig(inp=str(tmp / "png"), out=str(tmp / "s"), shard_size=2048, progress=False))
+        for fmt in FORMATS:
+            try:
+                ips, mbs, _ = export_speed(tmp / "s", tmp / fmt, fmt, n)
+            except Exception as e:  # parquet without pyarrow
+                rows.append(("export write, 112 px, from raw shards", "cpu", fmt, f"not measured: {e}"))
+                continue
+            rows.append(("export write, 112 px, from raw shards", "cpu", fmt, f"{ips:.0f} img/s ({mbs:.1f} MiB/s)"))
+    finally:
+        shutil.rmtree(tmp)
+
+
 def bench_audit(rows, devices, q):
     import torch
 
@@ -213,9 +234,10 @@ def _search_faiss_gpu(faiss, n):
 # ----------------------------------------------------------------------------------------------
 
 QUICK = dict(quick=True, seconds=1.0, gen_batches_cpu=[1, 8], gen_batches_cuda=[16, 256, 1024], generate_cpu=16,
-             generate_cuda=2048, baseline_max=512, align=32, shards=512, embed=16, search=10000)
+             generate_cuda=2048, baseline_max=512, align=32, shards=512, formats=512, embed=16, search=10000)
 FULL = dict(quick=False, seconds=10.0, gen_batches_cpu=[1, 8, 32], gen_batches_cuda=[16, 64, 256, 1024], generate_cpu=96,
-            generate_cuda=20480, baseline_max=4096, align=512, shards=4096, embed=128, search=100000)
+            generate_cuda=20480, baseline_max=4096, align=512, shards=4096, formats=4096, embed=128,
+            search=100000)
 
 
 def header(quick, seconds):
@@ -267,6 +289,7 @@ def main():
                      ("generate", lambda: bench_generate(rows, net, devices, q)),
                      ("align", lambda: bench_align(rows, devices, q)),
                      ("shards", lambda: bench_shards(rows, q)),
+                     ("formats", lambda: bench_formats(rows, q)),
                      ("audit", lambda: bench_audit(rows, devices, q))):
         t = time.perf_counter()
         fn()

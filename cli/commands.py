@@ -168,13 +168,16 @@ def verify(directory):
 @click_options(ExportConfig)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def export(directory, quiet, **options):
-    """Export shards for trainers: insightface RecordIO (train.rec/.idx/property) or ImageFolder.
+    """Export shards for trainers: insightface RecordIO (train.rec/.idx/property), ImageFolder,
+    WebDataset tars with DALI indexes, or Hugging Face parquet (data/train-*.parquet).
 
     \b
     Examples:
       synthgen export shards --format recordio --out faces_sface
       synthgen export shards --format recordio --out faces_sface_dali --shuffle --seed 0
       synthgen export shards --format imagefolder --out sface-folder
+      synthgen export shards --format webdataset --out sface-wds --shuffle
+      synthgen export shards --format parquet --out sface-hf
     """
     from synthgen.export import export as run_export
 

@@ -27,6 +27,7 @@ def atomic_path(path):
 
 def atomic_write_bytes(path, data: bytes) -> None:
     with atomic_path(path) as tmp:
+        tmp.unlink(missing_ok=True)  # a planted symlink at the (predictable) temp name is not followed
         with open(tmp, "wb") as f:
             f.write(data)
 

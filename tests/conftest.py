@@ -23,6 +23,17 @@ def require_tiny():
 
 
 @pytest.fixture(scope="session")
+def gen_dir(tmp_path_factory):
+    """A generated tree <class>/<image>.png: 4 classes x 6 images of 16x16 (read-only for tests)."""
+    from synthgen.generation import GenerateConfig, generate
+
+    out = tmp_path_factory.mktemp("g") / "raw"
+    generate(GenerateConfig(network=str(MICRO / "network-scrubbed-p4.pkl"), out=str(out), classes="0-3",
+                            per_class=6, progress=False))
+    return out
+
+
+@pytest.fixture(scope="session")
 def uncond_ckpt(tmp_path_factory):
     """A tiny unconditional random-init generator saved in our checkpoint format."""
     from synthgen.generators.stylegan2ada import StyleGAN2Config, random_init, save_checkpoint
@@ -81,6 +92,11 @@ SLOW = {
     "test_array_files.py::test_decompression_bomb_is_refused",
     "test_pickle_attacks.py::test_cheap_opcodes_cannot_flood_memory_with_objects",
     "test_interrupts.py::test_full_disk_in_align_is_one_line_and_resumable",
+    # export formats: make test keeps tarfile/DALI-index and pyarrow read-backs (~1.6 s, 0.7 s of it
+    # importing pyarrow); the library read-backs and the jpg variant run with make test-slow
+    "test_export_formats.py::test_parquet_loads_with_hugging_face_datasets",  # ~1 s, most of it importing datasets
+    "test_export_formats.py::test_webdataset_library_reads_the_tars",
+    "test_export_formats.py::test_jpg_image_format_in_both",
 }
 
 

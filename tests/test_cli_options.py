@@ -216,21 +216,24 @@ def test_every_declared_range_and_choice_is_checked_by_the_library(name, tmp_pat
 
 def test_export_options_come_from_exportconfig_unchanged():
     """`synthgen export`'s options, once hand-written, now come from ExportConfig: same flags,
-    defaults, choices and metavars as before."""
+    defaults, choices and metavars as before, plus the webdataset/parquet formats and their
+    --samples-per-file (1..unbounded)."""
     got = [(p.opts, _default(p), list(p.type.choices) if hasattr(p.type, "choices") else None, p.metavar)
            for p in cli.commands["export"].params]
     assert got == [
         (["directory"], UNSET, None, "DIR"),
-        (["--format"], UNSET, ["recordio", "imagefolder"], None),
+        (["--format"], UNSET, ["recordio", "imagefolder", "webdataset", "parquet"], None),
         (["--out"], UNSET, None, "DIR"),
         (["--shuffle"], UNSET, None, None),
         (["--seed"], 0, None, "INT"),
         (["--jpeg-quality"], 95, None, "Q"),
         (["--image-format"], "png", ["png", "jpg"], None),
+        (["--samples-per-file"], 10000, None, "N"),  # added with the webdataset and parquet formats
         (["--overwrite"], UNSET, None, None),
         (["--quiet"], UNSET, None, None),
     ]
     assert cli.commands["export"].params[5].type.min == 1 and cli.commands["export"].params[5].type.max == 100
+    assert cli.commands["export"].params[7].type.min == 1 and cli.commands["export"].params[7].type.max is None
 
 
 def test_audit_options_come_from_auditconfig_unchanged():

@@ -11,21 +11,12 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from conftest import MICRO
 from synthgen.cli.main import cli
 from synthgen.data import ShardDataset, TwoViewShardDataset, USynthAugment
 from synthgen.errors import DataError, UsageError
 from synthgen.export import export
 from synthgen.generation import GenerateConfig, generate
 from synthgen.shards import ShardConfig, shard, verify
-
-
-@pytest.fixture(scope="module")
-def gen_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("g") / "raw"
-    generate(GenerateConfig(network=str(MICRO / "network-scrubbed-p4.pkl"), out=str(out), classes="0-3",
-                            per_class=6, progress=False))
-    return out
 
 
 def pngs(root: Path) -> dict:

@@ -2,6 +2,8 @@
 
     recordio      recordio.py      insightface train.rec / train.idx / property (arcface_torch)
     imagefolder   imagefolder.py   <class>/<file>.png|jpg
+    webdataset    webdataset.py    shard-NNNNNN.tar + .idx (webdataset, DALI fn.readers.webdataset)
+    parquet       parquet.py       data/train-NNNNN-of-NNNNN.parquet (Hugging Face datasets, Image + ClassLabel)
 
 An exporter module has `check(opts)` (option errors, before any work) and
 `write(shards, out, opts, progress) -> summary dict`; `shards` is a `synthgen.data._Shards`
@@ -21,7 +23,14 @@ from synthgen.options import opt
 from synthgen.runs import ensure_writable_dir
 from synthgen.safepath import show, show_path
 
-EXPORTERS = {"recordio": "recordio", "imagefolder": "imagefolder"}  # --format name -> module
+from .common import SAMPLES_PER_FILE
+
+EXPORTERS = {  # --format name -> module
+    "recordio": "recordio",
+    "imagefolder": "imagefolder",
+    "webdataset": "webdataset",
+    "parquet": "parquet",
+}
 
 
 @dataclass
@@ -30,10 +39,13 @@ class ExportConfig:
 
     format: str = opt(help="Target format.", choices=lambda: tuple(EXPORTERS))
     out: str = opt(help="Output directory.", metavar="DIR", path="dir")
-    shuffle: bool = opt(False, help="recordio: write records in shuffled order (for DALI).")
+    shuffle: bool = opt(False, help="recordio, webdataset, parquet: write records in shuffled order.")
     seed: int = opt(0, metavar="INT", help="Shuffle seed.")
     jpeg_quality: int = opt(95, range=(1, 100), metavar="Q", help="JPEG quality (recordio, jpg).")
-    image_format: str = opt("png", choices=tuple(FILE_FORMATS), help="imagefolder: file format.")
+    image_format: str = opt("png", choices=tuple(FILE_FORMATS),
+                            help="imagefolder, webdataset, parquet: image encoding.")
+    samples_per_file: int = opt(SAMPLES_PER_FILE, range=(1, None), metavar="N", unit="images",
+                                help="webdataset: samples per tar; parquet: rows per file.")
     overwrite: bool = opt(False, help="Write into a non-empty directory.")
 
 
@@ -42,14 +54,16 @@ def _module(name: str):
 
 
 def export(root, out, format: str, shuffle: bool = False, seed: int = 0, jpeg_quality: int = 95,
-           image_format: str = "png", overwrite: bool = False, progress: bool = True) -> dict:
+           image_format: str = "png", samples_per_file: int = SAMPLES_PER_FILE, overwrite: bool = False,
+           progress: bool = True) -> dict:
     """Python API of `synthgen export`."""
     from synthgen.data import _Shards
 
     if format not in EXPORTERS:
         raise UsageError(f"{show(format)} is not one of {', '.join(EXPORTERS)}", "--format")
     exporter = _module(format)
-    opts = {"shuffle": shuffle, "seed": seed, "jpeg_quality": jpeg_quality, "image_format": image_format}
+    opts = {"shuffle": shuffle, "seed": seed, "jpeg_quality": jpeg_quality, "image_format": image_format,
+            "samples_per_file": samples_per_file}
     exporter.check(opts)
     shards = _Shards(root)  # checks index.json, every shard's presence and storage layout
     out = Path(out)

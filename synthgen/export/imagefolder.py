@@ -9,12 +9,13 @@ from synthgen.errors import UsageError
 from synthgen.fsutil import atomic_path
 from synthgen.safepath import safe_relpath, show
 
-from .common import fresh
+from .common import fresh, refuse_samples_per_file
 
 
 def check(opts: dict) -> None:
     if opts["shuffle"]:
-        raise UsageError("--shuffle applies to recordio only", "--shuffle")
+        raise UsageError("applies to recordio, webdataset and parquet only, not imagefolder", "--shuffle")
+    refuse_samples_per_file(opts, "imagefolder")
     if opts["image_format"] not in FILE_FORMATS:
         raise UsageError(f"{show(opts['image_format'])} is not one of {', '.join(FILE_FORMATS)}", "--image-format")
 

@@ -19,7 +19,7 @@ import numpy as np
 from synthgen.encodings import encode
 from synthgen.fsutil import atomic_path, atomic_write_text
 
-from .common import fresh
+from .common import fresh, refuse_samples_per_file
 
 RECORDIO_MAGIC = 0xCED7230A
 IRHEADER = struct.Struct("<IfQQ")
@@ -40,7 +40,7 @@ def pack_header(flag: int, label, rid: int, rid2: int = 0) -> bytes:
 
 
 def check(opts: dict) -> None:
-    pass  # every option applies (shuffle, seed, jpeg_quality)
+    refuse_samples_per_file(opts, "recordio")  # shuffle, seed and jpeg_quality apply
 
 
 def write(shards, out: Path, opts: dict, progress: bool) -> dict:
