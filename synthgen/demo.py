@@ -4,11 +4,13 @@ What it builds, all from fixed seeds:
   network.pt      a small class-conditional StyleGAN2-ADA (32 px, 8 classes) with RANDOM weights
   matcher.pth     an arcface_torch-style iResNet-18 with RANDOM weights
   authentic/      a small "authentic" set: 8 identities rendered by a second random network
-  run/            generate -> align -> shard -> audit, via the same code as `synthgen run`
+  run/            generate -> align -> shard -> audit -> release, via the same code as `synthgen run`
+  run/release/    the release: shards, quarantine.csv, card.json, DATASET_CARD.md, SHA256SUMS
 A few authentic images are planted into the synthetic set before alignment; they show up as
-the closest synthetic-authentic pairs. The verdict is honestly INCONCLUSIVE: a random-weight
+the closest synthetic-authentic pairs, and the release removes them (no generation record). The verdict is honestly INCONCLUSIVE: a random-weight
 matcher cannot separate identities and 48 authentic images are too few to calibrate the search
-rule, so the gate neither passes nor calls a leak. Random weights make coloured noise, not faces: MTCNN
+rule, so the gate neither passes nor calls a leak, and the release is written with allow_inconclusive,
+marked NOT CERTIFIED. Random weights make coloured noise, not faces: MTCNN
 finds none and alignment falls back to a centre crop. Real use needs a trained generator
 and matcher weights (see README).
 """
@@ -66,11 +68,17 @@ def run_demo(out="demo-run", progress=True, log=print) -> dict:
         "shard": {"shard_size": 20},
         "audit": {"authentic": str(auth), "matcher": "iresnet", "arch": "r18", "weights": str(matcher),
                   "fmr": 1e-3, "device": "cpu", "batch_size": 64},
+        # the random matcher makes the audit inconclusive: release anyway, marked NOT CERTIFIED
+        "release": {"enabled": True, "allow_inconclusive": True, "name": "synthgen-demo",
+                    "license": "CC0-1.0 (random-weight demo data)", "generator_license": "random weights made by "
+                    "synthgen demo (no training data)", "intended_use": "Showing the synthgen pipeline end to end. "
+                    "The images are coloured noise from random weights: not faces, not for training."},
     }
     raw = out / "run" / "raw"
     # Plant authentic images into the synthetic set (after generation, before alignment).
     record = run_pipeline({**config, "align": {**config["align"], "enabled": False},
-                           "shard": {"enabled": False}, "audit": {"enabled": False}}, progress=progress, log=log)
+                           "shard": {"enabled": False}, "audit": {"enabled": False}, "release": {"enabled": False}},
+                          progress=progress, log=log)
     for k in range(PLANTED):
         src = auth_raw / f"{k:06d}" / f"{k + 1:06d}.png"
         dst = raw / f"{k:06d}" / f"planted-{k}.png"
@@ -91,4 +99,16 @@ def run_demo(out="demo-run", progress=True, log=print) -> dict:
     for reason in v.get("reasons", []):
         log(f"  - {reason}")
     log(f"Report: {report}")
+    rel = out / "run" / "release"
+    card = json.loads((rel / "card.json").read_text())
+    removed = [q for q in card["remediation"]["operations"] if q["op"] == "remove"]
+    planted = [q["key"] for q in removed if "planted" in q["key"]]
+    log("")
+    log(f"Release: {card['status'].upper()}, {card['counts']['images']} images in {card['counts']['classes']} classes "
+        f"-> {rel}")
+    log(f"  removed {len(removed)} images: the {len(planted)} planted ones (no generation record: {', '.join(planted)}) "
+        f"and {len(card['counts']['removed_classes'])} classes whose identities collide under the random matcher.")
+    log("  Written with allow_inconclusive because the audit is inconclusive; with a trained matcher and enough")
+    log("  authentic images, a final verdict of pass would make it 'certified'. Check it: "
+        f"synthgen verify {rel}; rebuild it: synthgen rebuild {rel / 'card.json'} --network {net} --out rebuilt")
     return record

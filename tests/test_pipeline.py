@@ -102,6 +102,20 @@ def test_demo_end_to_end(tmp_path):
     closest = [c["synthetic"] for c in rep["nearest"]["images"]["closest"][:3]]
     assert set(closest) == {f"{k:06d}/planted-{k}.png" for k in range(3)}
     assert rep["dataset"]["synthetic"]["generator_sha256"] and rep["dataset"]["synthetic"]["shard"]["sha256"]
+    # the demo ends with a release: planted images quarantined, exact class sizes, NOT CERTIFIED everywhere
+    rel = tmp_path / "demo" / "run" / "release"
+    card = json.loads((rel / "card.json").read_text())
+    assert card["status"] == "NOT CERTIFIED" and not card["certified"] and "Release: NOT CERTIFIED" in r.output
+    assert "Status: NOT CERTIFIED" in (rel / "DATASET_CARD.md").read_text()
+    removed = {o["key"] for o in card["remediation"]["operations"]}
+    assert {f"{k:06d}/planted-{k}.png" for k in range(3)} <= removed
+    assert set(card["counts"]["per_class"].values()) == {6}  # the generate config's per_class
+    assert "planted-0.png" in (rel / "quarantine.csv").read_text()
+    from synthgen.release import rebuild, verify_release
+
+    assert verify_release(rel) == []
+    rb = rebuild(rel / "card.json", tmp_path / "demo" / "network.pt", tmp_path / "rebuilt", progress=False)
+    assert rb["differ"] == [] and rb["matched"] == rb["files"]
 
 
 def _run_worker(rank, world, port, cfg):
