@@ -78,14 +78,13 @@ def _png(path: Path, img: np.ndarray):
     Image.fromarray(img).save(path)
 
 
-@pytest.fixture(scope="module")
-def audited_run(tmp_path_factory):
-    """(run folder, generator file): generate -> shard -> audit with planted leaks."""
+def _make_run(root: Path, tree: str = "raw", leaks: dict | None = None, **sections):
+    """generate -> (align) -> shard -> audit with the oracle; `leaks`: tree key -> authentic identity
+    (default: the first image of classes 000001 and 000003). Returns (run, generator, leaks)."""
     from synthgen.generators import write_random_generator
-    from synthgen.imageio import load_rgb
+    from synthgen.imageio import list_images, load_rgb
     from synthgen.pipeline import run_pipeline
 
-    root = tmp_path_factory.mktemp("release")
     net = write_random_generator(root / "gen.json", "dummy", seed=0, c_dim=6, resolution=16)
     auth = root / "authentic"
     rng = np.random.RandomState(0)
@@ -97,15 +96,20 @@ def audited_run(tmp_path_factory):
     cfg = {"out": str(root / "run"), "generate": {"network": str(net), "per_class": 5, "seed": 0, "device": "cpu"},
            "align": {"enabled": False}, "shard": {"shard_size": 8},
            "audit": {"authentic": str(auth), "matcher": "oracle", "device": "cpu", "batch_size": 64}}
+    for k, v in sections.items():
+        cfg[k] = {**cfg[k], **v} if k != "align" else v
+    before = REGISTRY.get("oracle")
     REGISTRY["oracle"] = lambda w, a, d: Oracle()
     try:
         run_pipeline({**cfg, "shard": {"enabled": False}, "audit": {"enabled": False}}, progress=False, log=lambda *a: None)
-        raw = root / "run" / "raw"
-        for p in sorted(raw.rglob("*.png")):
-            key = p.relative_to(raw).as_posix()
-            img = load_rgb(p)
-            if key in LEAK_IMAGES:
-                TABLE[_h(img)] = _near(LEAK_IMAGES[key], key)
+        base = root / "run" / tree
+        keys = list_images(base)
+        if leaks is None:
+            leaks = {next(k for k in keys if k.startswith("000001/")): 5, next(k for k in keys if k.startswith("000003/")): 7}
+        for key in keys:
+            img = load_rgb(base / key)
+            if key in leaks:
+                TABLE[_h(img)] = _near(leaks[key], key)
             elif key.startswith(LEAK_CLASS + "/"):
                 TABLE[_h(img)] = _near(LEAK_CLASS_ID, key)
             else:
@@ -113,9 +117,18 @@ def audited_run(tmp_path_factory):
         run_pipeline(cfg, progress=False, log=lambda *a: None)
     finally:
         REGISTRY.pop("oracle", None)
+        if before is not None:
+            REGISTRY["oracle"] = before
     report = json.loads((root / "run" / "audit" / "report.json").read_text())
     assert report["verdict"]["status"] == "leak", report["verdict"]["reasons"]
-    return root / "run", net
+    return root / "run", net, leaks
+
+
+@pytest.fixture(scope="module")
+def audited_run(tmp_path_factory):
+    """(run folder, generator file): generate -> shard -> audit with planted leaks (no alignment)."""
+    run, net, _ = _make_run(tmp_path_factory.mktemp("release"), leaks=LEAK_IMAGES)
+    return run, net
 
 
 def _release(run, out, **kw):
@@ -332,3 +345,69 @@ def test_replacement_seeds_are_generate_align_retry_seeds():
                                                    derive_seed(7, 3, 5, "noise", "retry", 2))
     assert retry_seeds(7, 3, 5, 2, noise=False)[1] is None
     assert replacement_key("000003/000005.png", 2) == "000003/000005-r2.png"
+
+
+def _parity_leaks(tmp_path) -> dict:
+    """Two leaks for the parity-aligned run (10 per class), in two classes where parity keeps >= 5 images (so
+    one leak does not make its whole class look like that person): the first is rejected by the
+    parity detector at its first retry seed, the second accepted."""
+    from synthgen.generation import GenerateConfig
+    from synthgen.generation.planning import Item
+    from synthgen.generation.rendering import render
+    from synthgen.generators import load_generator, write_random_generator
+    from synthgen.release.remediate import retry_seeds
+    from synthgen.seeding import derive_seed
+
+    net = write_random_generator(tmp_path / "probe.json", "dummy", seed=0, c_dim=6, resolution=16)
+    G = load_generator(net)
+    cfg = GenerateConfig(network=str(net), out=str(tmp_path / "unused"), noise_mode="random")
+
+    def even(img):
+        return int(img.astype(np.int64).sum()) % 2 == 0
+
+    ok = {}
+    for c in (0, 1, 2, 3, 5):
+        for k in range(10):
+            seed, nseed = retry_seeds(0, c, k, 1, True)
+            a, b = render(G, [Item("a.png", c, k, derive_seed(0, c, k), derive_seed(0, c, k, "noise")),
+                              Item("b.png", c, k, seed, nseed)], cfg)
+            ok[c, k] = (even(a), even(b))
+    full = [c for c in (0, 1, 2, 3, 5) if sum(ok[c, k][0] for k in range(10)) >= 5]
+    first = next(((c, k) for c in full for k in range(10) if ok[c, k] == (True, False)), None)
+    other = next(((c, k) for c in full for k in range(10) if ok[c, k] == (True, True) and first and c != first[0]), None)
+    if first is None or other is None:
+        pytest.fail(f"the probe found no suitable leaks: {ok}")
+    return {f"{first[0]:06d}/{first[1]:06d}.png": 5, f"{other[0]:06d}/{other[1]:06d}.png": 7}
+
+
+@pytest.mark.parametrize("mode", ["stage", "inline"])
+def test_aligned_runs_replace_through_their_own_alignment_and_rebuild(tmp_path, monkeypatch, mode):
+    """A separate align stage, or generate --align, with the parity detector double (a "face" in
+    images with an even pixel sum): a replacement whose render has no face moves on to the next
+    retry seed, as generate --align does, and the rebuild renders the recorded attempt."""
+    from synthgen.alignment import DETECTORS, ParityDetector
+    from synthgen.release import rebuild, verify_release
+
+    if mode == "stage":
+        sections = {"align": {"detector": "parity", "size": 16, "on_miss": "skip", "device": "cpu"}}
+        leaks = _parity_leaks(tmp_path)
+        # the dummy's 4x4 pattern upsampled has an even pixel sum; random noise makes parity vary
+        run, net, leaks = _make_run(tmp_path, "aligned", leaks=leaks, generate={"noise_mode": "random", "per_class": 10},
+                                    **sections)
+    else:
+        monkeypatch.setitem(DETECTORS, "mtcnn", ParityDetector)  # generate --align detects with "mtcnn"
+        run, net, leaks = _make_run(tmp_path, "raw", generate={"align": True, "align_size": 16})
+    rel = tmp_path / "rel"
+    r = _release(run, rel)
+    assert r.status == "certified", r["rounds"]
+    rows = {q["key"]: q for q in _quarantine(rel) if q["action"] == "replaced"}
+    assert set(rows) == set(leaks)
+    card = json.loads((rel / "card.json").read_text())
+    for op in card["remediation"]["operations"]:
+        if op["op"] == "replace":
+            assert op["new_key"].endswith(f"-r{op['attempt']}.png") and op["attempt"] >= 1 + len(op["skipped"])
+    if mode == "stage":  # one leak has no "face" at its first retry seed: attempt 2 replaces it
+        assert sorted(o["skipped"] for o in card["remediation"]["operations"] if o["op"] == "replace") == [[], [1]]
+    assert verify_release(rel) == []
+    rb = rebuild(rel / "card.json", net, tmp_path / "rebuilt", progress=False)
+    assert rb["differ"] == [] and rb["matched"] == rb["files"]
