@@ -11,7 +11,8 @@ each of `--leaks` generated images, an identity holding that exact image and 3 n
 0.95 (exact copies score 1.0; same-identity authentic pairs ~0.99): with the pixel double, the
 dummy's images resemble each other, so the search rule's null would be heavy-tailed. The release re-renders the flagged images from
 their next retry seeds, re-audits (only the changed images are embedded: the run's cache is
-reused) and writes the formats. With a real matcher the audit rounds cost more per image: see
+reused) and writes the formats; then `rebuild` regenerates it from the card and compares every
+data file. With a real matcher the audit rounds cost more per image: see
 the audit embed rows of RESULTS.md for its speed. `--demo`: a fresh release of `synthgen demo`'s
 run (all five formats).
 """
@@ -111,9 +112,15 @@ def main():
             print(f"{k}: {v if isinstance(v, str) else f'{v:.1f} s'}")
         dt, r = time_release(run, tmp / "rel", a.formats)
         rounds = "; ".join(f"round {x['round']}: {x['status']}, replaced {x.get('replaced', 0)}" for x in r["rounds"])
-        print(f"\n| run | images | formats | rounds | status | release (s) | peak RSS (MiB) |\n|---|---|---|---|---|---|---|")
+        from synthgen.release import rebuild
+
+        t0 = time.perf_counter()
+        rb = rebuild(tmp / "rel" / "card.json", tmp / "gen.json", tmp / "rebuilt", progress=False)
+        rdt = time.perf_counter() - t0
+        print(f"\n| run | images | formats | rounds | status | release (s) | rebuild (s) | rebuilt files identical | "
+              f"peak RSS (MiB) |\n|---|---|---|---|---|---|---|---|---|")
         print(f"| dummy 128 px, {a.leaks} planted leaks | {a.images} | {a.formats} | {rounds} | {r['status']} | "
-              f"{dt:.1f} | {peak_rss_mib():.0f} |")
+              f"{dt:.1f} | {rdt:.1f} | {rb['matched']} of {rb['files']} | {peak_rss_mib():.0f} |")
     finally:
         shutil.rmtree(tmp)
 
