@@ -411,3 +411,48 @@ def test_aligned_runs_replace_through_their_own_alignment_and_rebuild(tmp_path, 
     assert verify_release(rel) == []
     rb = rebuild(rel / "card.json", net, tmp_path / "rebuilt", progress=False)
     assert rb["differ"] == [] and rb["matched"] == rb["files"]
+
+
+def test_an_audit_of_a_subset_is_redone_in_full_before_anything_is_certified(audited_run, tmp_path, monkeypatch):
+    """max_per_class audits the first N images per class: it vouches for nothing else, so the
+    release re-audits every image even when that audit passed."""
+    from synthgen.audit.report import AuditConfig, run_audit
+    from synthgen.imageio import load_rgb
+
+    run, _ = audited_run
+    part = tmp_path / "run"
+    shutil.copytree(run, part)
+    cfg = json.loads((part / "audit" / "report.json").read_text())["config"]
+    shutil.rmtree(part / "audit")
+    hidden = {}  # while the subset is audited, the planted images look like nobody
+    for p in sorted((part / "raw").rglob("*.png")):
+        h = _h(load_rgb(p))
+        hidden[h] = TABLE[h]
+        monkeypatch.setitem(TABLE, h, _unit(np.random.RandomState(int(h[:8], 16)).randn(DIM)))
+    rep = run_audit(AuditConfig(**{**cfg, "synthetic": str(part / "shards"), "out": str(part / "audit"),
+                                   "cache_dir": str(tmp_path / "cache"), "max_per_class": 4, "progress": False}))
+    assert rep["verdict"]["status"] == "pass" and rep["counts"]["synthetic_images"] == 24
+    TABLE.update(hidden)
+    r = _release(part, tmp_path / "rel")
+    assert [x["status"] for x in r["rounds"]] == ["pass", "leak", "pass"] and r.status == "certified"
+    last = json.loads((tmp_path / "rel" / r["rounds"][-1]["report"]).read_text())
+    card = json.loads((tmp_path / "rel" / "card.json").read_text())
+    assert last["config"]["max_per_class"] is None and last["counts"]["synthetic_images"] == card["counts"]["images"]
+    assert card["counts"]["images"] > 24
+
+
+def test_an_unreadable_synthetic_image_makes_the_audit_inconclusive(audited_run, tmp_path):
+    """An image the audit could not read was not audited: like a NaN embedding, a hole that
+    must never let the gate pass (or a release be certified)."""
+    from synthgen.audit.report import AuditConfig, run_audit
+
+    run, _ = audited_run
+    tree = tmp_path / "tree"
+    shutil.copytree(run / "raw", tree, ignore=shutil.ignore_patterns("*.json", "*.jsonl", LEAK_CLASS,
+                                                                     *[k.split("/")[1] for k in LEAK_IMAGES]))
+    (tree / "000000" / "000000.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    cfg = json.loads((run / "audit" / "report.json").read_text())["config"]
+    rep = run_audit(AuditConfig(**{**cfg, "synthetic": str(tree), "out": str(tmp_path / "a"), "cache_dir": None,
+                                   "progress": False}))
+    assert rep["verdict"]["status"] == "inconclusive"
+    assert any("could not be read" in x and "000000/000000.png" in x for x in rep["verdict"]["reasons"])

@@ -224,6 +224,9 @@ def _analyse(cfg, name, matcher, syn, auth, device, rule, alpha) -> dict:
             problems.append(f"{_n(len(bad), f'{side} embedding')} from {name} {'is' if len(bad) == 1 else 'are'} "
                             f"NaN/inf or zero and {'was' if len(bad) == 1 else 'were'} excluded: "
                             f"{_list(bad)}; an audit with holes cannot pass.")
+    if syn.unreadable:
+        problems.append(f"{_n(len(syn.unreadable), 'synthetic image')} could not be read and {'was' if len(syn.unreadable) == 1 else 'were'} "
+                        f"not audited: {_list(syn.unreadable)}; an audit with holes cannot pass.")
     if rule == "search" and null_n < need:
         problems.append(f"Only {_n(null_n, 'authentic image')} to calibrate the search null ({name}); a family-wise "
                         f"rate of {_g(alpha)} needs at least {need:,} (rule of three, and {D.TAIL_MIN} for the tail "

@@ -256,7 +256,7 @@ def _loop(cfg: ReleaseConfig, run: RunView, out: Path, state: dict, replacer: Re
             return
         report, rows = _audit_of(run, out, last["round"])
         acts = plan_round(items, rows, report, cfg.policy, cfg.keep_foreign, rnd)
-        if not acts:
+        if not acts and not (last["round"] == 0 and _partial(run)):
             return
         reps = [a for a in acts if a["op"] == "replace"]
         if reps:
@@ -288,6 +288,12 @@ def _loop(cfg: ReleaseConfig, run: RunView, out: Path, state: dict, replacer: Re
         _audit_round(cfg, run, out, state)
 
 
+def _partial(run: RunView) -> bool:
+    """Whether the run's audit looked at a subset (max_per_class): then it certifies nothing, and
+    round 1 re-audits every image even when there is nothing to change."""
+    return (run.report.get("config") or {}).get("max_per_class") is not None
+
+
 def _audit_round(cfg: ReleaseConfig, run: RunView, out: Path, state: dict) -> None:
     from synthgen.audit.report import AuditConfig, run_audit
 
@@ -295,7 +301,8 @@ def _audit_round(cfg: ReleaseConfig, run: RunView, out: Path, state: dict) -> No
     names = {f.name for f in dataclasses.fields(AuditConfig)}
     c = {k: v for k, v in (run.report.get("config") or {}).items() if k in names}
     c.update(synthetic=str(out / WORK / "tree"), out=str(out / "audit" / f"round-{rnd}"),
-             cache_dir=str(out / WORK / "embeddings"), progress=cfg.progress, fail_on_leak=False)
+             cache_dir=str(out / WORK / "embeddings"), progress=cfg.progress, fail_on_leak=False,
+             max_per_class=None)  # a release certifies every image it holds
     report = run_audit(AuditConfig(**c))
     state["rounds"][-1].update(_round_summary(rnd, report), audited=True)
     _save_state(out / WORK, state)
