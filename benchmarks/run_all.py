@@ -176,6 +176,20 @@ def bench_formats(rows, q):
         shutil.rmtree(tmp)
 
 
+def bench_release(rows, q):
+    from bench_release import build_run, time_release
+
+    n = q["release"]
+    tmp = Path(tempfile.mkdtemp())
+    try:
+        run, _ = build_run(tmp, n, max(1, n // 100), max(1, n // 500))
+        dt, r = time_release(run, tmp / "rel", "shards,recordio")
+        rows.append((f"release, {n:,} images 128 px (dummy generator, pixels matcher)", "cpu",
+                     "shards + recordio, 1 round", f"{dt:.1f} s ({r['status']}, {r['rounds'][-1].get('replaced', 0)} re-rendered)"))
+    finally:
+        shutil.rmtree(tmp)
+
+
 def bench_audit(rows, devices, q):
     import torch
 
@@ -234,10 +248,11 @@ def _search_faiss_gpu(faiss, n):
 # ----------------------------------------------------------------------------------------------
 
 QUICK = dict(quick=True, seconds=1.0, gen_batches_cpu=[1, 8], gen_batches_cuda=[16, 256, 1024], generate_cpu=16,
-             generate_cuda=2048, baseline_max=512, align=32, shards=512, formats=512, embed=16, search=10000)
+             generate_cuda=2048, baseline_max=512, align=32, shards=512, formats=512, embed=16, search=10000,
+             release=1000)
 FULL = dict(quick=False, seconds=10.0, gen_batches_cpu=[1, 8, 32], gen_batches_cuda=[16, 64, 256, 1024], generate_cpu=96,
             generate_cuda=20480, baseline_max=4096, align=512, shards=4096, formats=4096, embed=128,
-            search=100000)
+            search=100000, release=10000)
 
 
 def header(quick, seconds):
@@ -290,6 +305,7 @@ def main():
                      ("align", lambda: bench_align(rows, devices, q)),
                      ("shards", lambda: bench_shards(rows, q)),
                      ("formats", lambda: bench_formats(rows, q)),
+                     ("release", lambda: bench_release(rows, q)),
                      ("audit", lambda: bench_audit(rows, devices, q))):
         t = time.perf_counter()
         fn()
