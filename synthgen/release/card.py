@@ -8,7 +8,6 @@ import platform
 from pathlib import Path
 
 from synthgen import __version__
-from synthgen.contract import MARKERS
 from synthgen.seeding import SEED_POLICY
 
 CARD_VERSION = 1

@@ -13,7 +13,6 @@ import json
 import shutil
 from pathlib import Path
 
-from synthgen.contract import MARKERS
 from synthgen.errors import DataError, UsageError
 from synthgen.fsutil import atomic_write_text, sha256_file
 from synthgen.safepath import safe_relpath, show_path

@@ -21,7 +21,7 @@ import os
 from pathlib import Path, PurePosixPath
 
 from synthgen.contract import identity_of
-from synthgen.errors import DataError, UsageError
+from synthgen.errors import UsageError
 from synthgen.seeding import derive_seed
 
 MAX_NO_FACE = 10  # retry seeds tried for one replacement before the slot is dropped instead

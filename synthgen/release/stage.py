@@ -262,30 +262,35 @@ def _loop(cfg: ReleaseConfig, run: RunView, out: Path, state: dict, replacer: Re
         if reps:
             replacer.check()
         placed, failed = replacer.make(reps) if reps else ([], [])
-        done, lost = {p["key"]: p for p in placed}, {f["key"]: f for f in failed}
         apply_removals(tree, acts, items)
-        for a in acts:
-            row = {c: None for c in QUARANTINE_COLUMNS}
-            row.update({k: a.get(k) for k in ("round", "key", "class", "reason", "score", "p_value", "matcher")},
-                       nearest_authentic=a.get("nearest"), action="removed")
-            op = {"round": rnd, "op": "remove", "key": a["key"]}
-            if a["key"] in done:
-                p = done[a["key"]]
-                row.update(action="replaced", replacement_key=p["new_key"], replacement_seed=p["seed"],
-                           replacement_attempt=p["attempt"])
-                op.update(op="replace", slot=p["slot"], cls=p["cls"], index=p["index"], attempt=p["attempt"],
-                          new_key=p["new_key"], seed=p["seed"], noise_seed=p["noise_seed"], skipped=p["skipped"])
-                items[p["new_key"]] = {"slot": p["slot"], "class": p["cls"], "index": p["index"], "attempt": p["attempt"]}
-                state["records"][p["new_key"]] = p["record"]
-            elif a["key"] in lost:
-                row["reason"] += f"; no face in {len(lost[a['key']]['skipped'])} re-renderings, so it was dropped"
-            state["quarantine"].append(row)
-            state.setdefault("ops", []).append(op)
-        state["rounds"].append({"round": rnd, "audited": False,
-                                "removed": len(acts) - len(placed),
-                                "replaced": len(placed)})
+        _record_round(state, rnd, acts, placed, failed)
         _save_state(work, state)
         _audit_round(cfg, run, out, state)
+
+
+def _record_round(state: dict, rnd: int, acts: list, placed: list, failed: list) -> None:
+    """Add a round's replacements to the working set and its actions to the quarantine rows and
+    the card's operations (what `rebuild` replays)."""
+    done, lost = {p["key"]: p for p in placed}, {f["key"]: f for f in failed}
+    for a in acts:
+        row = {c: None for c in QUARANTINE_COLUMNS}
+        row.update({k: a.get(k) for k in ("round", "key", "class", "reason", "score", "p_value", "matcher")},
+                   nearest_authentic=a.get("nearest"), action="removed")
+        op = {"round": rnd, "op": "remove", "key": a["key"]}
+        p = done.get(a["key"])
+        if p is not None:
+            row.update(action="replaced", replacement_key=p["new_key"], replacement_seed=p["seed"],
+                       replacement_attempt=p["attempt"])
+            op.update(op="replace", slot=p["slot"], cls=p["cls"], index=p["index"], attempt=p["attempt"],
+                      new_key=p["new_key"], seed=p["seed"], noise_seed=p["noise_seed"], skipped=p["skipped"])
+            state["items"][p["new_key"]] = {"slot": p["slot"], "class": p["cls"], "index": p["index"],
+                                            "attempt": p["attempt"]}
+            state["records"][p["new_key"]] = p["record"]
+        elif a["key"] in lost:
+            row["reason"] += f"; no face in {len(lost[a['key']]['skipped'])} re-renderings, so it was dropped"
+        state["quarantine"].append(row)
+        state.setdefault("ops", []).append(op)
+    state["rounds"].append({"round": rnd, "audited": False, "removed": len(acts) - len(placed), "replaced": len(placed)})
 
 
 def _partial(run: RunView) -> bool:
@@ -357,8 +362,6 @@ def _finalize(cfg: ReleaseConfig, run: RunView, out: Path, state: dict, fmts: li
                         for c in QUARANTINE_COLUMNS])
     card = build_card(cfg, run, state, index, fmts, certified, data_files(out, fmts), out)
     atomic_write_text(out / "card.json", json.dumps(card, indent=1))
-    from .card import card_markdown as md
-
-    atomic_write_text(out / "DATASET_CARD.md", md(card))
+    atomic_write_text(out / "DATASET_CARD.md", card_markdown(card))
     write_sums(out)
     return card
