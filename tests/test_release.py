@@ -454,3 +454,33 @@ def test_an_unreadable_synthetic_image_makes_the_audit_inconclusive(audited_run,
                                    "progress": False}))
     assert rep["verdict"]["status"] == "inconclusive"
     assert any("could not be read" in x and "000000/000000.png" in x for x in rep["verdict"]["reasons"])
+
+
+def test_rebuild_refuses_a_hostile_card_before_any_work(tmp_path):
+    from synthgen.errors import SynthgenError
+    from synthgen.release import rebuild
+
+    card = json.loads((Path(__file__).parents[1] / "docs" / "demo-card.json").read_text())
+    net = tmp_path / "net.pt"
+    net.write_bytes(b"not the generator")
+    for change, msg in [(lambda c: c["remediation"]["operations"].append(
+                            {"op": "replace", "key": "000000/000000.png", "slot": "../../../etc/x.png", "cls": 0,
+                             "index": 0, "attempt": 1, "round": 1}), "slot"),
+                        (lambda c: c["files"].update({"/etc/passwd": "0" * 64}), "files"),
+                        (lambda c: c.update(formats=["shards", "../x"]), "formats"),
+                        (lambda c: c["remediation"].update(operations="all"), "operations")]:
+        c = json.loads(json.dumps(card))
+        change(c)
+        p = tmp_path / "card.json"
+        p.write_text(json.dumps(c))
+        with pytest.raises(SynthgenError, match=msg):
+            rebuild(p, net, tmp_path / "out", progress=False)
+        assert not (tmp_path / "out").exists()
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    p.write_text(json.dumps(card))
+    with pytest.raises(SynthgenError, match="not an earlier rebuild"):
+        rebuild(p, net, tmp_path / "mine", progress=False)
+    with pytest.raises(SynthgenError, match="sha256 differs"):
+        rebuild(p, net, tmp_path / "out", progress=False)
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me" and not (tmp_path / "out").exists()

@@ -29,6 +29,40 @@ def _card(path: Path) -> dict:
     return card
 
 
+def _check_card(card: dict, path: Path) -> None:
+    """Everything rebuild joins to a folder or renders from must be what a release writes."""
+    from synthgen.release.config import formats_available
+
+    fix = "use the card.json the release wrote"
+
+    def bad(what):
+        raise DataError(f"{show_path(path)}: {what}; {fix}")
+
+    if not isinstance(card["files"], dict) or not all(isinstance(v, str) for v in card["files"].values()):
+        bad("'files' must map paths to sha256 strings")
+    for rel in card["files"]:
+        safe_relpath(rel, None, path, "files", fix)
+    if not isinstance(card["formats"], list) or "shards" not in card["formats"] or \
+            any(f not in formats_available() for f in card["formats"]):
+        bad(f"'formats' must list shards and known formats ({', '.join(formats_available())})")
+    ops = (card.get("remediation") or {}).get("operations")
+    if not isinstance(ops, list):
+        bad("'remediation.operations' must be a list")
+    for n, o in enumerate(ops):
+        if not isinstance(o, dict) or o.get("op") not in ("remove", "replace"):
+            bad(f"operation {n} is not a remove/replace object")
+        safe_relpath(o.get("key"), None, path, f"operations[{n}].key", fix)
+        if o["op"] == "replace":
+            safe_relpath(o.get("slot"), None, path, f"operations[{n}].slot", fix)
+            ints = (o.get("index"), o.get("attempt"), o.get("round"))
+            if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**31 for v in ints) or \
+                    not (o.get("cls") is None or (isinstance(o["cls"], int) and 0 <= o["cls"] < 2**31)):
+                bad(f"operation {n}: cls, index, attempt and round must be non-negative integers")
+    for stage in ("generate", "shard"):
+        if not isinstance((card["configs"] or {}).get(stage), dict):
+            bad(f"'configs.{stage}' must be an object")
+
+
 def rebuild(card_path, network, out, progress: bool = True) -> dict:
     """Python API of `synthgen rebuild`; DataError if any data file differs from the card."""
     from synthgen.alignment import AlignConfig, align
@@ -43,13 +77,15 @@ def rebuild(card_path, network, out, progress: bool = True) -> dict:
     card = _card(card_path)
     if not card["rebuild"].get("rebuildable"):
         raise DataError(f"{show_path(card_path)}: this release cannot be rebuilt: {card['rebuild'].get('why_not')}")
+    _check_card(card, card_path)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / ".work").is_dir()
+                                               and not (out / "rebuild.json").is_file())):
+        raise UsageError(f"{show_path(out)} exists and is not an earlier rebuild; use a new folder", "--out")
     want = card["generator"].get("sha256")
     if not Path(network).is_file():
         raise UsageError(f"{network}: not found, expected the generator file the card names (sha256 {want})", "--network")
     if sha256_file(network) != want:
         raise UsageError(f"{network}: sha256 differs from the card's generator ({want}); pass that file", "--network")
-    for rel in card["files"]:
-        safe_relpath(rel, None, card_path, "files", "use an untampered card")
     gen = card["configs"]["generate"]
     names = {f.name for f in dataclasses.fields(GenerateConfig)}
     gi = gen.get("identity") or {}
