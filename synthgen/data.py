@@ -90,6 +90,10 @@ class _Shards:
             raise DataError(f"{show_path(self.files[s])}: image {r} unreadable ({str(e).splitlines()[0] if str(e) else e}); "
                             f"run `synthgen verify {show_path(self.root)}`, then {REBUILD}") from None
 
+    def stored(self, i: int) -> np.ndarray:
+        """What the shard stores for item i: the pixels (raw) or the encoded bytes (png, jpeg)."""
+        return self._row(*self.locate(i))
+
     def image(self, i: int) -> np.ndarray:
         s, r = self.locate(i)
         data = self._row(s, r)

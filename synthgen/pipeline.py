@@ -279,11 +279,11 @@ def run_pipeline(cfg: dict, overwrite: bool = False, progress: bool = True, log=
             atomic_write_text(rec_path, json.dumps(record, indent=1, default=str))
         prev_out = dirs[stage]
     if cfg["release"]["enabled"]:
-        _run_release(cfg, root, record, rec_path, progress, log)
+        _run_release(cfg, root, record, rec_path, progress, log, overwrite)
     return record
 
 
-def _run_release(cfg: dict, root: Path, record: dict, rec_path: Path, progress: bool, log) -> None:
+def _run_release(cfg: dict, root: Path, record: dict, rec_path: Path, progress: bool, log, overwrite: bool) -> None:
     """[release]: remediate, re-audit and write RUN/release (the release skips itself when done)."""
     from synthgen.release import ReleaseConfig, release
 
@@ -291,6 +291,7 @@ def _run_release(cfg: dict, root: Path, record: dict, rec_path: Path, progress: 
     log(f"[release] running -> {out}")
     t0 = time.time()
     section = {k: v for k, v in cfg["release"].items() if k != "enabled"}
+    section["overwrite"] = overwrite or section.get("overwrite", False)
     result = release(ReleaseConfig(**section, run=str(root), out=str(out), progress=progress))
     record["stages"]["release"] = {"status": result.status, "seconds": round(time.time() - t0, 2),
                                    "summary": result.brief()}

@@ -289,6 +289,10 @@ def test_release_errors_are_one_line(tmp_path):
     assert res.exit_code == 2 and "--format" in res.output and "'tiff' is not one of" in res.output
     res = CliRunner().invoke(cli, ["release", str(tmp_path), "--out", str(tmp_path / "r"), "--max-rounds", "-1"])
     assert res.exit_code == 2 and "--max-rounds" in res.output
+    from synthgen.release.config import parse_formats
+
+    assert parse_formats("parquet,shards,recordio") == parse_formats("recordio,parquet") == ["shards", "parquet",
+                                                                                             "recordio"]
 
 
 def test_release_inside_the_run_is_refused(audited_run):
@@ -313,7 +317,8 @@ def test_plan_round_rules():
     items = _items()
     items["000000/planted.png"] = {"slot": None, "class": None, "index": None, "attempt": 0}
     report = {"matchers": [{"matcher": {"name": "m"}, "collisions": {"pairs": [
-        {"a": "000001", "b": "000002", "score": 0.8}, {"a": "000002", "b": "000003", "score": 0.7}]}}]}
+        {"a": "000001", "b": "000002", "score": 0.8}, {"a": "000002", "b": "000003", "score": 0.7},
+        {"a": "000000", "b": "000000", "score": 0.99}, {"a": "000000", "b": "000002", "score": "nan?"}]}}]}
     rows = [_row("image", "000000/000001.png", 1e-5, "m2"), _row("image", "000000/000001.png", 1e-7),
             _row("identity", "000001")]
     acts = {a["key"]: a for a in plan_round(items, rows, report, "regenerate", False, 2)}
@@ -322,6 +327,7 @@ def test_plan_round_rules():
     assert acts["000001/000000.png"]["op"] == "remove" and "identity flagged" in acts["000001/000000.png"]["reason"]
     assert acts["000003/000000.png"]["op"] == "remove" and "collision" in acts["000003/000000.png"]["reason"]
     assert "000002/000000.png" not in acts
+    assert "000000/000000.png" not in acts  # a "pair" of one identity with itself, or without a score: ignored
     # a flagged generated image is re-rendered at the next attempt; the smallest p-value row is kept
     a = acts["000000/000001.png"]
     assert (a["op"], a["attempt"], a["p_value"], a["round"]) == ("replace", 1, 1e-7, 2)

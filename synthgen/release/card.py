@@ -143,6 +143,83 @@ def build_card(cfg, run, state: dict, index: dict, formats: list, certified: boo
     }
 
 
+def card_problems(card) -> list[str]:
+    """Where a card.json is not shaped like the cards `release` writes (one line each): what
+    `verify` and `rebuild` read from it must have the types they expect before it is used."""
+    from synthgen.safepath import path_problem, show
+
+    if not isinstance(card, dict):
+        return [f"a JSON {type(card).__name__}, expected an object"]
+    out = []
+
+    def want(obj, key, kind, where=""):
+        v = obj.get(key) if isinstance(obj, dict) else None
+        if not isinstance(v, kind) or isinstance(v, bool) and kind is not bool:
+            name = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+            out.append(f"{where}{key} must be {'an' if name[0] in 'aeiou' else 'a'} {name}, found {type(v).__name__}")
+            return None
+        return v
+
+    if card.get("card_version") != CARD_VERSION:
+        out.append(f"card_version must be {CARD_VERSION}, found {show(str(card.get('card_version')))}")
+    for key in ("certified",):
+        want(card, key, bool)
+    files = want(card, "files", dict)
+    for rel, sha in (files or {}).items():
+        why = path_problem(rel)
+        if why or not isinstance(sha, str) or len(sha) != 64:
+            out.append(f"files: {show(rel)}: {why or 'its value is not a sha256'}")
+    formats = want(card, "formats", list)
+    if formats is not None:
+        from .config import formats_available
+
+        bad = [f for f in formats if f not in formats_available()]
+        if bad or "shards" not in formats or len(set(map(str, formats))) != len(formats):
+            out.append(f"formats must list shards and known formats ({', '.join(formats_available())}) once each, "
+                       f"found {show(str(formats))}")
+    counts = want(card, "counts", dict)
+    if counts is not None:
+        want(counts, "images", int, "counts.")
+        per = want(counts, "per_class", dict, "counts.")
+        if per is not None and not all(isinstance(v, int) and not isinstance(v, bool) for v in per.values()):
+            out.append("counts.per_class values must be integers")
+    labels = want(card, "labels", dict)
+    if labels is not None and not all(isinstance(v, int) and not isinstance(v, bool) for v in labels.values()):
+        out.append("labels values must be integers")
+    rem = want(card, "remediation", dict)
+    ops = want(rem, "operations", list, "remediation.") if rem is not None else None
+    for n, o in enumerate(ops or []):
+        if not isinstance(o, dict) or o.get("op") not in ("remove", "replace"):
+            out.append(f"remediation.operations[{n}] must be a remove or replace object")
+            continue
+        fields = ("key", "slot", "new_key") if o["op"] == "replace" else ("key",)
+        for f in fields:
+            why = path_problem(o.get(f))
+            if why:
+                out.append(f"remediation.operations[{n}].{f}: {why}")
+        nums = ("round", "index", "attempt") if o["op"] == "replace" else ("round",)
+        if not all(isinstance(o.get(k), int) and not isinstance(o.get(k), bool) and 0 <= o[k] < 2**31 for k in nums) \
+                or (o["op"] == "replace" and not (o.get("cls") is None or (isinstance(o["cls"], int) and
+                                                                             not isinstance(o["cls"], bool) and
+                                                                             0 <= o["cls"] < 2**31))):
+            out.append(f"remediation.operations[{n}]: round, cls, index and attempt must be non-negative integers")
+    audit = want(card, "audit", dict)
+    rounds = want(audit, "rounds", list, "audit.") if audit is not None else None
+    for n, r in enumerate(rounds or []):
+        if not isinstance(r, dict) or path_problem(r.get("report")) or not isinstance(r.get("report_sha256"), str) \
+                or r.get("status") not in ("pass", "leak", "inconclusive"):
+            out.append(f"audit.rounds[{n}] must hold report (a relative path), report_sha256 and status")
+    if rounds == []:
+        out.append("audit.rounds is empty")
+    configs = want(card, "configs", dict)
+    if configs is not None:
+        for stage in ("generate", "align", "shard"):
+            want(configs, stage, dict, "configs.")
+    for key in ("generator", "rebuild"):
+        want(card, key, dict)
+    return out
+
+
 def _pct(x) -> str:
     return "n/a" if x is None else f"{100 * x:.3g} %"
 

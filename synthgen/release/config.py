@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from synthgen.errors import UsageError
 from synthgen.options import check_choices, check_ranges, opt
@@ -60,7 +61,7 @@ def parse_formats(text) -> list[str]:
         raise UsageError(f"'{bad[0]}' is not one of {', '.join(known)}", "--format")
     if len(set(fmts)) != len(fmts):
         raise UsageError(f"'{text}' names a format twice", "--format")
-    return ["shards"] + [f for f in fmts if f != "shards"]
+    return ["shards"] + sorted(f for f in fmts if f != "shards")  # one order: the same release, however listed
 
 
 def validate(cfg: ReleaseConfig, host: bool = True) -> None:
@@ -68,6 +69,8 @@ def validate(cfg: ReleaseConfig, host: bool = True) -> None:
     check_choices(cfg, ("policy",))
     check_ranges(cfg, ("max_rounds",))
     parse_formats(cfg.formats)
+    if host and cfg.network is not None and not Path(cfg.network).is_file():
+        raise UsageError(f"{cfg.network} not found, expected the run's generator file", "--network")
     for f in ("name", "license", "generator_license", "intended_use"):
         v = getattr(cfg, f)
         if not v.strip() or any(ord(ch) < 32 and ch not in "\n\t" for ch in v):

@@ -15,52 +15,22 @@ from pathlib import Path
 
 from synthgen.errors import DataError, UsageError
 from synthgen.fsutil import atomic_write_text, sha256_file
-from synthgen.safepath import safe_relpath, show_path
+from synthgen.safepath import show_path
 
 
 def _card(path: Path) -> dict:
     from .source import read_json
 
-    card = read_json(path, "expected a release's card.json")
-    need = ("card_version", "configs", "remediation", "files", "rebuild", "formats", "generator")
-    missing = [k for k in need if k not in card]
-    if missing or card.get("card_version") != 1:
-        raise DataError(f"{show_path(path)}: not a synthgen release card (version 1; missing {', '.join(missing) or 'none'})")
-    return card
+    return read_json(path, "expected a release's card.json")
 
 
 def _check_card(card: dict, path: Path) -> None:
     """Everything rebuild joins to a folder or renders from must be what a release writes."""
-    from synthgen.release.config import formats_available
+    from .card import card_problems
 
-    fix = "use the card.json the release wrote"
-
-    def bad(what):
-        raise DataError(f"{show_path(path)}: {what}; {fix}")
-
-    if not isinstance(card["files"], dict) or not all(isinstance(v, str) for v in card["files"].values()):
-        bad("'files' must map paths to sha256 strings")
-    for rel in card["files"]:
-        safe_relpath(rel, None, path, "files", fix)
-    if not isinstance(card["formats"], list) or "shards" not in card["formats"] or \
-            any(f not in formats_available() for f in card["formats"]):
-        bad(f"'formats' must list shards and known formats ({', '.join(formats_available())})")
-    ops = (card.get("remediation") or {}).get("operations")
-    if not isinstance(ops, list):
-        bad("'remediation.operations' must be a list")
-    for n, o in enumerate(ops):
-        if not isinstance(o, dict) or o.get("op") not in ("remove", "replace"):
-            bad(f"operation {n} is not a remove/replace object")
-        safe_relpath(o.get("key"), None, path, f"operations[{n}].key", fix)
-        if o["op"] == "replace":
-            safe_relpath(o.get("slot"), None, path, f"operations[{n}].slot", fix)
-            ints = (o.get("index"), o.get("attempt"), o.get("round"))
-            if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**31 for v in ints) or \
-                    not (o.get("cls") is None or (isinstance(o["cls"], int) and 0 <= o["cls"] < 2**31)):
-                bad(f"operation {n}: cls, index, attempt and round must be non-negative integers")
-    for stage in ("generate", "shard"):
-        if not isinstance((card["configs"] or {}).get(stage), dict):
-            bad(f"'configs.{stage}' must be an object")
+    problems = card_problems(card)
+    if problems:
+        raise DataError(f"{show_path(path)}: {problems[0]}; use the card.json the release wrote")
 
 
 def rebuild(card_path, network, out, progress: bool = True) -> dict:
@@ -75,9 +45,9 @@ def rebuild(card_path, network, out, progress: bool = True) -> dict:
 
     card_path, out = Path(card_path), Path(out)
     card = _card(card_path)
+    _check_card(card, card_path)
     if not card["rebuild"].get("rebuildable"):
         raise DataError(f"{show_path(card_path)}: this release cannot be rebuilt: {card['rebuild'].get('why_not')}")
-    _check_card(card, card_path)
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / ".work").is_dir()
                                                and not (out / "rebuild.json").is_file())):
         raise UsageError(f"{show_path(out)} exists and is not an earlier rebuild; use a new folder", "--out")

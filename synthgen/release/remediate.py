@@ -41,11 +41,20 @@ def retry_seeds(base: int, cls, index: int, attempt: int, noise: bool) -> tuple[
 def collisions(report: dict) -> list[dict]:
     """Colliding synthetic identity pairs of every matcher, best first (ties by names)."""
     pairs = []
-    for m in report.get("matchers") or [report]:
-        c = (m.get("collisions") or {}).get("pairs") or []
-        name = (m.get("matcher") or {}).get("name", "")
-        pairs += [dict(p, matcher=name) for p in c if isinstance(p, dict) and {"a", "b", "score"} <= set(p)]
-    return sorted(pairs, key=lambda p: (-float(p["score"]), str(p["a"]), str(p["b"])))
+    ms = report.get("matchers") or [report]
+    for m in ms if isinstance(ms, list) else []:
+        if not isinstance(m, dict):
+            continue
+        c = (m.get("collisions") or {}).get("pairs") if isinstance(m.get("collisions"), dict) else None
+        name = str((m.get("matcher") or {}).get("name", "")) if isinstance(m.get("matcher"), dict) else ""
+        for p in c if isinstance(c, list) else []:
+            try:
+                score = float(p["score"])
+            except (TypeError, ValueError, KeyError):
+                continue
+            if str(p["a"]) != str(p["b"]) and score == score:  # a pair of two identities, a real score
+                pairs.append({"a": str(p["a"]), "b": str(p["b"]), "score": score, "matcher": name})
+    return sorted(pairs, key=lambda p: (-p["score"], p["a"], p["b"]))
 
 
 def plan_round(items: dict, rows: list[dict], report: dict, policy: str, keep_foreign: bool, rnd: int) -> list[dict]:
@@ -63,12 +72,12 @@ def plan_round(items: dict, rows: list[dict], report: dict, policy: str, keep_fo
             gone[name] = {"reason": f"identity flagged: its template matches authentic identity {r['authentic']}",
                           "score": r["score"], "p_value": r["p_value"], "matcher": r["matcher"], "nearest": r["authentic"]}
     for p in collisions(report):
-        a, b = str(p["a"]), str(p["b"])
+        a, b = p["a"], p["b"]
         if a in gone or b in gone or a not in present or b not in present:
             continue
         gone[b] = {"reason": f"identity collision: synthetic identities {a} and {b} look like one person "
-                             f"(template score {float(p['score']):.4f}); {b} removed",
-                   "score": float(p["score"]), "p_value": None, "matcher": p["matcher"], "nearest": a}
+                             f"(template score {p['score']:.4f}); {b} removed",
+                   "score": p["score"], "p_value": None, "matcher": p["matcher"], "nearest": a}
     acts = []
     for key in sorted(items):
         it = items[key]

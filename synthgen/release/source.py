@@ -158,5 +158,19 @@ def read_run(root) -> RunView:
         raise DataError(f"{show_path(report_path)}: did not audit this run's shards (their index.json sha256 "
                         "differs); a release certifies what was audited: rerun `synthgen run` so the audit "
                         "matches the shards")
+    for path, d, keys in ((gen_dir / MARKERS["generate"], gen_meta, ("config", "identity")),
+                          (report_path, report, ("config", "dataset"))):
+        for k in keys:
+            if not isinstance(d.get(k), dict):
+                raise DataError(f"{show_path(path)}: '{k}' is a {type(d.get(k)).__name__}, expected an object; rerun "
+                                "`synthgen run` to rewrite it")
+    if not isinstance(report.get("matchers", []), list) or not all(isinstance(m, dict) for m in report.get("matchers", [])):
+        raise DataError(f"{show_path(report_path)}: 'matchers' must be a list of objects; rerun the audit")
+    for rec in gen_records.values():
+        c, i, a = rec.get("class"), rec.get("index"), rec.get("attempt", 0)
+        if not all(v is None or (isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**31) for v in (c, a)) \
+                or not (isinstance(i, int) and not isinstance(i, bool) and 0 <= i < 2**31):
+            raise DataError(f"{show_path(gen_dir / MANIFEST)}: record {rec['path']}: class, index and attempt must be "
+                            "non-negative integers; rerun `synthgen generate` to rewrite the manifest")
     return RunView(root, gen_meta, gen_records, mode, align_meta, tree_records, index, report,
                    sha256_bytes(report_path.read_bytes()), read_flagged(audit_dir / "flagged.csv"))

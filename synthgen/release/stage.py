@@ -165,6 +165,9 @@ def _init_state(run: RunView, out: Path, chash: str, progress: bool) -> dict:
             raise DataError(f"{show_path(src)}: missing; the run's {run.tree.name}/ no longer holds the audited image "
                             f"{k} (rerun `synthgen run`, which repairs it)")
         link_or_copy(src, tree / k)
+        if not _same_as_audited(shards, i, tree / k):
+            raise DataError(f"{show_path(src)}: differs from the audited shards (changed after the audit); rerun "
+                            "`synthgen run` so the shards and the audit match the files, then release")
         g = run.generation_record(k)
         items[k] = {"slot": g["path"] if g else None, "class": g.get("class") if g else None,
                     "index": g.get("index") if g else None, "attempt": int((g or {}).get("attempt") or 0)}
@@ -178,6 +181,25 @@ def _init_state(run: RunView, out: Path, chash: str, progress: bool) -> dict:
              "rounds": [dict(_round_summary(0, run.report), audited=True)]}
     _save_state(work, state)
     return state
+
+
+def _same_as_audited(shards, i: int, path: Path) -> bool:
+    """Whether the working-set file holds exactly what the audited shard holds for item i (the
+    release ships the files, the audit saw the shards)."""
+    import numpy as np
+
+    from synthgen.encodings import ENCODINGS
+    from synthgen.imageio import UnreadableImage, load_rgb
+
+    try:
+        img = load_rgb(path)
+    except UnreadableImage:
+        return False
+    stored = shards.stored(i)
+    if shards.encoding == "raw":
+        return np.array_equal(stored, img)
+    quality = int((shards.index.get("config") or {}).get("jpeg_quality", 95))
+    return bytes(stored) == ENCODINGS[shards.encoding].encode(img, quality)
 
 
 def _round_summary(rnd: int, report: dict) -> dict:
@@ -264,6 +286,9 @@ def _loop(cfg: ReleaseConfig, run: RunView, out: Path, state: dict, replacer: Re
         placed, failed = replacer.make(reps) if reps else ([], [])
         apply_removals(tree, acts, items)
         _record_round(state, rnd, acts, placed, failed)
+        if not items:
+            raise DataError(f"every image was removed in round {rnd} (flagged, colliding or not made by the "
+                            f"generator): nothing is left to release; see {show_path(out / 'audit')}/round-{rnd - 1}/")
         _save_state(work, state)
         _audit_round(cfg, run, out, state)
 
@@ -328,7 +353,11 @@ def materialize_formats(tree: Path, records: dict, shard_config: dict, out: Path
     names = {f.name for f in dataclasses.fields(ShardConfig)} - {"inp", "out", "overwrite", "progress"}
     sc = {k: v for k, v in shard_config.items() if k in names}
     index = shard(ShardConfig(**sc, inp=str(tree), out=str(out / "shards"), overwrite=True, progress=progress))
+    from .config import formats_available
+
     for f in fmts:
+        if f not in formats_available():  # a folder name: never anything a card could smuggle in
+            raise UsageError(f"'{f}' is not one of {', '.join(formats_available())}", "formats")
         if f != "shards":
             shutil.rmtree(out / f, ignore_errors=True)
             export(out / "shards", out / f, f, progress=progress)

@@ -45,28 +45,70 @@ def verify_release(root) -> list[str]:
         if bad or len(sha) != 64:
             problems.append(f"{SUMS}:{n}: {bad or 'not a sha256'}: {show(line[:120])}")
             continue
+        if rel in listed:
+            problems.append(f"{SUMS}:{n}: {show(rel)} is listed twice")
+            continue
         listed[rel] = sha
     for rel, sha in sorted(listed.items()):
         p = root / rel
-        if p.is_symlink() or not p.is_file():
-            problems.append(f"{show_path(rel)}: listed in {SUMS} but missing")
-        elif sha256_file(p) != sha:
-            problems.append(f"{show_path(rel)}: sha256 differs from {SUMS} (the file was changed or damaged)")
+        try:
+            if p.is_symlink() or not p.is_file():
+                problems.append(f"{show_path(rel)}: listed in {SUMS} but missing")
+            elif sha256_file(p) != sha:
+                problems.append(f"{show_path(rel)}: sha256 differs from {SUMS} (the file was changed or damaged)")
+        except OSError as e:
+            problems.append(f"{show_path(rel)}: unreadable ({e.strerror or type(e).__name__})")
     for p in _listed(root):
         rel = p.relative_to(root).as_posix()
         if rel not in listed:
             problems.append(f"{show_path(rel)}: not listed in {SUMS} (added after the release was written)")
-    for p in root.rglob("*"):
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root).as_posix()
         if p.is_symlink():
-            problems.append(f"{show(p.relative_to(root).as_posix())}: a symlink; a release holds plain files only")
+            problems.append(f"{show_path(rel)}: a symlink; a release holds plain files only")
+        elif not p.is_dir() and not p.is_file():
+            problems.append(f"{show_path(rel)}: not a regular file; a release holds plain files only")
+        elif rel == ".work":
+            problems.append(".work: the working folder of an unfinished release; rerun `synthgen release` to finish "
+                            "it")
     try:
         card = json.loads((root / "card.json").read_text(encoding="utf-8"))
-        if not isinstance(card, dict):
-            raise ValueError("not an object")
     except (OSError, ValueError, UnicodeDecodeError, RecursionError) as e:
         return problems + [f"card.json: unreadable ({type(e).__name__}: {e})"]
+    from .card import card_problems
+
+    shape = card_problems(card)
+    if shape:
+        return problems + [f"card.json: {x}" for x in shape]
+    for rel, sha in sorted(card["files"].items()):
+        if listed.get(rel) != sha:
+            problems.append(f"card.json: files: {show_path(rel)} is not in {SUMS} with the same sha256")
+    problems += _check_rounds(root, card)
     problems += _check_data(root, card)
     return problems
+
+
+def _check_rounds(root: Path, card: dict) -> list[str]:
+    """Each audit round's report is the one the card summarised, and the certificate follows
+    from the final verdict."""
+    out = []
+    rounds = card["audit"]["rounds"]
+    for r in rounds:
+        p = root / r["report"]
+        if not p.is_file() or sha256_file(p) != r["report_sha256"]:
+            out.append(f"{show_path(r['report'])}: differs from the report card.json summarised (report_sha256)")
+            continue
+        try:
+            status = json.loads(p.read_text(encoding="utf-8"))["verdict"]["status"]
+        except (OSError, ValueError, KeyError, TypeError, RecursionError):
+            status = None
+        if status != r["status"]:
+            out.append(f"{show_path(r['report'])}: verdict {show(str(status))}, card.json says {show(r['status'])}")
+    final = rounds[-1]["status"]
+    if card["certified"] != (final == "pass") or (card.get("status") == "certified") != card["certified"]:
+        out.append(f"card.json: certified is {card['certified']} (status {show(str(card.get('status')))}) but the final "
+                   f"audit's verdict is {final}: only a pass certifies")
+    return out
 
 
 def _check_data(root: Path, card: dict) -> list[str]:
@@ -83,10 +125,10 @@ def _check_data(root: Path, card: dict) -> list[str]:
         keys = [s.key(i) for i in range(len(s.labels))]
     except SynthgenError as e:
         return [f"shards: {e}"]
-    counts = card.get("counts") or {}
+    counts = card["counts"]
     idx = s.index
-    if counts.get("images") != len(keys):
-        problems.append(f"card.json: counts.images is {counts.get('images')}, the shards hold {len(keys)} images")
+    if counts["images"] != len(keys):
+        problems.append(f"card.json: counts.images is {counts['images']!r}, the shards hold {len(keys)} images")
     per = dict(zip(idx["classes"], idx["items_per_class"]))
     if counts.get("per_class") != per:
         diff = sorted(k for k in set(per) | set(counts.get("per_class") or {})
@@ -95,8 +137,7 @@ def _check_data(root: Path, card: dict) -> list[str]:
                         f"{show(str(diff[0]))}")
     if card.get("labels") != {c: i for i, c in enumerate(idx["classes"])}:
         problems.append("card.json: labels differ from the shards' classes (index.json)")
-    quarantined = {o.get("key") for o in ((card.get("remediation") or {}).get("operations") or [])
-                   if isinstance(o, dict)}
+    quarantined = {o["key"] for o in card["remediation"]["operations"]}
     back = sorted(quarantined & set(keys))
     if back:
         problems.append(f"shards: {len(back)} quarantined keys are present, e.g. {show(back[0])} (quarantine.csv "
