@@ -9,6 +9,7 @@ removed and a one-line DataError names it; a rerun resumes.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -95,6 +96,12 @@ def write_shard(path: Path, root: Path, part, cfg, size, index: int, meta: dict)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     comp = None if cfg.compression == "none" else cfg.compression
     need = n * size[0] * size[1] * 3
+    if cfg.encoding == "raw" and comp is None:  # exact size: refuse up front (libhdf5 can crash mid-allocation)
+        free = shutil.disk_usage(path.parent).free
+        if free < need + (1 << 20):
+            raise DataError(f"{show_path(path)}: not enough disk space (this shard needs about {need / 1e6:.0f} MB, "
+                            f"{free / 1e6:.0f} MB free); free disk space, then rerun the same command: finished "
+                            "shards are kept")
     guard = None
     try:
         guard = _GuardedFile(tmp)

@@ -216,6 +216,21 @@ def test_enospc_mid_run_keeps_finished_shards(big_tree, tmp_path, monkeypatch):
     assert mtimes(s)["shard-00000.h5"] == keep and verify(s) == []
 
 
+def test_too_little_space_for_a_raw_shard_is_refused_before_libhdf5_allocates(big_tree, tmp_path, monkeypatch):
+    """A raw, uncompressed shard's size is known: refuse it up front (libhdf5 was seen to crash with
+    SIGSEGV in create_dataset on a nearly full tmpfs), keeping the finished shards."""
+    import collections
+
+    import synthgen.shards.writer as sh
+
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(sh.shutil, "disk_usage", lambda p: usage(10**9, 10**9 - 1000, 1000))
+    r = CliRunner().invoke(cli, ["shard", "--in", str(big_tree), "--out", str(tmp_path / "s"), "--quiet"])
+    assert r.exit_code == 1 and len(r.output.splitlines()) == 1, r.output
+    assert_one_line(r.output.strip(), "Error: ", "shard-00000.h5: not enough disk space", "MB free", "rerun")
+    assert not any(p.name.endswith(".h5") for p in (tmp_path / "s").iterdir())
+
+
 def test_export_on_a_full_disk_is_one_line(big_tree, tmp_path):
     make_shards(big_tree, tmp_path / "s")
     with file_size_limit(64 * 1024), pytest.raises(DataError) as e:
