@@ -63,7 +63,10 @@ def _alignment(run) -> dict:
 
 
 def build_card(cfg, run, state: dict, index: dict, formats: list, certified: bool, files: dict, out: Path) -> dict:
+    from synthgen.runs import config_hash
+
     from .config import ReleaseConfig
+    from .stage import identity
 
     gen = run.gen_meta
     gi = gen.get("identity") or {}
@@ -101,8 +104,8 @@ def build_card(cfg, run, state: dict, index: dict, formats: list, certified: boo
                 "config_hash"), "identity": (run.align_meta or {}).get("identity")} if run.align_mode == "stage"
                 else {"mode": run.align_mode}),
             "shard": shard_meta,
-            "audit": {"config": run.report.get("config")},
-            "release": release_cfg,
+            "audit": {"config": run.report.get("config"), "config_hash": config_hash(run.report.get("config"))},
+            "release": {"config": release_cfg, "config_hash": config_hash(identity(cfg, run))},
         },
         "seed_policy": {"name": SEED_POLICY,
                         "latent": "numpy.random.RandomState(seed).randn(1, z_dim), seed = derive_seed(base, class, "
