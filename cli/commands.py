@@ -239,7 +239,7 @@ def audit(matchers, weights, quiet, as_json, **options):
 @click.option("--quiet", is_flag=True, help="No progress bars or stage log.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run record as JSON.")
 def run(config, out, network, authentic, overrides, overwrite, quiet, as_json):
-    """Run generate -> align -> shard -> audit from one TOML config into one run directory.
+    """Run generate -> align -> shard -> audit (-> release) from one TOML config into one run directory.
 
     Completed stages are skipped, an interrupted one resumes; a second invocation does nothing.
 
@@ -273,9 +273,12 @@ def run(config, out, network, authentic, overrides, overwrite, quiet, as_json):
     status = summary.get("verdict", {}).get("status")
     if audit_cfg.get("fail_on_leak") and status not in (None, "pass") and not record["config"]["release"]["enabled"]:
         raise SystemExit(3 if status == "leak" else 4)  # as `synthgen audit --fail-on-leak`
-    rel = record["stages"].get("release", {}).get("summary", {})
-    if rel and rel.get("images") is None:  # not written: leaks remain, or inconclusive without allow
-        raise SystemExit(3 if rel.get("final_verdict") == "leak" else 4)  # as `synthgen release`
+    rel = record["stages"].get("release", {})
+    if rel.get("status") == "refused":  # not written: leaks remain, or inconclusive without allow
+        verdict = rel.get("summary", {}).get("final_verdict")
+        click.echo(f"release: NOT WRITTEN: the final audit is {verdict} (reports in {record['config']['out']}/release/"
+                   "audit/)", err=True)
+        raise SystemExit(3 if verdict == "leak" else 4)  # as `synthgen release`
 
 
 @cli.command()
@@ -324,13 +327,12 @@ def release(run, quiet, as_json, **options):
                        f"replaced {rd.get('replaced', 0) or 0})")
         if r["written"]:
             c = r["counts"]
-            click.echo(f"release: {r['status'].upper()}: {c['images']} images, {c['classes']} classes -> "
-                       f"{options['out']} (card: {options['out']}/DATASET_CARD.md)")
-        else:
-            click.echo(f"release: NOT WRITTEN: the final audit is {r['final_verdict']} (see "
-                       f"{options['out']}/audit/); pass --allow-inconclusive to write an inconclusive release "
-                       "marked NOT CERTIFIED", err=True)
-    if not r["written"]:
+            click.echo(f"release: {'CERTIFIED' if r['certified'] else 'NOT CERTIFIED'}: {c['images']} images, "
+                       f"{c['classes']} classes -> {options['out']} (card: {options['out']}/DATASET_CARD.md)")
+    if not r["written"]:  # always said, --quiet and --json included: the exit code alone explains nothing
+        click.echo(f"release: NOT WRITTEN: the final audit is {r['final_verdict']} (reports in {options['out']}/audit/)"
+                   + ("; leaks are never released" if r["final_verdict"] == "leak" else
+                      "; rerun with --allow-inconclusive to write it marked NOT CERTIFIED"), err=True)
         raise SystemExit(3 if r["final_verdict"] == "leak" else 4)
 
 

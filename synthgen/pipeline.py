@@ -280,6 +280,10 @@ def run_pipeline(cfg: dict, overwrite: bool = False, progress: bool = True, log=
         prev_out = dirs[stage]
     if cfg["release"]["enabled"]:
         _run_release(cfg, root, record, rec_path, progress, log, overwrite)
+    else:
+        record["stages"]["release"] = {"status": "disabled"}  # never a stale record of an earlier release
+        if rank == 0:
+            atomic_write_text(rec_path, json.dumps(record, indent=1, default=str))
     return record
 
 
@@ -292,6 +296,8 @@ def _run_release(cfg: dict, root: Path, record: dict, rec_path: Path, progress: 
     t0 = time.time()
     section = {k: v for k, v in cfg["release"].items() if k != "enabled"}
     section["overwrite"] = overwrite or section.get("overwrite", False)
+    record["stages"]["release"] = {"status": "running"}
+    atomic_write_text(rec_path, json.dumps(record, indent=1, default=str))
     result = release(ReleaseConfig(**section, run=str(root), out=str(out), progress=progress))
     record["stages"]["release"] = {"status": result.status, "seconds": round(time.time() - t0, 2),
                                    "summary": result.brief()}

@@ -167,9 +167,13 @@ def test_regenerate_replaces_flagged_images_keeps_class_sizes_and_certifies(audi
     assert "Status: certified" in (rel / "DATASET_CARD.md").read_text()
     sums = (rel / "SHA256SUMS").read_text()
     assert "  card.json\n" in sums and "  quarantine.csv\n" in sums and "release.json" not in sums
-    # a second invocation does nothing and says the same
-    again = _release(run, rel, formats="shards,imagefolder")
+    # a second invocation does nothing and says the same (whatever the order of --format)
+    again = _release(run, rel, formats="imagefolder,shards")
     assert again.status == "certified" and (rel / "SHA256SUMS").read_text() == sums
+    from synthgen.errors import UsageError
+
+    with pytest.raises(UsageError, match="other settings"):  # the written card would say otherwise
+        _release(run, rel, formats="shards,imagefolder", license="CC-BY-4.0")
 
 
 def test_rebuild_from_the_card_is_byte_identical(audited_run, tmp_path):
@@ -214,9 +218,17 @@ def test_rounds_are_bounded_and_a_remaining_leak_writes_nothing(audited_run, tmp
     rel = tmp_path / "rel"
     res = CliRunner().invoke(_cli(), ["release", str(run), "--out", str(rel), "--max-rounds", "2", "--quiet"])
     assert res.exit_code == 3, res.output
+    assert "release: NOT WRITTEN: the final audit is leak" in res.output  # said even with --quiet
     assert not (rel / "card.json").exists() and not (rel / "SHA256SUMS").exists()
     assert sorted(p.name for p in (rel / "audit").iterdir()) == ["round-0", "round-1", "round-2"]
     assert json.loads((rel / "release.json").read_text())["status"] == "refused"
+    res = CliRunner().invoke(_cli(), ["verify", str(rel)])
+    assert res.exit_code == 1 and "this release was refused (final verdict 'leak')" in res.output
+    # one more round on the same folder continues from the saved rounds instead of starting over
+    first = (rel / "audit" / "round-1" / "report.json").stat().st_mtime_ns
+    res = CliRunner().invoke(_cli(), ["release", str(run), "--out", str(rel), "--max-rounds", "3", "--quiet"])
+    assert res.exit_code == 3 and (rel / "audit" / "round-3").is_dir()
+    assert (rel / "audit" / "round-1" / "report.json").stat().st_mtime_ns == first
     # --allow-inconclusive never releases a leak
     res = CliRunner().invoke(_cli(), ["release", str(run), "--out", str(tmp_path / "rel2"), "--max-rounds", "1",
                                       "--allow-inconclusive", "--quiet"])
@@ -242,6 +254,12 @@ def test_verify_catches_a_flipped_byte_and_a_quarantined_key_slipped_back(audite
     assert any("checksum mismatch" in x for x in problems)  # the shard check names it too
     res = CliRunner().invoke(_cli(), ["verify", str(bad)])
     assert res.exit_code == 1 and f"FAIL shards/{p.name}: sha256 differs" in res.output
+    # an extra data file, even re-summed, is not what the card describes
+    extra = tmp_path / "extra"
+    shutil.copytree(rel, extra)
+    shutil.copy(sorted((extra / "shards").glob("shard-*.h5"))[0], extra / "shards" / "shard-09999.h5")
+    write_sums(extra)
+    assert any("shards/shard-09999.h5: a data file card.json does not list" in x for x in verify_release(extra))
     # put a quarantined image back and re-sum everything (a careless or dishonest edit)
     slipped = tmp_path / "slipped"
     shutil.copytree(rel, slipped)
@@ -287,8 +305,9 @@ def test_release_errors_are_one_line(tmp_path):
     assert len(res.output.strip().splitlines()) == 1 and not (tmp_path / "rel").exists()
     res = CliRunner().invoke(cli, ["release", str(tmp_path), "--out", str(tmp_path / "r"), "--format", "shards,tiff"])
     assert res.exit_code == 2 and "--format" in res.output and "'tiff' is not one of" in res.output
-    res = CliRunner().invoke(cli, ["release", str(tmp_path), "--out", str(tmp_path / "r"), "--max-rounds", "-1"])
-    assert res.exit_code == 2 and "--max-rounds" in res.output
+    for n in ("-1", "0"):  # round 1 removes foreign images and re-audits subset audits: never skipped
+        res = CliRunner().invoke(cli, ["release", str(tmp_path), "--out", str(tmp_path / "r"), "--max-rounds", n])
+        assert res.exit_code == 2 and "--max-rounds" in res.output
     from synthgen.release.config import parse_formats
 
     assert parse_formats("parquet,shards,recordio") == parse_formats("recordio,parquet") == ["shards", "parquet",

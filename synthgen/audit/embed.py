@@ -50,10 +50,7 @@ class ImageSet:
                 keys = kept
             self.keys = keys
             self.identities = [identity_of(k) for k in keys]
-            self.fingerprints = []
-            for k in keys:
-                st = os.stat(self.path / k)
-                self.fingerprints.append(f"{st.st_size}:{st.st_mtime_ns}")
+            self.fingerprints = [file_fingerprint(self.path / k) for k in keys]
             self.kind = "folder"
         else:
             raise UsageError(f"{self.path} is neither an image folder tree nor a shard directory", flag)
@@ -85,17 +82,27 @@ def _resize(img: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(img).resize((size, size), Image.BILINEAR))
 
 
+def file_fingerprint(path) -> str:
+    """A folder image's cache fingerprint: size and mtime (a changed file is embedded again)."""
+    st = os.stat(path)
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
+def cache_file(cache_dir, matcher_id: str, set_path) -> Path:
+    """Where the embeddings of one image set (by its absolute path) and matcher are cached."""
+    return Path(cache_dir) / matcher_id / (hashlib.sha256(str(Path(set_path).resolve()).encode()).hexdigest()[:16] + ".npz")
+
+
 def embed_set(images: ImageSet, matcher, cache_dir, batch_size: int = 256, progress=True, desc="embed") -> Embedded:
     from tqdm import tqdm
 
     from synthgen.fsutil import atomic_path
 
-    cache_dir = Path(cache_dir) / matcher.id
-    cache_file = cache_dir / (hashlib.sha256(str(images.path.resolve()).encode()).hexdigest()[:16] + ".npz")
+    cache_file_ = cache_file(cache_dir, matcher.id, images.path)
     cached: dict[str, tuple[str, np.ndarray]] = {}
-    if cache_file.is_file():
+    if cache_file_.is_file():
         try:
-            z = load_npz_arrays(cache_file, ("keys", "fingerprints", "emb"), "embedding cache")
+            z = load_npz_arrays(cache_file_, ("keys", "fingerprints", "emb"), "embedding cache")
         except DataError:  # a damaged cache is only lost work: embed again and rewrite it
             z = {"keys": [], "fingerprints": [], "emb": []}
         for k, fp, e in zip(z["keys"], z["fingerprints"], z["emb"]):
@@ -119,7 +126,7 @@ def embed_set(images: ImageSet, matcher, cache_dir, batch_size: int = 256, progr
     bar.close()
     if todo:
         keys = sorted(cached)
-        with atomic_path(cache_file) as tmp:
+        with atomic_path(cache_file_) as tmp:
             with open(tmp, "wb") as f:
                 np.savez(f, keys=np.array(keys), fingerprints=np.array([cached[k][0] for k in keys]),
                          emb=np.stack([cached[k][1] for k in keys]).astype(np.float32))

@@ -62,11 +62,12 @@ def _alignment(run) -> dict:
     return {"by": "none: images are the generator's output, not aligned by synthgen", "colour_order": "RGB"}
 
 
-def build_card(cfg, run, state: dict, index: dict, formats: list, certified: bool, files: dict, out: Path) -> dict:
+def build_card(cfg, run, state: dict, index: dict, formats: list, certified: bool, files: dict, out: Path,
+               gap: str | None = None) -> dict:
     from synthgen.runs import config_hash
 
     from .config import ReleaseConfig
-    from .stage import identity
+    from .stage import identity, settings
 
     gen = run.gen_meta
     gi = gen.get("identity") or {}
@@ -78,8 +79,9 @@ def build_card(cfg, run, state: dict, index: dict, formats: list, certified: boo
     ops = state.get("ops", [])
     rebuildable = not foreign
     status = "certified" if certified else NOT_CERTIFIED
-    why = [] if certified else [f"The final audit (round {final['round']}) is {final['status']}, not pass."] + \
-        final["reasons"]
+    why = [] if certified else ([gap] if gap else []) + [
+        f"The final audit (round {final['round']}) is {final['status']}" + (", not pass." if final["status"] != "pass" else ".")
+    ] + final["reasons"]
     release_cfg = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ReleaseConfig.RUNTIME_FIELDS}
     shard_meta = {k: index.get(k) for k in ("config", "config_hash", "image_size", "colour_order", "encoding",
                                              "schema_version")}
@@ -105,7 +107,7 @@ def build_card(cfg, run, state: dict, index: dict, formats: list, certified: boo
                 else {"mode": run.align_mode}),
             "shard": shard_meta,
             "audit": {"config": run.report.get("config"), "config_hash": config_hash(run.report.get("config"))},
-            "release": {"config": release_cfg, "config_hash": config_hash(identity(cfg, run))},
+            "release": {"config": release_cfg, "config_hash": config_hash({**identity(cfg, run), **settings(cfg)})},
         },
         "seed_policy": {"name": SEED_POLICY,
                         "latent": "numpy.random.RandomState(seed).randn(1, z_dim), seed = derive_seed(base, class, "

@@ -30,7 +30,8 @@ class ReleaseConfig:
     policy: str = opt("regenerate", choices=POLICIES,
                       help="Flagged generated images: re-render from their next retry seed (class sizes kept) "
                            "or drop them.")
-    max_rounds: int = opt(3, range=(0, None), metavar="N", help="Remediate-and-re-audit rounds at most.")
+    max_rounds: int = opt(3, range=(1, None), metavar="N", help="Remediate-and-re-audit rounds at most (round 1 "
+                          "also removes images with no generation record and re-audits a subset audit in full).")
     formats: str = opt("shards", flag="--format", metavar="LIST",
                        help="Comma list of formats: shards (always), recordio, imagefolder, webdataset, parquet.")
     allow_inconclusive: bool = opt(False, help="Write the release when the final audit is inconclusive, marked "

@@ -8,7 +8,6 @@ the card's formats into DIR, and compares each data file with the card's sha256 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -35,12 +34,12 @@ def _check_card(card: dict, path: Path) -> None:
 
 def rebuild(card_path, network, out, progress: bool = True) -> dict:
     """Python API of `synthgen rebuild`; DataError if any data file differs from the card."""
-    from synthgen.alignment import AlignConfig, align
-    from synthgen.generation import GenerateConfig, generate
+    from synthgen.alignment import align
+    from synthgen.generation import generate
     from synthgen.shards.plan import plan
 
     from .remediate import Replacer, link_or_copy
-    from .source import read_manifest
+    from .source import align_config_from, generate_config_from, read_manifest
     from .stage import data_files, materialize_formats
 
     card_path, out = Path(card_path), Path(out)
@@ -57,25 +56,20 @@ def rebuild(card_path, network, out, progress: bool = True) -> dict:
     if sha256_file(network) != want:
         raise UsageError(f"{network}: sha256 differs from the card's generator ({want}); pass that file", "--network")
     gen = card["configs"]["generate"]
-    names = {f.name for f in dataclasses.fields(GenerateConfig)}
     gi = gen.get("identity") or {}
-    gc = {k: v for k, v in (gen.get("config") or {}).items() if k in names}
+    gen_meta = {"config": gen.get("config"), "identity": gi}
     work = out / ".work"
-    gc.update(network=str(network), out=str(work / "raw"), device=gi.get("device_type", "cpu"),
-              precision=gi.get("precision", "auto"), force_fp32=False, chunk_size=gi.get("forward_chunk"),
-              shard_index=None, num_shards=None, progress=progress, overwrite=False)
-    generate(GenerateConfig(**gc))
+    generate(generate_config_from(gen_meta, network, work / "raw", progress))
     al = card["configs"]["align"]
     if al.get("mode") is None:  # a separate align stage
-        an = {f.name for f in dataclasses.fields(AlignConfig)}
-        ac = {k: v for k, v in (al.get("config") or {}).items() if k in an}
-        ac.update(inp=str(work / "raw"), out=str(work / "aligned"), progress=progress, workers=1,
-                  device=(al.get("identity") or {}).get("device_type", "cpu"),
-                  thresholds=tuple(ac.get("thresholds", (0.6, 0.7, 0.7))), overwrite=False)
-        align(AlignConfig(**ac))
-        src, mode, align_meta = work / "aligned", "stage", {"config": al.get("config"), "identity": al.get("identity")}
-    else:
+        align_meta = {"config": al.get("config"), "identity": al.get("identity")}
+        align(align_config_from(align_meta, work / "raw", work / "aligned", progress))
+        src, mode = work / "aligned", "stage"
+    elif al["mode"] in ("inline", "none"):
         src, mode, align_meta = work / "raw", al["mode"], None
+    else:
+        raise DataError(f"{show_path(card_path)}: configs.align.mode must be inline or none (or absent for an align "
+                        "stage); use the card.json the release wrote")
     items, _ = plan(src)
     tree_records = read_manifest(src)
     tree = work / "tree"
@@ -89,14 +83,14 @@ def rebuild(card_path, network, out, progress: bool = True) -> dict:
         records[k] = tree_records.get(k) or {}
     reps = [o for o in ops if o["op"] == "replace"]
     if reps:
-        gen_meta = {"config": gen.get("config"), "identity": gi}
         r = Replacer(gen_meta, align_meta, mode, str(network), work, tree)
         by_round: dict[int, list] = {}
         for o in reps:
             by_round.setdefault(o["round"], []).append(o)
         for rnd in sorted(by_round):  # later rounds replace earlier replacements
             placed, failed = r.make([{"key": o["key"], "slot": o["slot"], "cls": o["cls"], "index": o["index"],
-                                      "attempt": o["attempt"]} for o in by_round[rnd]], search=False)
+                                      "attempt": o["attempt"], "skipped": list(o.get("skipped") or [])}
+                                     for o in by_round[rnd]], search=False)
             if failed:
                 raise DataError(f"replacement {failed[0]['slot']} at attempt {failed[0]['attempt']} found no face "
                                 "here, but did when the release was made: the device, precision or versions differ "

@@ -16,8 +16,8 @@ the same retry seeds `generate --align` uses, so a release and its rebuild agree
 
 from __future__ import annotations
 
-import dataclasses
 import os
+import dataclasses
 from pathlib import Path, PurePosixPath
 
 from synthgen.contract import identity_of
@@ -127,19 +127,13 @@ class Replacer:
         self.device_type = ident.get("device_type", "cpu")
         self.network = network or (gen_meta.get("config") or {}).get("network")
         self.sha256 = ident.get("network_sha256")
-        self._G = None
+        self._G = self._inline = self._acfg = self._tmpl = None  # made on first use
 
     # -- the run's settings ------------------------------------------------------------------
     def gen_config(self):
-        from synthgen.generation import GenerateConfig
+        from .source import generate_config_from
 
-        names = {f.name for f in dataclasses.fields(GenerateConfig)}
-        c = {k: v for k, v in (self.gen_meta.get("config") or {}).items() if k in names}
-        ident = self.gen_meta.get("identity") or {}
-        c.update(network=self.network, out=str(self.work / "raw"), device=self.device_type, progress=False,
-                 precision=ident.get("precision", c.get("precision", "auto")), force_fp32=False,
-                 chunk_size=ident.get("forward_chunk", c.get("chunk_size")), shard_index=None, num_shards=None)
-        return GenerateConfig(**c)
+        return generate_config_from(self.gen_meta, self.network, self.work / "raw")
 
     def check(self) -> None:
         """Before any work: the generator file is there, is the run's, and its device exists."""
@@ -185,11 +179,11 @@ class Replacer:
             for r in pending:
                 seed, nseed = retry_seeds(cfg.seed, r["cls"], r["index"], r["attempt"], noise)
                 items.append(Item(replacement_key(r["slot"], r["attempt"], "jpg" if cfg.format == "jpg" else "png"),
-                                  r["cls"], r["index"], seed, nseed))
+                                  r["cls"], r["index"], seed, nseed, extra={"attempt": r["attempt"]}))
             imgs = render(G, items, cfg, chunk)
             nxt = []
             for r, it, img in zip(pending, items, imgs):
-                key, rec = self._place(cfg, it, img, r["attempt"])
+                key, rec = self._place(cfg, it, img, r["skipped"])
                 if key is not None:
                     rec = dict(rec, replaces=r["slot"], attempt=r["attempt"])
                     placed.append({**r, "new_key": key, "seed": it.seed, "noise_seed": it.noise_seed, "record": rec})
@@ -202,7 +196,7 @@ class Replacer:
             r.pop("first", None)
         return placed, failed
 
-    def _place(self, cfg, it, img, attempt: int):
+    def _place(self, cfg, it, img, skipped: list):
         from synthgen.generation.rendering import write_image
 
         common = {"psi": cfg.psi, "truncation_cutoff": cfg.truncation_cutoff, "noise_mode": cfg.noise_mode}
@@ -210,38 +204,34 @@ class Replacer:
             write_image(self.tree, it.path, img, cfg.format, cfg.jpeg_quality)
             return it.path, it.record(common)
         if self.mode == "inline":
-            return self._place_inline(cfg, it, img, common)
+            return self._place_inline(cfg, it, img, common, skipped)
         return self._place_stage(cfg, it, img)
 
-    def _place_inline(self, cfg, it, img, common):
+    def _place_inline(self, cfg, it, img, common, skipped_attempts):
+        """generate --align's own step (InlineAligner): the same detector, crop and PNG provenance."""
         from synthgen.generation.rendering import InlineAligner, write_image
 
-        if getattr(self, "_inline", None) is None:
+        if self._inline is None:
             self._inline = InlineAligner(cfg, self._generator().device, batched=False)
-        recs, crops = self._inline.detect([it.path], [img])
-        if 0 not in crops:
+        skipped = [retry_seeds(cfg.seed, it.cls, it.index, a, False)[0] for a in skipped_attempts]
+        it = dataclasses.replace(it, extra={**it.extra, "skipped_seeds": skipped})
+        crops, metas, _, _ = self._inline([it], [img], cfg)
+        if metas[0] is None:
             return None, None
-        rec = recs[0]
-        meta = {"seed": it.seed, "noise_seed": it.noise_seed, "attempt": 0, "skipped_seeds": [], "prob": rec["prob"],
-                "landmarks": rec["landmarks"], "transform": rec["transform"], "template": self._inline.template_name,
-                "align_size": cfg.align_size}
-        write_image(self.tree, it.path, crops[0], "png", cfg.jpeg_quality, meta)
+        write_image(self.tree, it.path, crops[0], "png", cfg.jpeg_quality, metas[0])
         out = it.record(common)
-        out.update({k: meta[k] for k in ("prob", "landmarks", "transform", "template")})
+        out.update({k: metas[0][k] for k in ("prob", "landmarks", "transform", "template")})
         return it.path, out
 
     def _place_stage(self, cfg, it, img):
-        from synthgen.alignment import AlignConfig, load_template
+        from synthgen.alignment import load_template
         from synthgen.alignment.stage import align_step
         from synthgen.generation.rendering import write_image
 
-        if getattr(self, "_acfg", None) is None:
-            names = {f.name for f in dataclasses.fields(AlignConfig)}
-            c = {k: v for k, v in ((self.align_meta or {}).get("config") or {}).items() if k in names}
-            ident = (self.align_meta or {}).get("identity") or {}
-            c.update(inp=str(self.work / "raw"), out=str(self.tree), progress=False, workers=1,
-                     device=ident.get("device_type", "cpu"), thresholds=tuple(c.get("thresholds", (0.6, 0.7, 0.7))))
-            self._acfg = AlignConfig(**c)
+        if self._acfg is None:
+            from .source import align_config_from
+
+            self._acfg = align_config_from(self.align_meta or {}, self.work / "raw", self.tree)
             self._tmpl = load_template(self._acfg.template, self._acfg.size)
         write_image(self.work / "raw", it.path, img, cfg.format, cfg.jpeg_quality)
         name, pts = self._tmpl

@@ -8,6 +8,7 @@ nothing in RUN is ever written.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -174,3 +175,29 @@ def read_run(root) -> RunView:
                             "non-negative integers; rerun `synthgen generate` to rewrite the manifest")
     return RunView(root, gen_meta, gen_records, mode, align_meta, tree_records, index, report,
                    sha256_bytes(report_path.read_bytes()), read_flagged(audit_dir / "flagged.csv"))
+
+
+def generate_config_from(gen_meta: dict, network, out, progress: bool = False):
+    """The GenerateConfig that reproduces a run's images: its config as recorded, with the
+    device type, precision and forward chunk it resolved to (what byte identity depends on)."""
+    from synthgen.generation import GenerateConfig
+
+    names = {f.name for f in dataclasses.fields(GenerateConfig)}
+    ident = gen_meta.get("identity") or {}
+    c = {k: v for k, v in (gen_meta.get("config") or {}).items() if k in names}
+    c.update(network=str(network), out=str(out), device=ident.get("device_type", "cpu"), progress=progress,
+             precision=ident.get("precision", "auto"), force_fp32=False, chunk_size=ident.get("forward_chunk"),
+             shard_index=None, num_shards=None, overwrite=False)
+    return GenerateConfig(**c)
+
+
+def align_config_from(align_meta: dict, inp, out, progress: bool = False):
+    """The AlignConfig of a run's align stage (one worker, on the device type it ran on)."""
+    from synthgen.alignment import AlignConfig
+
+    names = {f.name for f in dataclasses.fields(AlignConfig)}
+    c = {k: v for k, v in (align_meta.get("config") or {}).items() if k in names}
+    c.update(inp=str(inp), out=str(out), progress=progress, workers=1, overwrite=False,
+             device=(align_meta.get("identity") or {}).get("device_type", "cpu"),
+             thresholds=tuple(c.get("thresholds", (0.6, 0.7, 0.7))))
+    return AlignConfig(**c)

@@ -42,17 +42,24 @@ QUARANTINE_COLUMNS = ("round", "key", "class", "action", "reason", "score", "p_v
 AUDIT_FILES = (MARKERS["audit"], "flagged.csv", "report.html")
 
 
+# What decides the rounds (a folder holding another is refused, unless --overwrite) and what only
+# shapes the written files (changed on a refused or unfinished release: it simply continues).
+DECIDING = ("policy", "keep_foreign")
+
+
 def identity(cfg: ReleaseConfig, run: RunView) -> dict:
-    d = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ReleaseConfig.RUNTIME_FIELDS}
+    return {"run_audit_sha256": run.report_sha256, **{k: getattr(cfg, k) for k in DECIDING}}
+
+
+def settings(cfg: ReleaseConfig) -> dict:
+    d = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ReleaseConfig.RUNTIME_FIELDS + DECIDING}
     d["formats"] = parse_formats(cfg.formats)
-    d["run_audit_sha256"] = run.report_sha256
     return d
 
 
 def release(cfg: ReleaseConfig | None = None, **kwargs) -> StageSummary:
-    """Python API of `synthgen release`: returns a StageSummary whose status is `certified`,
-    `not-certified` (written with allow_inconclusive) or the final verdict (`leak` /
-    `inconclusive`) when nothing was written."""
+    """Python API of `synthgen release`. The StageSummary's status: `certified`, `not-certified`
+    (written with allow_inconclusive) or `refused` (nothing written: `final_verdict` says why)."""
     cfg = cfg or ReleaseConfig(**kwargs)
     validate(cfg)
     fmts = parse_formats(cfg.formats)
@@ -64,30 +71,49 @@ def release(cfg: ReleaseConfig | None = None, **kwargs) -> StageSummary:
     if cfg.policy == "regenerate" and any(r["kind"] == "image" for r in run.rows):
         replacer.check()  # flagged images will need the generator: say so before any work
     ident = identity(cfg, run)
-    chash = config_hash(ident)
-    open_output(out, RELEASE_JSON, ident, cfg.overwrite)
-    marker = out / RELEASE_JSON
-    if marker.is_file() and (out / SUMS).is_file():
-        prev = read_json(marker, "delete the release folder and rerun")
-        if prev.get("status") == "complete" and prev.get("config_hash") == chash:
-            shutil.rmtree(out / WORK, ignore_errors=True)
-            card = read_json(out / "card.json", "rerun with --overwrite")
-            return _summary(out, card["status"], card, written=True)
-    meta = write_marker(out, RELEASE_JSON, {"status": "running", "identity": ident, "config_hash": chash,
-                                            "synthgen_version": __version__, "started": now()})
+    chash, shash = config_hash(ident), config_hash(settings(cfg))
     work = out / WORK
-    state = _load_state(work, chash) or _init_state(run, out, chash, cfg.progress)
+    # the run's files against its audit: before REL is created (skipped when resuming a started release)
+    keys = _check_tree(run, cfg.progress) if _load_state(work, chash) is None else None
+    open_output(out, RELEASE_JSON, ident, cfg.overwrite)  # a different release: refused (or removed)
+    marker = out / RELEASE_JSON
+    prev = read_json(marker, "delete the release folder and rerun") if marker.is_file() else {}
+    if prev.get("status") == "complete" and (out / SUMS).is_file():
+        if prev.get("settings_hash") != shash:
+            raise UsageError(f"{show_path(out)} holds this release written with other settings (formats, rounds or "
+                             "card text); pass --overwrite to redo it, or use a new --out", "--overwrite")
+        shutil.rmtree(out / WORK, ignore_errors=True)
+        card = read_json(out / "card.json", "rerun with --overwrite")
+        return _summary(out, "certified" if card["certified"] else "not-certified", card, written=True)
+    meta = write_marker(out, RELEASE_JSON, {"status": "running", "identity": ident, "config_hash": chash,
+                                            "settings_hash": shash, "synthgen_version": __version__,
+                                            "started": now()})
+    state = _load_state(work, chash) or _init_state(run, out, chash, keys or _check_tree(run, cfg.progress))
     _loop(cfg, run, out, state, replacer)
     final = state["rounds"][-1]["status"]
-    certified = final == "pass"
-    if not certified and not (final == "inconclusive" and cfg.allow_inconclusive):
+    gap = _coverage_gap(out, state)
+    certified = final == "pass" and gap is None
+    if not certified and not (final != "leak" and cfg.allow_inconclusive):
         write_marker(out, RELEASE_JSON, meta, status="refused", verdict=final, finished=now(),
-                     rounds=len(state["rounds"]) - 1)
-        return _summary(out, final, None, written=False, state=state)
-    card = _finalize(cfg, run, out, state, fmts, certified)
-    write_marker(out, RELEASE_JSON, meta, status="complete", verdict=final, certified=certified, finished=now())
+                     rounds=len(state["rounds"]) - 1, settings_hash=shash)
+        return _summary(out, "refused", None, written=False, state=state)
+    card = _finalize(cfg, run, out, state, fmts, certified, gap)
+    write_marker(out, RELEASE_JSON, meta, status="complete", verdict=final, certified=certified, finished=now(),
+                 settings_hash=shash)
     shutil.rmtree(work, ignore_errors=True)
-    return _summary(out, card["status"], card, written=True)
+    return _summary(out, "certified" if certified else "not-certified", card, written=True)
+
+
+def _coverage_gap(out: Path, state: dict) -> str | None:
+    """Why the final audit does not vouch for exactly the released images (None: it does)."""
+    last = state["rounds"][-1]
+    rep = read_json(out / last["report"], "rerun the release")
+    n = (rep.get("counts") or {}).get("synthetic_images")
+    if (rep.get("config") or {}).get("max_per_class") is not None:
+        return f"The final audit (round {last['round']}) looked at a subset (max_per_class)."
+    if n != len(state["items"]):
+        return f"The final audit (round {last['round']}) embedded {n} images, the release holds {len(state['items'])}."
+    return None
 
 
 def _summary(out: Path, status: str, card: dict | None, written: bool, state: dict | None = None) -> StageSummary:
@@ -147,31 +173,41 @@ def _load_state(work: Path, chash: str) -> dict | None:
     return s if isinstance(s, dict) and s.get("config_hash") == chash else None
 
 
-def _init_state(run: RunView, out: Path, chash: str, progress: bool) -> dict:
-    """Working set = the audited shards' images, hard-linked from the run's tree; round 0 = the run's audit."""
+def _check_tree(run: RunView, progress: bool) -> list[str]:
+    """The audited shards' keys, each checked to be in the run's tree with exactly the pixels the
+    audit saw (the release ships the files; the audit saw the shards)."""
     from tqdm import tqdm
 
     from synthgen.data import _Shards
 
-    work = out / WORK
-    tree = work / "tree"
-    shutil.rmtree(tree, ignore_errors=True)
     shards = _Shards(run.shard_dir)
-    items = {}
-    for i in tqdm(range(len(shards.labels)), unit="img", desc="release: working set", disable=not progress):
+    keys = []
+    for i in tqdm(range(len(shards.labels)), unit="img", desc="release: check the run against its audit",
+                  disable=not progress):
         k = shards.key(i)
         src = run.tree / k
         if not src.is_file():
             raise DataError(f"{show_path(src)}: missing; the run's {run.tree.name}/ no longer holds the audited image "
                             f"{k} (rerun `synthgen run`, which repairs it)")
-        link_or_copy(src, tree / k)
-        if not _same_as_audited(shards, i, tree / k):
+        if not _same_as_audited(shards, i, src):
             raise DataError(f"{show_path(src)}: differs from the audited shards (changed after the audit); rerun "
                             "`synthgen run` so the shards and the audit match the files, then release")
+        keys.append(k)
+    return keys
+
+
+def _init_state(run: RunView, out: Path, chash: str, keys: list[str]) -> dict:
+    """Working set = the audited images, hard-linked from the run's tree; round 0 = the run's audit."""
+    work = out / WORK
+    tree = work / "tree"
+    shutil.rmtree(tree, ignore_errors=True)
+    items = {}
+    for k in keys:
+        link_or_copy(run.tree / k, tree / k)
         g = run.generation_record(k)
         items[k] = {"slot": g["path"] if g else None, "class": g.get("class") if g else None,
                     "index": g.get("index") if g else None, "attempt": int((g or {}).get("attempt") or 0)}
-    _seed_cache(run, work, shards, items)
+    _seed_cache(run, work, items)
     r0 = out / "audit" / "round-0"
     for name in AUDIT_FILES:
         if (run.audit_dir / name).is_file():
@@ -208,49 +244,44 @@ def _round_summary(rnd: int, report: dict) -> dict:
             "flagged_identities": v.get("flagged_identities"), "report": f"audit/round-{rnd}/{MARKERS['audit']}"}
 
 
-def _seed_cache(run: RunView, work: Path, shards, items: dict) -> None:
+def _seed_cache(run: RunView, work: Path, items: dict) -> None:
     """Re-audits embed only what changed: the run's cached embeddings of the authentic set are
-    linked, and those of the audited shards are re-keyed to the working tree's files (same
-    pixels: the shards store them losslessly, raw or png)."""
-    import hashlib
-    import os
-
+    linked, and those of the audited shards, where still current (fingerprint = the shard's
+    sha256, as the audit caches them), are re-keyed to the working tree's files (same pixels:
+    checked by _same_as_audited; the shards store them losslessly, raw or png)."""
     import numpy as np
 
+    from synthgen.audit.embed import ImageSet, cache_file, file_fingerprint
     from synthgen.safeload import load_npz_arrays
 
-    c = run.report.get("config") or {}
-    cache = Path(c["cache_dir"]) if c.get("cache_dir") else run.audit_dir / "embeddings"
-    if not cache.is_dir():
+    c = run.report["config"]
+    cache = Path(c["cache_dir"]) if isinstance(c.get("cache_dir"), str) else run.audit_dir / "embeddings"
+    if not cache.is_dir() or run.index.get("encoding") not in ("raw", "png"):
         return
-
-    def name(p) -> str:
-        return hashlib.sha256(str(Path(p).resolve()).encode()).hexdigest()[:16] + ".npz"
-
+    audited = ImageSet(run.shard_dir)
+    current = dict(zip(audited.keys, audited.fingerprints))
     tree = work / "tree"
     for mdir in sorted(p for p in cache.iterdir() if p.is_dir()):
-        dst = work / "embeddings" / mdir.name
-        auth = mdir / name(c.get("authentic", ""))
-        if auth.is_file():
-            (dst / auth.name).unlink(missing_ok=True)
-            link_or_copy(auth, dst / auth.name)
-        syn = mdir / name(run.shard_dir)
-        if not syn.is_file() or shards.encoding not in ("raw", "png"):
-            continue
+        if isinstance(c.get("authentic"), str):
+            auth = cache_file(cache, mdir.name, c["authentic"])
+            if auth.is_file():  # the audit checks its fingerprints itself
+                dst = cache_file(work / "embeddings", mdir.name, c["authentic"])
+                dst.unlink(missing_ok=True)
+                link_or_copy(auth, dst)
+        syn = cache_file(cache, mdir.name, run.shard_dir)
         try:
-            z = load_npz_arrays(syn, ("keys", "emb"), "embedding cache")
+            z = load_npz_arrays(syn, ("keys", "fingerprints", "emb"), "embedding cache") if syn.is_file() else None
         except DataError:
+            z = None
+        if z is None:
             continue
-        keys = [str(k) for k in z["keys"]]
-        keep = [i for i, k in enumerate(keys) if k in items]
+        keep = [i for i, (k, fp) in enumerate(zip(z["keys"], z["fingerprints"]))
+                if str(k) in items and current.get(str(k)) == str(fp)]
         if not keep:
             continue
-        fps = []
-        for i in keep:
-            st = os.stat(tree / keys[i])
-            fps.append(f"{st.st_size}:{st.st_mtime_ns}")
-        with atomic_path(dst / name(tree)) as tmp, open(tmp, "wb") as f:
-            np.savez(f, keys=np.array([keys[i] for i in keep]), fingerprints=np.array(fps),
+        with atomic_path(cache_file(work / "embeddings", mdir.name, tree)) as tmp, open(tmp, "wb") as f:
+            np.savez(f, keys=np.array([str(z["keys"][i]) for i in keep]),
+                     fingerprints=np.array([file_fingerprint(tree / str(z["keys"][i])) for i in keep]),
                      emb=np.asarray(z["emb"])[keep].astype(np.float32))
 
 
@@ -376,7 +407,8 @@ def data_files(out: Path, fmts: list) -> dict:
     return files
 
 
-def _finalize(cfg: ReleaseConfig, run: RunView, out: Path, state: dict, fmts: list, certified: bool) -> dict:
+def _finalize(cfg: ReleaseConfig, run: RunView, out: Path, state: dict, fmts: list, certified: bool,
+              gap: str | None) -> dict:
     from .card import build_card, card_markdown
     from .verify import write_sums
 
@@ -389,7 +421,7 @@ def _finalize(cfg: ReleaseConfig, run: RunView, out: Path, state: dict, fmts: li
         for q in state["quarantine"]:
             w.writerow(["" if q.get(c) is None else (f"{q[c]:.6g}" if isinstance(q[c], float) else q[c])
                         for c in QUARANTINE_COLUMNS])
-    card = build_card(cfg, run, state, index, fmts, certified, data_files(out, fmts), out)
+    card = build_card(cfg, run, state, index, fmts, certified, data_files(out, fmts), out, gap)
     atomic_write_text(out / "card.json", json.dumps(card, indent=1))
     atomic_write_text(out / "DATASET_CARD.md", card_markdown(card))
     write_sums(out)

@@ -24,8 +24,9 @@ def write_sums(out: Path) -> None:
 
 
 def is_release(path) -> bool:
+    """A release folder: written (SHA256SUMS + card.json) or started (release.json)."""
     p = Path(path)
-    return (p / SUMS).is_file() and (p / "card.json").is_file()
+    return ((p / SUMS).is_file() and (p / "card.json").is_file()) or (p / "release.json").is_file()
 
 
 def verify_release(root) -> list[str]:
@@ -34,6 +35,16 @@ def verify_release(root) -> list[str]:
     root = Path(root)
     problems = []
     sums = root / SUMS
+    if not sums.is_file() and (root / "release.json").is_file():
+        try:
+            m = json.loads((root / "release.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError, UnicodeDecodeError, RecursionError):
+            m = {}
+        m = m if isinstance(m, dict) else {}
+        if m.get("status") == "refused":
+            return [f"release.json: this release was refused (final verdict {show(str(m.get('verdict')))}): no data "
+                    "was written, only audit/ and the working state"]
+        return ["release.json: this release is not finished (no SHA256SUMS); rerun the same `synthgen release`"]
     try:
         text = sums.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
@@ -84,6 +95,7 @@ def verify_release(root) -> list[str]:
         if listed.get(rel) != sha:
             problems.append(f"card.json: files: {show_path(rel)} is not in {SUMS} with the same sha256")
     problems += _check_rounds(root, card)
+    problems += _check_files(root, card)
     problems += _check_data(root, card)
     return problems
 
@@ -111,7 +123,33 @@ def _check_rounds(root: Path, card: dict) -> list[str]:
     return out
 
 
+def _check_files(root: Path, card: dict) -> list[str]:
+    """Every data file is one the card lists, with its sha256, in a format the card names."""
+    problems = []
+    files = card["files"]
+    from .config import formats_available
+
+    for f in formats_available():
+        d = root / f
+        if f not in card["formats"] and d.exists():
+            problems.append(f"{f}/: a format folder card.json does not list")
+        elif d.is_dir():
+            for p in sorted(d.rglob("*")):
+                rel = p.relative_to(root).as_posix()
+                if p.is_file() and rel not in files and rel != "shards/index.json":
+                    problems.append(f"{show_path(rel)}: a data file card.json does not list (added after the release "
+                                    "was written)")
+    for rel, sha in sorted(files.items()):
+        p = root / rel
+        if not p.is_file():
+            problems.append(f"{show_path(rel)}: listed in card.json files but missing")
+        elif sha256_file(p) != sha:
+            problems.append(f"{show_path(rel)}: sha256 differs from card.json files")
+    return problems
+
+
 def _check_data(root: Path, card: dict) -> list[str]:
+    """The shards are intact, and hold what the card counts, and no quarantined key."""
     from synthgen.errors import SynthgenError
     from synthgen.shards import verify as verify_shards
 
@@ -142,11 +180,4 @@ def _check_data(root: Path, card: dict) -> list[str]:
     if back:
         problems.append(f"shards: {len(back)} quarantined keys are present, e.g. {show(back[0])} (quarantine.csv "
                         "says it was removed or replaced)")
-    files = card.get("files") or {}
-    for rel, sha in sorted(files.items()):
-        p = root / rel
-        if not p.is_file():
-            problems.append(f"{show_path(rel)}: listed in card.json files but missing")
-        elif sha256_file(p) != sha:
-            problems.append(f"{show_path(rel)}: sha256 differs from card.json files")
     return problems

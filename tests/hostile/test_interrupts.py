@@ -54,7 +54,10 @@ def synthgen_cmd(*args):
 
 def interrupt_when(cmd, ready, timeout=120):
     """Start `cmd`, send SIGINT once `ready()` is true; -> (returncode, stderr)."""
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    # SIGINT back to its default in the child: a runner that starts jobs in the background (nohup, `&`)
+    # hands them SIGINT ignored, and Python then never raises KeyboardInterrupt
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + timeout
     while time.time() < deadline and p.poll() is None and not ready():
         time.sleep(0.05)
