@@ -356,4 +356,5 @@ def rebuild(card, network, out, quiet):
     r = run_rebuild(card, network, out, progress=not quiet)
     if not quiet:
         click.echo(f"rebuilt {r['images']} images; {r['matched']} of {r['files']} data files match the card "
-                   f"byte for byte -> {out}")
+                   f"byte for byte -> {out} (the release was {r['status']}; check the shards with "
+                   f"`synthgen verify {out}/shards`)")

@@ -101,14 +101,22 @@ def run_demo(out="demo-run", progress=True, log=print) -> dict:
     log(f"Report: {report}")
     rel = out / "run" / "release"
     card = json.loads((rel / "card.json").read_text())
-    removed = [q for q in card["remediation"]["operations"] if q["op"] == "remove"]
-    planted = [q["key"] for q in removed if "planted" in q["key"]]
+    import csv
+
+    with open(rel / "quarantine.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    why: dict[str, int] = {}
+    for row in rows:
+        head = row["reason"].split(":")[0].split(" (")[0]
+        why[head] = why.get(head, 0) + 1
     log("")
     log(f"Release: {card['status'].upper()}, {card['counts']['images']} images in {card['counts']['classes']} classes "
         f"-> {rel}")
-    log(f"  removed {len(removed)} images: the {len(planted)} planted ones (no generation record: {', '.join(planted)}) "
-        f"and {len(card['counts']['removed_classes'])} classes whose identities collide under the random matcher.")
-    log("  Written with allow_inconclusive because the audit is inconclusive; with a trained matcher and enough")
-    log("  authentic images, a final verdict of pass would make it 'certified'. Check it: "
-        f"synthgen verify {rel}; rebuild it: synthgen rebuild {rel / 'card.json'} --network {net} --out rebuilt")
+    log(f"  {len(rows)} images removed or replaced (quarantine.csv): "
+        + "; ".join(f"{n} {reason}" for reason, n in sorted(why.items())) + ".")
+    if not card["certified"]:
+        log("  Written with allow_inconclusive because the final audit is inconclusive; with a trained matcher and")
+        log("  enough authentic images, a final verdict of pass would make it 'certified'.")
+    log(f"  Check it: synthgen verify {rel}; rebuild it: synthgen rebuild {rel / 'card.json'} --network {net} "
+        "--out rebuilt")
     return record

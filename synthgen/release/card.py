@@ -139,9 +139,11 @@ def build_card(cfg, run, state: dict, index: dict, formats: list, certified: boo
                            "precision": gi.get("precision"), "forward_chunk": gi.get("forward_chunk"),
                            "synthgen": f"{__version__} (seed policy {SEED_POLICY}, shard schema "
                                        f"{index.get('schema_version')}); other versions are not promised to match",
-                           "torch": torch.__version__,
-                           "cpu_threads": "alignment warps are computed in float32 by torch: run the rebuild with "
-                                          "the thread count of the original run (OMP_NUM_THREADS) if bytes differ"},
+                           "torch": (gen.get("versions") or {}).get("torch", torch.__version__),
+                           "libraries": _library_versions(),
+                           "cpu_threads": f"{torch.get_num_threads()} torch threads made the replacements; alignment "
+                                          "warps are float32 torch maths, so align with the thread count of the "
+                                          "original run (OMP_NUM_THREADS) if bytes differ"},
             "proves": "every file listed in `files` (shards and format data files), byte for byte",
         },
         "built_with": {"python": platform.python_version(), "torch": torch.__version__},
@@ -225,6 +227,24 @@ def card_problems(card) -> list[str]:
     return out
 
 
+def _library_versions() -> dict:
+    """What else writes the bytes: PNG (Pillow/zlib), HDF5 (h5py/libhdf5), parquet (pyarrow)."""
+    import zlib
+
+    import h5py
+    import PIL
+
+    out = {"pillow": PIL.__version__, "zlib": zlib.ZLIB_RUNTIME_VERSION, "h5py": h5py.__version__,
+           "hdf5": h5py.version.hdf5_version, "numpy": __import__("numpy").__version__}
+    try:
+        import pyarrow
+
+        out["pyarrow"] = pyarrow.__version__
+    except ImportError:
+        pass
+    return out
+
+
 def _pct(x) -> str:
     return "n/a" if x is None else f"{100 * x:.3g} %"
 
@@ -238,8 +258,10 @@ def card_markdown(card: dict) -> str:
     a = card["alignment"]
     lines = [f"# {card['name']}", ""]
     if card["certified"]:
+        lossy = card["configs"]["shard"].get("encoding") == "jpeg"
         lines += ["**Status: certified.** The final identity-leakage audit of exactly these images passed "
-                  f"(round {card['audit']['final_round']}).", ""]
+                  f"(round {card['audit']['final_round']})" + (" (it saw them before the shards' JPEG encoding)"
+                                                               if lossy else "") + ".", ""]
     else:
         lines += [f"**Status: {NOT_CERTIFIED}.** This release was written with --allow-inconclusive; no claim is "
                   "made that it is free of real identities. Why:", ""]

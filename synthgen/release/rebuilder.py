@@ -108,8 +108,11 @@ def rebuild(card_path, network, out, progress: bool = True) -> dict:
     differ = sorted(k for k in want_files if got.get(k) != want_files[k])
     extra = sorted(set(got) - set(want_files))
     result = {"out": str(out), "images": index["total"], "files": len(want_files),
+              "status": "certified" if card["certified"] else "NOT CERTIFIED",
               "matched": len(want_files) - len(differ), "differ": differ, "extra": extra}
     atomic_write_text(out / "rebuild.json", json.dumps(result, indent=1))
+    if not want_files:
+        raise DataError(f"{show_path(card_path)}: lists no data files to compare; use the card.json the release wrote")
     if differ or extra:
         what = differ[0] if differ else extra[0]
         raise DataError(f"{len(differ)} of {len(want_files)} data files differ from the card (e.g. {what}){' and ' + str(len(extra)) + ' are extra' if extra else ''}; "
