@@ -49,9 +49,10 @@ class StageSummary(dict):
     """A stage's result: the dict it has always returned (unchanged keys, so existing callers
     keep working) plus the uniform view `synthgen run` records for every stage.
 
-    stage: generate | align | shard | audit; status: complete | incomplete | pass | leak |
-    inconclusive ...; config_hash: the stage's output identity; brief(): the few numbers worth
-    showing in a run record."""
+    stage: generate | align | shard | audit | release; status: complete | incomplete (generate,
+    align, shard), pass | leak | inconclusive (audit), certified | not-certified | refused
+    (release); config_hash: the stage's output identity; brief(): the few numbers worth showing
+    in a run record."""
 
     def __init__(self, stage: str, data: dict, *, status: str, config_hash: str | None, brief: dict):
         super().__init__(data)
