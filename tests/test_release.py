@@ -78,14 +78,14 @@ def _png(path: Path, img: np.ndarray):
     Image.fromarray(img).save(path)
 
 
-def _make_run(root: Path, tree: str = "raw", leaks: dict | None = None, **sections):
+def _make_run(root: Path, tree: str = "raw", leaks: dict | None = None, c_dim: int = 6, **sections):
     """generate -> (align) -> shard -> audit with the oracle; `leaks`: tree key -> authentic identity
     (default: the first image of classes 000001 and 000003). Returns (run, generator, leaks)."""
     from synthgen.generators import write_random_generator
     from synthgen.imageio import list_images, load_rgb
     from synthgen.pipeline import run_pipeline
 
-    net = write_random_generator(root / "gen.json", "dummy", seed=0, c_dim=6, resolution=16)
+    net = write_random_generator(root / "gen.json", "dummy", seed=0, c_dim=c_dim, resolution=16)
     auth = root / "authentic"
     rng = np.random.RandomState(0)
     for i in range(100):
@@ -509,3 +509,23 @@ def test_rebuild_refuses_a_hostile_card_before_any_work(tmp_path):
     with pytest.raises(SynthgenError, match="sha256 differs"):
         rebuild(p, net, tmp_path / "out", progress=False)
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me" and not (tmp_path / "out").exists()
+
+
+def test_unconditional_views_are_dropped_not_rerendered(tmp_path):
+    """USynthFace-style runs (an unconditional generator, several views per instance): a flagged
+    view is removed (a re-rendered view would not be a view of the same instance), the rest is
+    released, and the card rebuilds."""
+    from synthgen.release import rebuild, verify_release
+
+    run, net, leaks = _make_run(tmp_path, leaks={"0000001/01.png": 5}, c_dim=0,
+                                generate={"count": 8, "views": 6, "noise_mode": "random"})  # 6 views: one
+    # leaking view does not make its whole instance look like that person
+    rel = tmp_path / "rel"
+    r = _release(run, rel)
+    assert r.status == "certified", r["rounds"]
+    q = _quarantine(rel)
+    assert [(x["key"], x["action"]) for x in q] == [("0000001/01.png", "removed")]
+    assert "views of an unconditional instance are dropped" in q[0]["reason"]
+    assert verify_release(rel) == []
+    rb = rebuild(rel / "card.json", net, tmp_path / "rebuilt", progress=False)
+    assert rb["differ"] == [] and rb["matched"] == rb["files"]
