@@ -330,7 +330,9 @@ def release(run, quiet, as_json, **options):
             click.echo(f"release: {'CERTIFIED' if r['certified'] else 'NOT CERTIFIED'}: {c['images']} images, "
                        f"{c['classes']} classes -> {options['out']} (card: {options['out']}/DATASET_CARD.md)")
     if not r["written"]:  # always said, --quiet and --json included: the exit code alone explains nothing
-        click.echo(f"release: NOT WRITTEN: the final audit is {r['final_verdict']} (reports in {options['out']}/audit/)"
+        click.echo(f"release: NOT WRITTEN: the final audit is {r['final_verdict']}"
+                   + (f" ({r['coverage_gap']})" if r.get("coverage_gap") else "")
+                   + f" (reports in {options['out']}/audit/)"
                    + ("; leaks are never released" if r["final_verdict"] == "leak" else
                       "; rerun with --allow-inconclusive to write it marked NOT CERTIFIED"), err=True)
         raise SystemExit(3 if r["final_verdict"] == "leak" else 4)

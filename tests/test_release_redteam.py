@@ -223,3 +223,62 @@ def test_a_release_with_nothing_left_says_so(audited_run, tmp_path):
     with pytest.raises(DataError, match="every image was removed in round 1"):
         _release(work, tmp_path / "rel")
     assert not (tmp_path / "rel" / "card.json").exists()
+
+
+# -- second pass ------------------------------------------------------------------------------
+
+
+def test_overwrite_redoes_a_written_release_with_other_settings(audited_run, tmp_path):
+    run, _ = audited_run
+    out = tmp_path / "rel"
+    _release(run, out)
+    r = CliRunner().invoke(_cli(), ["release", str(run), "--out", str(out), "--format", "shards,imagefolder",
+                                    "--quiet"])
+    assert r.exit_code == 2 and "other settings" in r.output
+    r = CliRunner().invoke(_cli(), ["release", str(run), "--out", str(out), "--format", "shards,imagefolder",
+                                    "--overwrite", "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((out / "card.json").read_text())["formats"] == ["shards", "imagefolder"]
+
+
+def test_an_interrupted_finalize_rerun_with_fewer_formats_verifies(audited_run, tmp_path, monkeypatch):
+    import synthgen.release.card as card
+    from synthgen.release import verify_release
+
+    run, _ = audited_run
+    out = tmp_path / "rel"
+    real = card.build_card
+    monkeypatch.setattr(card, "build_card", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        _release(run, out, formats="shards,imagefolder")
+    assert (out / "imagefolder").is_dir()
+    monkeypatch.setattr(card, "build_card", real)
+    assert _release(run, out, formats="shards").status == "certified"
+    assert not (out / "imagefolder").exists() and verify_release(out) == []
+
+
+def test_the_card_counts_every_round_that_ran(audited_run, tmp_path, monkeypatch):
+    """Rounds run before an interruption stay; a rerun with a lower --max-rounds cannot hide them."""
+    import synthgen.release.card as card
+    from synthgen.release import stage
+    from tests.test_release import ORACLE
+
+    run, _ = audited_run
+    out = tmp_path / "rel"
+    ORACLE["unknown"] = "leak"  # round 1's replacements leak again, round 2's are clean
+    real_audit = stage._audit_round
+
+    def audit(*a):
+        real_audit(*a)
+        ORACLE["unknown"] = "clean"
+
+    monkeypatch.setattr(stage, "_audit_round", audit)
+    real = card.build_card
+    monkeypatch.setattr(card, "build_card", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        _release(run, out, max_rounds=3)
+    monkeypatch.setattr(card, "build_card", real)
+    _release(run, out, max_rounds=1)
+    c = json.loads((out / "card.json").read_text())
+    assert [r["round"] for r in c["audit"]["rounds"]] == [0, 1, 2]
+    assert c["remediation"]["rounds_run"] == 2 and c["remediation"]["max_rounds"] >= 2

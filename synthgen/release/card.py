@@ -126,8 +126,8 @@ def build_card(cfg, run, state: dict, index: dict, formats: list, certified: boo
         "alignment": _alignment(run),
         "audit": {"rounds": rounds, "final_round": final["round"], "final_verdict": final["status"],
                   "authentic": (run.report.get("dataset") or {}).get("authentic")},
-        "remediation": {"policy": cfg.policy, "max_rounds": cfg.max_rounds, "operations": ops,
-                        "quarantine": "quarantine.csv"},
+        "remediation": {"policy": cfg.policy, "max_rounds": max(cfg.max_rounds, final["round"]),
+                        "rounds_run": final["round"], "operations": ops, "quarantine": "quarantine.csv"},
         "formats": formats,
         "files": files,
         "rebuild": {
@@ -221,9 +221,20 @@ def card_problems(card) -> list[str]:
     configs = want(card, "configs", dict)
     if configs is not None:
         for stage in ("generate", "align", "shard"):
-            want(configs, stage, dict, "configs.")
+            sec = want(configs, stage, dict, "configs.")
+            for key in (("config", "identity") if stage != "shard" else ("config",)):
+                if isinstance(sec, dict) and not isinstance(sec.get(key), (dict, type(None))):
+                    out.append(f"configs.{stage}.{key} must be an object")
+        if isinstance(configs.get("generate"), dict) and not isinstance(configs["generate"].get("config"), dict):
+            out.append("configs.generate.config must be an object")
+    for n, o in enumerate(ops or []):
+        sk = o.get("skipped", []) if isinstance(o, dict) else []
+        if not isinstance(sk, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in sk):
+            out.append(f"remediation.operations[{n}].skipped must be a list of integers")
     for key in ("generator", "rebuild"):
         want(card, key, dict)
+    if isinstance(card.get("rebuild"), dict):
+        want(card["rebuild"], "rebuildable", bool, "rebuild.")
     return out
 
 

@@ -79,12 +79,17 @@ def release(cfg: ReleaseConfig | None = None, **kwargs) -> StageSummary:
     marker = out / RELEASE_JSON
     prev = read_json(marker, "delete the release folder and rerun") if marker.is_file() else {}
     if prev.get("status") == "complete" and (out / SUMS).is_file():
-        if prev.get("settings_hash") != shash:
+        if prev.get("settings_hash") == shash:
+            shutil.rmtree(out / WORK, ignore_errors=True)
+            card = read_json(out / "card.json", "rerun with --overwrite")
+            return _summary(out, "certified" if card.get("certified") is True else "not-certified", card,
+                            written=True)
+        if not cfg.overwrite:
             raise UsageError(f"{show_path(out)} holds this release written with other settings (formats, rounds or "
                              "card text); pass --overwrite to redo it, or use a new --out", "--overwrite")
-        shutil.rmtree(out / WORK, ignore_errors=True)
-        card = read_json(out / "card.json", "rerun with --overwrite")
-        return _summary(out, "certified" if card["certified"] else "not-certified", card, written=True)
+        shutil.rmtree(out)  # redo it from round 0 (its working state went with the finished release)
+        open_output(out, RELEASE_JSON, ident, False)
+        keys = keys or _check_tree(run, cfg.progress)
     meta = write_marker(out, RELEASE_JSON, {"status": "running", "identity": ident, "config_hash": chash,
                                             "settings_hash": shash, "synthgen_version": __version__,
                                             "started": now()})
@@ -93,10 +98,14 @@ def release(cfg: ReleaseConfig | None = None, **kwargs) -> StageSummary:
     final = state["rounds"][-1]["status"]
     gap = _coverage_gap(out, state)
     certified = final == "pass" and gap is None
+    if gap and final == "pass":
+        final = "inconclusive"  # what the CLI says and exits with: nothing vouches for the uncovered images
     if not certified and not (final != "leak" and cfg.allow_inconclusive):
         write_marker(out, RELEASE_JSON, meta, status="refused", verdict=final, finished=now(),
-                     rounds=len(state["rounds"]) - 1, settings_hash=shash)
-        return _summary(out, "refused", None, written=False, state=state)
+                     rounds=len(state["rounds"]) - 1, settings_hash=shash, coverage_gap=gap)
+        r = _summary(out, "refused", None, written=False, state=state)
+        r["final_verdict"], r["coverage_gap"] = final, gap
+        return r
     card = _finalize(cfg, run, out, state, fmts, certified, gap)
     write_marker(out, RELEASE_JSON, meta, status="complete", verdict=final, certified=certified, finished=now(),
                  settings_hash=shash)
@@ -113,6 +122,10 @@ def _coverage_gap(out: Path, state: dict) -> str | None:
         return f"The final audit (round {last['round']}) looked at a subset (max_per_class)."
     if n != len(state["items"]):
         return f"The final audit (round {last['round']}) embedded {n} images, the release holds {len(state['items'])}."
+    from synthgen.imageio import list_images
+
+    if {k for k in list_images(out / WORK / "tree") if "/" in k} != set(state["items"]):
+        return f"The images the final audit (round {last['round']}) listed are not exactly the released ones."
     return None
 
 
@@ -389,6 +402,10 @@ def materialize_formats(tree: Path, records: dict, shard_config: dict, out: Path
     for f in fmts:
         if f not in formats_available():  # a folder name: never anything a card could smuggle in
             raise UsageError(f"'{f}' is not one of {', '.join(formats_available())}", "formats")
+    for f in formats_available():  # a format an interrupted earlier invocation wrote, not asked for now
+        if f not in fmts:
+            shutil.rmtree(out / f, ignore_errors=True)
+    for f in fmts:
         if f != "shards":
             shutil.rmtree(out / f, ignore_errors=True)
             export(out / "shards", out / f, f, progress=progress)
