@@ -150,6 +150,11 @@ def build_card(cfg, run, state: dict, index: dict, formats: list, certified: boo
     }
 
 
+def _count(v) -> bool:
+    """A JSON integer that is not a bool, in [0, 2**31)."""
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**31
+
+
 def card_problems(card) -> list[str]:
     """Where a card.json is not shaped like the cards `release` writes (one line each): what
     `verify` and `rebuild` read from it must have the types they expect before it is used."""
@@ -161,16 +166,15 @@ def card_problems(card) -> list[str]:
 
     def want(obj, key, kind, where=""):
         v = obj.get(key) if isinstance(obj, dict) else None
-        if not isinstance(v, kind) or isinstance(v, bool) and kind is not bool:
-            name = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        if not isinstance(v, kind) or (isinstance(v, bool) and kind is not bool):
+            name = kind.__name__
             out.append(f"{where}{key} must be {'an' if name[0] in 'aeiou' else 'a'} {name}, found {type(v).__name__}")
             return None
         return v
 
     if card.get("card_version") != CARD_VERSION:
         out.append(f"card_version must be {CARD_VERSION}, found {show(str(card.get('card_version')))}")
-    for key in ("certified",):
-        want(card, key, bool)
+    want(card, "certified", bool)
     files = want(card, "files", dict)
     for rel, sha in (files or {}).items():
         why = path_problem(rel)
@@ -188,10 +192,10 @@ def card_problems(card) -> list[str]:
     if counts is not None:
         want(counts, "images", int, "counts.")
         per = want(counts, "per_class", dict, "counts.")
-        if per is not None and not all(isinstance(v, int) and not isinstance(v, bool) for v in per.values()):
+        if per is not None and not all(map(_count, per.values())):
             out.append("counts.per_class values must be integers")
     labels = want(card, "labels", dict)
-    if labels is not None and not all(isinstance(v, int) and not isinstance(v, bool) for v in labels.values()):
+    if labels is not None and not all(map(_count, labels.values())):
         out.append("labels values must be integers")
     rem = want(card, "remediation", dict)
     ops = want(rem, "operations", list, "remediation.") if rem is not None else None
@@ -199,17 +203,17 @@ def card_problems(card) -> list[str]:
         if not isinstance(o, dict) or o.get("op") not in ("remove", "replace"):
             out.append(f"remediation.operations[{n}] must be a remove or replace object")
             continue
-        fields = ("key", "slot", "new_key") if o["op"] == "replace" else ("key",)
-        for f in fields:
+        replace = o["op"] == "replace"
+        for f in ("key", "slot", "new_key") if replace else ("key",):
             why = path_problem(o.get(f))
             if why:
                 out.append(f"remediation.operations[{n}].{f}: {why}")
-        nums = ("round", "index", "attempt") if o["op"] == "replace" else ("round",)
-        if not all(isinstance(o.get(k), int) and not isinstance(o.get(k), bool) and 0 <= o[k] < 2**31 for k in nums) \
-                or (o["op"] == "replace" and not (o.get("cls") is None or (isinstance(o["cls"], int) and
-                                                                             not isinstance(o["cls"], bool) and
-                                                                             0 <= o["cls"] < 2**31))):
+        nums = ("round", "index", "attempt") if replace else ("round",)
+        if not all(_count(o.get(k)) for k in nums) or (replace and not (o.get("cls") is None or _count(o["cls"]))):
             out.append(f"remediation.operations[{n}]: round, cls, index and attempt must be non-negative integers")
+        sk = o.get("skipped", [])
+        if not isinstance(sk, list) or not all(map(_count, sk)):
+            out.append(f"remediation.operations[{n}].skipped must be a list of integers")
     audit = want(card, "audit", dict)
     rounds = want(audit, "rounds", list, "audit.") if audit is not None else None
     for n, r in enumerate(rounds or []):
@@ -219,18 +223,12 @@ def card_problems(card) -> list[str]:
     if rounds == []:
         out.append("audit.rounds is empty")
     configs = want(card, "configs", dict)
-    if configs is not None:
-        for stage in ("generate", "align", "shard"):
-            sec = want(configs, stage, dict, "configs.")
-            for key in (("config", "identity") if stage != "shard" else ("config",)):
-                if isinstance(sec, dict) and not isinstance(sec.get(key), (dict, type(None))):
-                    out.append(f"configs.{stage}.{key} must be an object")
-        if isinstance(configs.get("generate"), dict) and not isinstance(configs["generate"].get("config"), dict):
-            out.append("configs.generate.config must be an object")
-    for n, o in enumerate(ops or []):
-        sk = o.get("skipped", []) if isinstance(o, dict) else []
-        if not isinstance(sk, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in sk):
-            out.append(f"remediation.operations[{n}].skipped must be a list of integers")
+    for stage, keys in (("generate", ("config", "identity")), ("align", ("config", "identity")), ("shard", ("config",))):
+        sec = want(configs, stage, dict, "configs.") if configs is not None else None
+        for key in keys:  # absent is fine (an align section of mode inline/none), except generate's config
+            v = (sec or {}).get(key)
+            if sec is not None and not (isinstance(v, dict) or (v is None and (stage, key) != ("generate", "config"))):
+                out.append(f"configs.{stage}.{key} must be an object")
     for key in ("generator", "rebuild"):
         want(card, key, dict)
     if isinstance(card.get("rebuild"), dict):

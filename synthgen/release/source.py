@@ -14,9 +14,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from synthgen.contract import MANIFEST, MARKERS, STAGE_DIRS, has_output
+from synthgen.contract import MANIFEST, MARKERS, STAGE_DIRS
 from synthgen.errors import DataError
-from synthgen.safepath import safe_relpath, show_path
+from synthgen.safepath import show_path
 
 ALIGN_MODES = ("stage", "inline", "none")  # separate align stage | generate --align | no alignment
 
@@ -34,26 +34,13 @@ def read_json(path: Path, what: str) -> dict:
 
 
 def read_manifest(root: Path) -> dict[str, dict]:
-    """path -> record for every record of root/manifest.jsonl that names an output."""
-    m = root / MANIFEST
-    fix = "rerun the stage that wrote it"
-    try:
-        lines = m.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise DataError(f"{show_path(m)}: not found; {fix}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"{show_path(m)}: unreadable ({type(e).__name__}); {fix}") from None
-    out = {}
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            r = json.loads(line)
-        except (ValueError, RecursionError):
-            raise DataError(f"{show_path(m)}:{n}: not valid JSON; {fix}") from None
-        if isinstance(r, dict) and has_output(r):
-            out[safe_relpath(r["path"], root, m, f"line {n} 'path'", fix)] = r
-    return out
+    """path -> record of root/manifest.jsonl (the shard stage's reader); a missing manifest is an error."""
+    from synthgen.shards.plan import manifest_records
+
+    recs = manifest_records(root)
+    if recs is None:
+        raise DataError(f"{show_path(root / MANIFEST)}: not found; rerun the stage that wrote it")
+    return recs
 
 
 def sha256_bytes(data: bytes) -> str:

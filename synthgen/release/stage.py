@@ -387,27 +387,27 @@ def _audit_round(cfg: ReleaseConfig, run: RunView, out: Path, state: dict) -> No
 
 
 def materialize_formats(tree: Path, records: dict, shard_config: dict, out: Path, fmts: list, progress: bool) -> dict:
-    """Working tree -> REL/shards (+ every other format). Shared with `rebuild`; returns the index."""
+    """Working tree (+ its manifest, written here from `records`) -> REL/shards and every other
+    format. Shared with `rebuild`; returns the index."""
     from synthgen.export import export
     from synthgen.shards import ShardConfig, shard
 
-    lines = [json.dumps(dict(records.get(k) or {}, path=k, status=(records.get(k) or {}).get("status", "ok")),
-                        sort_keys=True) for k in sorted(records)]
-    atomic_write_text(tree / MANIFEST, "\n".join(lines) + "\n")
-    names = {f.name for f in dataclasses.fields(ShardConfig)} - {"inp", "out", "overwrite", "progress"}
-    sc = {k: v for k, v in shard_config.items() if k in names}
-    index = shard(ShardConfig(**sc, inp=str(tree), out=str(out / "shards"), overwrite=True, progress=progress))
     from .config import formats_available
 
     for f in fmts:
         if f not in formats_available():  # a folder name: never anything a card could smuggle in
             raise UsageError(f"'{f}' is not one of {', '.join(formats_available())}", "formats")
-    for f in formats_available():  # a format an interrupted earlier invocation wrote, not asked for now
-        if f not in fmts:
+    lines = [json.dumps(dict(records.get(k) or {}, path=k, status=(records.get(k) or {}).get("status", "ok")),
+                        sort_keys=True) for k in sorted(records)]
+    atomic_write_text(tree / MANIFEST, "\n".join(lines) + "\n")
+    names = {f.name for f in dataclasses.fields(ShardConfig)} - set(ShardConfig.RUNTIME_FIELDS)
+    sc = {k: v for k, v in shard_config.items() if k in names}
+    index = shard(ShardConfig(**sc, inp=str(tree), out=str(out / "shards"), overwrite=True, progress=progress))
+    for f in formats_available():  # written afresh; also a format an interrupted earlier invocation left
+        if f != "shards":
             shutil.rmtree(out / f, ignore_errors=True)
     for f in fmts:
         if f != "shards":
-            shutil.rmtree(out / f, ignore_errors=True)
             export(out / "shards", out / f, f, progress=progress)
     return dict(index)
 

@@ -163,7 +163,7 @@ def _check_data(root: Path, card: dict) -> list[str]:
     from synthgen.errors import SynthgenError
     from synthgen.shards import verify as verify_shards
 
-    problems = [f"shards/{p}" if not str(p).startswith(str(root)) else str(p) for p in verify_shards(root / "shards")]
+    problems = [f"shards: {p}" for p in verify_shards(root / "shards")]
     if problems:
         return problems
     try:

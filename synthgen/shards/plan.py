@@ -12,7 +12,9 @@ from synthgen.imageio import list_images
 from synthgen.safepath import safe_relpath, show_path
 
 
-def _manifest_records(root: Path) -> dict[str, dict] | None:
+def manifest_records(root: Path) -> dict[str, dict] | None:
+    """path -> record for every record of root/manifest.jsonl that names an output (paths checked
+    to stay inside root); None when there is no manifest."""
     m = root / MANIFEST
     if not m.is_file():
         return None
@@ -41,7 +43,7 @@ def _manifest_records(root: Path) -> dict[str, dict] | None:
 
 def plan(root: Path):
     """-> (items [(key, label, record)], classes). Uses the manifest when there is one."""
-    recs = _manifest_records(root)
+    recs = manifest_records(root)
     if recs is not None:
         keys = sorted(recs)
         missing = [k for k in keys if not (root / k).is_file()]
