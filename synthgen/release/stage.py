@@ -74,7 +74,8 @@ def release(cfg: ReleaseConfig | None = None, **kwargs) -> StageSummary:
     chash, shash = config_hash(ident), config_hash(settings(cfg))
     work = out / WORK
     # the run's files against its audit: before REL is created (skipped when resuming a started release)
-    keys = _check_tree(run, cfg.progress) if _load_state(work, chash) is None else None
+    state = _load_state(work, chash)
+    keys = _check_tree(run, cfg.progress) if state is None else None
     open_output(out, RELEASE_JSON, ident, cfg.overwrite)  # a different release: refused (or removed)
     marker = out / RELEASE_JSON
     prev = read_json(marker, "delete the release folder and rerun") if marker.is_file() else {}
@@ -93,7 +94,8 @@ def release(cfg: ReleaseConfig | None = None, **kwargs) -> StageSummary:
     meta = write_marker(out, RELEASE_JSON, {"status": "running", "identity": ident, "config_hash": chash,
                                             "settings_hash": shash, "synthgen_version": __version__,
                                             "started": now()})
-    state = _load_state(work, chash) or _init_state(run, out, chash, keys or _check_tree(run, cfg.progress))
+    if state is None or not (work / STATE).is_file():  # none yet, or --overwrite just removed it
+        state = _init_state(run, out, chash, keys or _check_tree(run, cfg.progress))
     _loop(cfg, run, out, state, replacer)
     final = state["rounds"][-1]["status"]
     gap = _coverage_gap(out, state)
