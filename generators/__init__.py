@@ -73,11 +73,12 @@ def backends() -> list[str]:
 
 def _backend_for(path: Path) -> Backend:
     if not path.is_file():
-        raise DataError(f"{path}: network file not found (expected a StyleGAN2-ADA .pkl or a synthgen checkpoint)")
+        raise UsageError(f"{path}: no such file; expected a StyleGAN2-ADA .pkl or a synthgen checkpoint (`synthgen convert` writes one); check the path")
     for b in _BACKENDS.values():
         if b.sniff(path):
             return b
-    raise DataError(f"{path}: no generator backend reads this file (known: {', '.join(_BACKENDS)})")
+    raise DataError(f"{path}: no generator backend reads this file; expected a NVIDIA StyleGAN2-ADA network pickle "
+                    "(network-snapshot-*.pkl) or a synthgen checkpoint made by `synthgen convert`")
 
 
 def convert_generator(src, dst) -> dict:
@@ -106,7 +107,7 @@ def load_generator(path, device="cpu", force_fp32: bool = False, backend: str | 
         if backend not in _BACKENDS:
             raise DataError(f"unknown generator backend '{backend}' (known: {', '.join(_BACKENDS)})")
         if not path.is_file():
-            raise DataError(f"{path}: network file not found")
+            raise UsageError(f"{path}: no such file; expected a StyleGAN2-ADA .pkl or a synthgen checkpoint (`synthgen convert` writes one); check the path")
         b = _BACKENDS[backend]
     else:
         b = _backend_for(path)

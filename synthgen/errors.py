@@ -36,9 +36,19 @@ class UsageError(SynthgenError):
 
 
 class DataError(SynthgenError):
-    """An input file is missing, unreadable or of the wrong kind (exit code 1)."""
+    """An input file is unreadable or of the wrong kind, or a file it refers to is missing (exit code 1)."""
 
     exit_code = 1
+
+
+def require_input(path, flag: str, expected: str) -> None:
+    """The one rule for a path the user named that does not exist: a usage error (exit 2), in
+    every command. (A file that exists but is wrong is a DataError, exit 1.)"""
+    from synthgen.safepath import show_path
+
+    if not Path(path).exists() and not Path(path).is_symlink():
+        raise UsageError(f"{show_path(Path(path))}: no such file or directory, expected {expected}; check the path",
+                         flag)
 
 
 class UnsafePickleError(DataError):

@@ -14,7 +14,7 @@ import re
 
 import numpy as np
 
-from synthgen.errors import DataError, escape_control
+from synthgen.errors import DataError, UsageError, escape_control
 from synthgen.safepath import show
 
 _ADVICE = ("weights_only", "weights only", "weights _only", "safe_globals", "pytorch 2.6", "documentation",
@@ -38,14 +38,15 @@ def refusal_reason(e: Exception, limit: int = 160) -> str:
     return line if len(line) <= limit else line[:limit] + "..."
 
 
-def safe_torch_load(path, what: str):
-    """torch.load(path, weights_only=True) on CPU; any failure is a one-line DataError."""
+def safe_torch_load(path, what: str, flag: str | None = None):
+    """torch.load(path, weights_only=True) on CPU; a missing file is a UsageError naming `flag`,
+    any other failure a one-line DataError."""
     import torch
 
     try:
         return torch.load(path, weights_only=True, map_location="cpu")
     except FileNotFoundError:
-        raise DataError(f"{path}: {what} file not found") from None
+        raise UsageError(f"{path}: no such file, expected the {what} file; check the path", flag) from None
     except IsADirectoryError:
         raise DataError(f"{path}: is a directory, expected a {what} file") from None
     except MemoryError:

@@ -179,7 +179,7 @@ def test_classes_on_unconditional_and_missing_network(tmp_path, uncond_ckpt):
     r = CliRunner().invoke(cli, ["generate", "--network", str(uncond_ckpt), "--out", str(tmp_path / "o"), "--classes", "0"])
     assert r.exit_code == 2 and "unconditional" in r.output
     r = CliRunner().invoke(cli, ["generate", "--network", str(tmp_path / "nope.pkl"), "--out", str(tmp_path / "o")])
-    assert r.exit_code == 1 and "nope.pkl: network file not found" in r.output
+    assert r.exit_code == 2 and "nope.pkl: no such file" in r.output and "check the path" in r.output
     assert not (tmp_path / "o").exists()
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conftest import MICRO
-from synthgen.errors import DataError, UnsafePickleError
+from synthgen.errors import DataError, UnsafePickleError, UsageError
 from synthgen.generators import load_generator
 from synthgen.generators.stylegan2ada.pkl import PersistentRecord, _EasyDict, load_pickle, read_pickle
 
@@ -157,7 +157,7 @@ def test_pickle_of_something_else(tmp_path):
 
 
 def test_missing_file(tmp_path):
-    with pytest.raises(DataError, match="not found"):
+    with pytest.raises(UsageError, match="no such file; expected a StyleGAN2-ADA .pkl"):
         load_generator(tmp_path / "nope.pkl")
 
 

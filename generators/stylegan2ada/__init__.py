@@ -210,7 +210,7 @@ def read_network(path):
     """Return (config, state_dict, provenance) from a NVIDIA .pkl or a synthgen checkpoint."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path}: network file not found (expected a StyleGAN2-ADA .pkl or a synthgen checkpoint)")
+        raise UsageError(f"{path}: no such file; expected a StyleGAN2-ADA .pkl or a synthgen checkpoint (`synthgen convert` writes one); check the path")
     kind = _file_kind(path)
     if kind == "pkl":
         return load_pickle(path)

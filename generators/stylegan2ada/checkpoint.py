@@ -110,7 +110,7 @@ def load_checkpoint(path):
     if not zipfile.is_zipfile(path):
         raise DataError(f"{path}: not a synthgen checkpoint (expected a torch.save zip file)")
     _check_zip(path)
-    payload = safe_torch_load(path, "synthgen checkpoint")
+    payload = safe_torch_load(path, "synthgen checkpoint", "--network")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise DataError(f"{path}: not a synthgen StyleGAN2-ADA checkpoint (no format '{FORMAT}')")
     version = payload.get("format_version")

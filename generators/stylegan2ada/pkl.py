@@ -24,7 +24,7 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
-from synthgen.errors import DataError, UnsafePickleError
+from synthgen.errors import DataError, UnsafePickleError, UsageError
 
 from .bounds import check_config, check_state
 from .network import MappingConfig, StyleGAN2Config, SynthesisConfig
@@ -103,7 +103,7 @@ def read_pickle(path) -> dict:
         with open(path, "rb") as f:
             data = f.read()
     except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
+        raise UsageError(f"{path}: no such file; expected a StyleGAN2-ADA .pkl or a synthgen checkpoint (`synthgen convert` writes one); check the path") from None
     except IsADirectoryError:
         raise DataError(f"{path}: is a directory, expected a StyleGAN2-ADA network .pkl") from None
     if len(data) < 2 or data[0] != 0x80:

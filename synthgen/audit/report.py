@@ -128,18 +128,47 @@ def validate(cfg: AuditConfig) -> None:
         raise UsageError(f"must be >= 1, got {cfg.max_chance_queries}", "max_chance_queries")
 
 
+SIDES = (("synthetic", "--synthetic"), ("authentic", "--authentic"))
+
+
+def build_matchers(cfg: AuditConfig, device="cpu") -> list:
+    """Every matcher of the config, built (weights read, packages imported): what can refuse a
+    matcher refuses here. `synthgen run` calls it before generating anything."""
+    from .matchers import make_matcher
+
+    return [make_matcher(name, w, cfg.arch, device) for name, w in zip(_names(cfg), _weights(cfg, len(_names(cfg))))]
+
+
+def open_inputs(cfg: AuditConfig, matchers) -> dict:
+    """Both sides read once, before anything is embedded or created: a missing or empty set, or a
+    bad embeddings file, is refused now. Returns side -> ImageSet (image matchers) or side ->
+    Embedded (--matcher embeddings), handed to each matcher's embed_path."""
+    from .embed import ImageSet, load_embeddings_file
+    from .matchers.base import ImageMatcher
+
+    kinds = {isinstance(m, ImageMatcher) for m in matchers}
+    if len(kinds) > 1:
+        raise UsageError("--matcher embeddings reads embedding files, the other matchers read images: audit them "
+                         "separately", "--matcher")
+    if kinds == {True}:
+        return {side: ImageSet(getattr(cfg, side), cfg.max_per_class, flag) for side, flag in SIDES}
+    return {side: load_embeddings_file(getattr(cfg, side), flag) for side, flag in SIDES}
+
+
 def run_audit(cfg: AuditConfig | None = None, **kwargs) -> dict:
     """Python API of `synthgen audit`; returns the report dict (also written to OUT/report.json)."""
     from synthgen.device import resolve_device
-
-    from .matchers import make_matcher
 
     cfg = cfg or AuditConfig(**kwargs)
     validate(cfg)
     device = resolve_device(cfg.device)
     out = Path(cfg.out)
-    ensure_writable_dir(out)
     names = _names(cfg)
+    # Everything that can refuse runs before OUT exists and before anything is embedded: each
+    # matcher is built (weights, packages), each side is listed (missing, empty).
+    matchers = build_matchers(cfg, device)
+    sets = open_inputs(cfg, matchers)
+    ensure_writable_dir(out)
     rule = _rule(cfg)
     alpha_m = cfg.alpha / len(names) if cfg.combine == "any" else cfg.alpha
     t0 = time.time()
@@ -147,13 +176,12 @@ def run_audit(cfg: AuditConfig | None = None, **kwargs) -> dict:
     warnings = _alignment_warnings(cfg)
     per = []
     images = (None, None)
-    for name, weights in zip(names, _weights(cfg, len(names))):
-        matcher = make_matcher(name, weights, cfg.arch, device)
+    for name, matcher in zip(names, matchers):
         sides = {}
-        for side, flag in (("synthetic", "--synthetic"), ("authentic", "--authentic")):
+        for side, flag in SIDES:
             sides[side] = matcher.embed_path(getattr(cfg, side), flag, cache_dir=cache, max_per_class=cfg.max_per_class,
                                              batch_size=cfg.batch_size, progress=cfg.progress,
-                                             desc=f"embed {side} ({name})")
+                                             desc=f"embed {side} ({name})", images=sets.get(side))
             if len(sides[side][0].keys) == 0:
                 raise DataError(f"{flag} {getattr(cfg, side)}: no readable images to embed")
         (syn, syn_images), (auth, auth_images) = sides["synthetic"], sides["authentic"]

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from synthgen.encodings import FILE_FORMATS
-from synthgen.errors import DataError, UsageError
+from synthgen.errors import DataError, UsageError, require_input
 from synthgen.options import opt
 from synthgen.runs import ensure_writable_dir
 from synthgen.safepath import show, show_path
@@ -65,6 +65,7 @@ def export(root, out, format: str, shuffle: bool = False, seed: int = 0, jpeg_qu
     opts = {"shuffle": shuffle, "seed": seed, "jpeg_quality": jpeg_quality, "image_format": image_format,
             "samples_per_file": samples_per_file}
     exporter.check(opts)
+    require_input(root, "DIR", "a shard directory (synthgen shard --out)")
     shards = _Shards(root)  # checks index.json, every shard's presence and storage layout
     out = Path(out)
     if out.exists() and not out.is_dir():

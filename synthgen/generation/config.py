@@ -133,8 +133,7 @@ def validate_config(cfg: GenerateConfig, host: bool = True) -> None:
     check_device(cfg.device, "--device", host)
     if host:
         if not Path(cfg.network).is_file():
-            raise DataError(f"{cfg.network}: network file not found (expected a StyleGAN2-ADA .pkl or a synthgen "
-                            "checkpoint); check --network")
+            raise UsageError(f"{cfg.network}: no such file; expected a StyleGAN2-ADA .pkl or a synthgen checkpoint (`synthgen convert` writes one); check the path", "--network")
         if cfg.align:
             from synthgen.alignment import load_template
 

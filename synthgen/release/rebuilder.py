@@ -12,7 +12,7 @@ import json
 import shutil
 from pathlib import Path
 
-from synthgen.errors import DataError, UsageError
+from synthgen.errors import DataError, UsageError, require_input
 from synthgen.fsutil import atomic_write_text, sha256_file
 from synthgen.safepath import show_path
 
@@ -43,6 +43,7 @@ def rebuild(card_path, network, out, progress: bool = True) -> dict:
     from .stage import data_files, materialize_formats
 
     card_path, out = Path(card_path), Path(out)
+    require_input(card_path, "CARD.json", "a release's card.json")
     card = _card(card_path)
     _check_card(card, card_path)
     if not card["rebuild"].get("rebuildable"):

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from synthgen.contract import MANIFEST, MARKERS, STAGE_DIRS
-from synthgen.errors import DataError
+from synthgen.errors import DataError, require_input
 from synthgen.safepath import show_path
 
 ALIGN_MODES = ("stage", "inline", "none")  # separate align stage | generate --align | no alignment
@@ -111,6 +111,7 @@ def read_run(root) -> RunView:
     """Check that RUN holds a finished, audited `synthgen run` and read what a release needs."""
     root = Path(root)
     need = "release needs the folder of a finished, audited `synthgen run` (raw/, shards/, audit/)"
+    require_input(root, "RUN_DIR", "the folder of a finished, audited `synthgen run`")
     if not root.is_dir():
         raise DataError(f"{show_path(root)}: not a directory; {need}")
     gen_dir = root / STAGE_DIRS["generate"]

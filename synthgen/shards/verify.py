@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from synthgen.encodings import ENCODINGS
+from synthgen.errors import require_input
 from synthgen.fsutil import sha256_file
 from synthgen.safepath import path_problem, show, show_path
 
@@ -20,6 +21,7 @@ def verify(root) -> list[str]:
     import h5py
 
     root = Path(root)
+    require_input(root, "DIR", "a shard directory or a release")
     ip = root / INDEX
     problems = []
     if root.is_dir():

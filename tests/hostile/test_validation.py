@@ -94,7 +94,7 @@ def test_validate_without_host_checks_accepts_the_example():
 
     cfg = load_config(Path(__file__).parents[2] / "examples" / "sface60.toml")
     validate(cfg)  # files of the example need not exist here
-    with pytest.raises(DataError, match="sface-casia-128.pkl: network file not found"):
+    with pytest.raises(UsageError, match="sface-casia-128.pkl: no such file"):
         validate(cfg, host=True)
 
 

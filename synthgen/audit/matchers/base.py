@@ -6,7 +6,8 @@ A matcher turns aligned uint8 RGB crops into L2-normalised embeddings:
     id           name + weights sha256 prefix: the embedding cache key
     input_size   the crop side it wants (crops are resized to it)
     embed(images NHWC uint8) -> float32 [N, D], unit rows
-    embed_path(path, flag, ...) -> (Embedded, ImageSet | None): one whole side of an audit
+    embed_path(path, flag, ..., images=None) -> (Embedded, ImageSet | None): one whole side of an
+                 audit (`images`: the ImageSet of `path`, when the caller opened it already)
 
 `ImageMatcher` implements `embed_path` for image folders and shard directories (cached); a
 matcher that reads something else (precomputed embeddings) overrides it.
@@ -37,7 +38,7 @@ class Matcher(Protocol):
     def embed(self, images: np.ndarray) -> np.ndarray: ...
 
     def embed_path(self, path, flag: str, *, cache_dir, max_per_class=None, batch_size=256, progress=True,
-                   desc="embed") -> tuple[Embedded, ImageSet | None]: ...
+                   desc="embed", images: ImageSet | None = None) -> tuple[Embedded, ImageSet | None]: ...
 
 
 class ImageMatcher:
@@ -46,13 +47,16 @@ class ImageMatcher:
     name = "image-matcher"
     input_size = 112
 
-    def embed_path(self, path, flag, *, cache_dir, max_per_class=None, batch_size=256, progress=True, desc="embed"):
-        images = ImageSet(path, max_per_class, flag)
+    def embed_path(self, path, flag, *, cache_dir, max_per_class=None, batch_size=256, progress=True, desc="embed",
+                   images: ImageSet | None = None):
+        """`images`: the set already opened from `path` (the audit lists each side once, before it
+        creates anything)."""
+        images = images if images is not None else ImageSet(path, max_per_class, flag)
         return embed_set(images, self, cache_dir, batch_size, progress, desc), images
 
 
 def load_state(path, what):
-    sd = safe_torch_load(path, f"{what} weights")
+    sd = safe_torch_load(path, f"{what} weights", "--weights")
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]
     if not isinstance(sd, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in sd.items()):

@@ -22,5 +22,6 @@ class PrecomputedEmbeddings:
         raise UsageError("--matcher embeddings reads embedding files; it cannot embed images", "--matcher")
 
     def embed_path(self, path, flag, *, cache_dir=None, max_per_class=None, batch_size=256, progress=True,
-                   desc="embed"):
-        return load_embeddings_file(path, flag), None
+                   desc="embed", images=None):
+        """`images`: the file's Embedded, when the audit loaded it already."""
+        return (images if images is not None else load_embeddings_file(path, flag)), None

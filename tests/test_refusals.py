@@ -1,0 +1,94 @@
+"""A refusal leaves nothing, and one rule for exit codes: a path the user named that does not exist
+is a usage error (exit 2) in every command; a file that exists but is wrong is a data error (exit 1)."""
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from synthgen.cli.main import cli
+
+
+def invoke(args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def one_line(r):
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and "Traceback" not in r.stderr, r.stderr
+    return lines[0]
+
+
+def faces(root, n_id=3, per=2, size=32, seed=0):
+    rng = np.random.RandomState(seed)
+    for i in range(n_id):
+        (root / f"{i:06d}").mkdir(parents=True)
+        for k in range(per):
+            Image.fromarray(rng.randint(0, 256, (size, size, 3), dtype=np.uint8)).save(root / f"{i:06d}" / f"{k}.png")
+    return root
+
+
+@pytest.mark.parametrize("args, named", [
+    (["info", "{t}/nosuch.pkl"], "nosuch.pkl"),
+    (["convert", "{t}/nosuch.pkl", "{t}/o.pt"], "nosuch.pkl"),
+    (["generate", "--network", "{t}/nosuch.pkl", "--out", "{t}/o"], "--network"),
+    (["align", "--in", "{t}/nosuch", "--out", "{t}/o"], "--in"),
+    (["shard", "--in", "{t}/nosuch", "--out", "{t}/o"], "--in"),
+    (["verify", "{t}/nosuch"], "DIR"),
+    (["export", "{t}/nosuch", "--format", "imagefolder", "--out", "{t}/o"], "DIR"),
+    (["release", "{t}/nosuch", "--out", "{t}/o"], "RUN_DIR"),
+    (["rebuild", "{t}/nosuch.json", "--network", "{t}/x.pkl", "--out", "{t}/o"], "CARD.json"),
+    (["run", "{t}/nosuch.toml"], "CONFIG"),
+    (["audit", "--synthetic", "{t}/nosuch", "--authentic", "{t}/nosuch", "--out", "{t}/o", "--matcher", "pixels"],
+     "--synthetic"),
+])
+def test_a_missing_input_is_a_usage_error_in_every_command(tmp_path, args, named):
+    r = invoke([a.format(t=tmp_path) for a in args])
+    assert r.exit_code == 2, (r.exit_code, r.output)
+    line = one_line(r)
+    assert named in line and "nosuch" in line
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.fixture
+def sets(tmp_path):
+    syn = faces(tmp_path / "syn")
+    auth = faces(tmp_path / "auth", seed=1)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "readme.txt").write_text("no images here")
+    return tmp_path
+
+
+@pytest.mark.parametrize("extra, code, needle", [
+    (["--synthetic", "{t}/nosuch", "--authentic", "{t}/auth", "--matcher", "pixels"], 2, "--synthetic"),
+    (["--synthetic", "{t}/syn", "--authentic", "{t}/nosuch", "--matcher", "pixels"], 2, "--authentic"),
+    (["--synthetic", "{t}/syn", "--authentic", "{t}/empty", "--matcher", "pixels"], 1, "no images"),
+    (["--synthetic", "{t}/syn", "--authentic", "{t}/notes", "--matcher", "pixels"], 1, "no images"),
+    (["--synthetic", "{t}/empty", "--authentic", "{t}/auth", "--matcher", "pixels"], 1, "no images"),
+    (["--synthetic", "{t}/syn", "--authentic", "{t}/auth", "--matcher", "iresnet", "--arch", "r18",
+      "--weights", "{t}/nosuch.pth"], 2, "--weights"),
+    (["--synthetic", "{t}/syn", "--authentic", "{t}/auth", "--matcher", "embeddings"], 2, "embeddings file"),
+    (["--synthetic", "{t}/syn", "--authentic", "{t}/auth", "--matcher", "pixels", "--matcher", "embeddings"], 2,
+     "audit them separately"),
+])
+def test_a_refused_audit_leaves_no_output_folder(sets, extra, code, needle):
+    """Before: --out (and its embeddings cache) was created first; an empty authentic set was found
+    only after the whole synthetic set had been embedded."""
+    out = sets / "audit"
+    r = invoke(["audit", "--out", out, *[a.format(t=sets) for a in extra]])
+    assert r.exit_code == code, r.output
+    assert needle in one_line(r)
+    assert not out.exists()
+
+
+def test_an_empty_authentic_set_is_refused_before_anything_is_embedded(sets, monkeypatch):
+    from synthgen.audit.matchers.double import PixelProjectionMatcher
+
+    def never(self, images):
+        raise AssertionError("embedded before the empty authentic set was refused")
+
+    monkeypatch.setattr(PixelProjectionMatcher, "embed", never)
+    r = invoke(["audit", "--synthetic", sets / "syn", "--authentic", sets / "empty", "--out", sets / "a",
+                "--matcher", "pixels"])
+    assert r.exit_code == 1 and "no images" in r.stderr and not (sets / "a").exists()
