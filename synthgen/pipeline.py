@@ -27,6 +27,7 @@ import os
 import time
 from pathlib import Path
 
+from synthgen.contract import MARKERS
 from synthgen.errors import DataError, UsageError
 from synthgen.fsutil import atomic_write_text
 from synthgen.runs import config_hash, ensure_writable_dir
@@ -67,7 +68,8 @@ def load_config(path) -> dict:
 
 
 def apply_override(cfg: dict, item: str) -> None:
-    """`stage.key=value` (or `out=value`) into the config; value in TOML syntax, else a string."""
+    """`stage.key=value` (or `out=value`) into the config; value in TOML syntax, else a string.
+    `stage.key=` (nothing after `=`) removes the key, so the stage's default applies."""
     try:
         import tomllib
     except ImportError:  # Python 3.10
@@ -75,11 +77,18 @@ def apply_override(cfg: dict, item: str) -> None:
     if "=" not in item:
         raise UsageError(f"'{item}': expected STAGE.KEY=VALUE, e.g. generate.per_class=10", "--set")
     key, raw = item.split("=", 1)
+    parts = key.strip().split(".")
+    if not raw.strip():
+        if len(parts) > 2:
+            raise UsageError(f"'{key}': expected STAGE.KEY or KEY", "--set")
+        holder = cfg.get(parts[0]) if len(parts) == 2 else cfg
+        if isinstance(holder, dict):
+            holder.pop(parts[-1], None)
+        return
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw
-    parts = key.strip().split(".")
     if len(parts) == 1:
         cfg[parts[0]] = value
     elif len(parts) == 2:
@@ -201,11 +210,12 @@ def validate_audit_config(cfg, host: bool = True) -> None:
         raise UsageError(f"--matcher {cfg.matcher} needs weights = \"FILE\"", "--weights")
     check_device(cfg.device, "--device", host)
     if host:
-        if cfg.weights and not Path(cfg.weights).is_file():
-            raise UsageError(f"{cfg.weights} not found, expected the matcher's weights file", "--weights")
-        if cfg.matcher != "embeddings" and not Path(cfg.authentic).is_dir() and not Path(cfg.authentic).is_file():
+        from synthgen.audit.report import build_matchers
+
+        if not Path(cfg.authentic).is_dir() and not Path(cfg.authentic).is_file():
             raise UsageError(f"{cfg.authentic} not found, expected an aligned authentic set (folder tree or "
                              "shard dir)", "--authentic")
+        build_matchers(cfg)  # every matcher's weights and packages, before generate starts
 
 
 def stage_validators() -> dict:
@@ -264,7 +274,8 @@ def run_pipeline(cfg: dict, overwrite: bool = False, progress: bool = True, log=
             log(f"[{stage}] complete for this config, skipped")
             prev_out = dirs[stage]
             continue
-        if stage == "audit" and prev.get("config_hash") not in (None, h) and not overwrite:
+        if stage == "audit" and prev.get("config_hash") not in (None, h) and not overwrite and \
+                (dirs[stage] / MARKERS["audit"]).is_file():  # a failed audit wrote no report: rerun freely
             raise UsageError(f"{dirs[stage]} holds an audit made with a different config; pass --overwrite", "--overwrite")
         log(f"[{stage}] running -> {dirs[stage]}")
         t0 = time.time()

@@ -92,3 +92,63 @@ def test_an_empty_authentic_set_is_refused_before_anything_is_embedded(sets, mon
     r = invoke(["audit", "--synthetic", sets / "syn", "--authentic", sets / "empty", "--out", sets / "a",
                 "--matcher", "pixels"])
     assert r.exit_code == 1 and "no images" in r.stderr and not (sets / "a").exists()
+
+
+# ---------------------------------------------------------------------------------- synthgen run
+
+def run_config(tmp_path, **audit):
+    from conftest import MICRO
+
+    return {"out": str(tmp_path / "run"),
+            "generate": {"network": str(MICRO / "network-scrubbed-p4.pkl"), "classes": "0-1", "per_class": 2,
+                         "device": "cpu"},
+            "align": {"size": 32, "on_miss": "center-crop", "device": "cpu", "detector": "parity"},
+            "shard": {"shard_size": 5},
+            "audit": {"authentic": str(tmp_path / "auth"), "matcher": "pixels", "device": "cpu", **audit}}
+
+
+def test_set_with_nothing_after_the_equals_sign_removes_a_key():
+    from synthgen.pipeline import apply_override
+
+    cfg = {"audit": {"weights": "w.pth", "matcher": "dlib"}, "out": "x"}
+    apply_override(cfg, "audit.weights=")
+    apply_override(cfg, "out=")
+    apply_override(cfg, "shard.nothing=")  # removing what is not there is not an error
+    assert cfg == {"audit": {"matcher": "dlib"}}
+
+
+@pytest.mark.parametrize("audit, needle", [
+    ({"weights": ""}, "an empty path"),
+    ({"matcher": ["pixels", "iresnet"], "weights": ["{t}/auth/000000/0.png", "{t}/nosuch.pth"]}, "nosuch.pth"),
+])
+def test_run_checks_every_audit_matcher_before_generating(tmp_path, audit, needle):
+    """Before: with matcher = "dlib" and weights = "", generate, align and shard ran and then the
+    audit failed; a list of matchers had its weights checked by nobody."""
+    import json
+
+    from synthgen.pipeline import run_pipeline
+    from synthgen.errors import UsageError
+
+    faces(tmp_path / "auth")
+    audit = json.loads(json.dumps(audit).replace("{t}", str(tmp_path)))
+    with pytest.raises(UsageError, match="weights") as e:
+        run_pipeline(run_config(tmp_path, **audit), progress=False, log=lambda *a: None)
+    assert needle in str(e.value)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_run_whose_audit_failed_accepts_the_corrected_config(tmp_path):
+    """Before: the failed audit's config hash stayed in run.json and the corrected rerun was
+    refused ("holds an audit made with a different config") although the audit folder was empty."""
+    from synthgen.errors import DataError
+    from synthgen.pipeline import run_pipeline
+
+    (tmp_path / "empty").mkdir()
+    faces(tmp_path / "auth")
+    cfg = run_config(tmp_path, authentic=str(tmp_path / "empty"))
+    with pytest.raises(DataError, match="no images"):
+        run_pipeline(cfg, progress=False, log=lambda *a: None)
+    assert not (tmp_path / "run" / "audit").exists()
+    cfg["audit"]["authentic"] = str(tmp_path / "auth")
+    rec = run_pipeline(cfg, progress=False, log=lambda *a: None)
+    assert rec["stages"]["audit"]["status"] == "complete"

@@ -89,6 +89,9 @@ def _weights(cfg: AuditConfig, n: int) -> list:
     if w is None or (not isinstance(w, str) and len(w) == 0):
         return [None] * n
     ws = [w] if isinstance(w, str) else list(w)
+    if any(isinstance(x, str) and not x.strip() for x in ws):
+        raise UsageError("an empty path; give the weights file, or leave the setting out (in `synthgen run`: "
+                         "--set audit.weights= removes it)", "--weights")
     if len(ws) == n:
         return ws
     raise UsageError(f"{len(ws)} weights files for {n} matchers: give one --weights per --matcher, in order, or none",

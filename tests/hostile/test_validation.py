@@ -65,7 +65,7 @@ device = "cpu"
     (("per_class = 1", 'per_class = 1\nnoise_mode = "loud"'), ["[generate] noise_mode", "'loud'"]),
     (("per_class = 1", 'per_class = 1\nprecision = "fp8"'), ["[generate] precision", "'fp8'"]),
     (('authentic = "', 'authentic = "/no/such/'), ["[audit] authentic", "not found"]),
-    (('weights = "', 'weights = "/no/such/'), ["[audit] weights", "not found"]),
+    (('weights = "', 'weights = "/no/such/'), ["[audit] weights", "no such file"]),
     (('device = "cpu"\n[audit]', 'device = "gpu0"\n[audit]'), ["[align] device", "'gpu0'"]),
 ])
 def test_run_checks_every_stage_before_anything_runs(tmp_path, edit, needles):
