@@ -73,6 +73,21 @@ def load_rgb(path, still_only: bool = False) -> np.ndarray:
         raise UnreadableImage(f"{path}: {type(e).__name__}: {e}") from None
 
 
+def image_size(path) -> tuple[int, int]:
+    """(height, width) as load_rgb would return it (EXIF rotation applied), from the header only:
+    no pixels are decoded. UnreadableImage when the file is not an image Pillow reads."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            if im.getexif().get(0x0112) in (5, 6, 7, 8):  # EXIF orientations that swap the sides
+                w, h = h, w
+            return h, w
+    except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as e:
+        raise UnreadableImage(f"{path}: {type(e).__name__}: {e}") from None
+
+
 # Stage bookkeeping at the top of a tree (generate, align, shard outputs): not input files.
 METADATA_FILES = ("manifest.jsonl", "run.json", "align.json", "index.json")
 

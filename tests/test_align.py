@@ -234,3 +234,28 @@ def test_worker_processes_give_identical_outputs(tmp_path):
     assert (tmp_path / "one" / "manifest.jsonl").read_text() == (tmp_path / "two" / "manifest.jsonl").read_text()
     for png in (tmp_path / "one").rglob("*.png"):
         assert png.read_bytes() == (tmp_path / "two" / png.relative_to(tmp_path / "one")).read_bytes()
+
+
+def test_a_finished_align_rerun_is_a_no_op_and_drops_the_crops_of_deleted_inputs(tmp_path, monkeypatch):
+    """Before: a finished align, run again, redid every image, and a deleted input's crop stayed
+    in --out (where audit and shard then counted it)."""
+    import synthgen.alignment.stage as al
+
+    src = make_tree(tmp_path / "raw")
+    out = tmp_path / "al"
+    first = align(AlignConfig(inp=str(src), out=str(out), progress=False))
+    manifest = (out / "manifest.jsonl").read_text()
+
+    def no_work(*a, **k):
+        raise AssertionError("a finished image was aligned again")
+
+    monkeypatch.setattr(al, "align_step", no_work)
+    again = align(AlignConfig(inp=str(src), out=str(out), progress=False))
+    assert again["processed_this_run"] == 0 and again["counts"] == first["counts"]
+    assert (out / "manifest.jsonl").read_text() == manifest
+    (src / "id_b" / "nested" / "rgba.png").unlink()
+    after = align(AlignConfig(inp=str(src), out=str(out), progress=False))
+    assert not (out / "id_b" / "nested" / "rgba.png").exists() and not (out / "id_b" / "nested").exists()
+    assert after["counts"]["ok"] == first["counts"]["ok"] - 1 and after["processed_this_run"] == 0
+    assert "rgba.png" not in (out / "manifest.jsonl").read_text()
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == ["id_a/0.png", "id_a/1.png"]

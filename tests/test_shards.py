@@ -233,7 +233,11 @@ def test_bad_inputs(tmp_path, gen_dir):
     Image.new("RGB", (9, 8)).save(mixed / "a" / "2.png")
     with pytest.raises(DataError, match="2.png: image is 9x8, but the set is 8x8"):
         shard(ShardConfig(inp=str(mixed), out=str(tmp_path / "o2"), progress=False))
-    assert not list((tmp_path / "o2").glob("*.h5"))
+    assert not (tmp_path / "o2").exists()  # refused from the headers, before --out exists
+    (mixed / "a" / "2.png").write_bytes(b"not a png")
+    with pytest.raises(DataError, match="2.png: UnidentifiedImageError.*fix or remove the file"):
+        shard(ShardConfig(inp=str(mixed), out=str(tmp_path / "o2"), progress=False))
+    assert not (tmp_path / "o2").exists()
     broken = tmp_path / "broken"
     import shutil
 

@@ -254,8 +254,11 @@ def _align_into(cfg, inp, out, rels, skipped, template_name, template_pts, devic
     if not (out / ALIGN_JSON).exists():
         write_marker(out, ALIGN_JSON, meta)
     journal_path = out / JOURNAL
-    done = _read_journal(journal_path)
-    done = {k: r for k, r in done.items() if "path" not in r or (out / r["path"]).is_file()}
+    # What earlier runs of this config finished: the manifest of a complete run, then the journal
+    # of an interrupted one. Images whose crop is there are not redone (a rerun is a no-op).
+    prior = {**_read_journal(out / MANIFEST), **_read_journal(journal_path)}
+    _remove_crops_of_gone_inputs(out, prior, set(rels))
+    done = {k: r for k, r in prior.items() if k in set(rels) and ("path" not in r or (out / r["path"]).is_file())}
     todo = [r for r in rels if r not in done]
     t0 = time.time()
     _run(rels, cfg, template_pts, template_name, device, journal_path, done)
@@ -277,6 +280,20 @@ def _align_into(cfg, inp, out, rels, skipped, template_name, template_pts, devic
                         images_per_s=round(len(todo) / elapsed, 2) if elapsed > 0 and todo else None)
     journal_path.unlink(missing_ok=True)
     return meta, records, todo, elapsed
+
+
+def _remove_crops_of_gone_inputs(out: Path, prior: dict, inputs: set) -> None:
+    """An input deleted since the last run takes its crop with it (else audit and shard would count
+    it). Changed inputs under the same name are not detected: use --overwrite after editing inputs."""
+    live = {r.get("path") for k, r in prior.items() if k in inputs}
+    for src, r in prior.items():
+        if src not in inputs and "path" in r and r["path"] not in live:
+            crop = out / r["path"]
+            crop.unlink(missing_ok=True)
+            try:
+                crop.parent.rmdir()  # the identity folder, once empty
+            except OSError:
+                pass
 
 
 def _run(rels, cfg, template_pts, template_name, device, journal_path, done):

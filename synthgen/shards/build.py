@@ -73,6 +73,8 @@ def shard(cfg: ShardConfig | None = None, **kwargs) -> dict:
     ident = _identity(cfg)
     chash = config_hash(ident)
     _check_out(out, chash, cfg.overwrite)
+    if not out.is_dir() or not any(out.glob("shard-*.h5")):
+        _check_inputs(root, items)  # a fresh run: refuse unreadable or odd-sized inputs before --out exists
     ensure_writable_dir(out)
     try:
         index = _shard_into(root, out, cfg, items, classes, ident, chash, tqdm)
@@ -80,6 +82,25 @@ def shard(cfg: ShardConfig | None = None, **kwargs) -> dict:
                             brief={"total": index["total"], "classes": index["num_classes"], "shards": len(index["shards"])})
     except OSError as e:  # journal, index, temp cleanup: a full disk or a permission problem
         raise writer.write_error(Path(e.filename) if e.filename else out, e) from None
+
+
+def _check_inputs(root: Path, items) -> None:
+    """Every input's header (no pixels decoded): one that Pillow cannot open, or whose size differs
+    from the first's, is refused naming the file. A file damaged past its header is still caught
+    while its shard is written (finished shards are kept; the rerun resumes)."""
+    from synthgen.imageio import image_size
+
+    first = None
+    for key, _label, _rec in items:
+        try:
+            size = image_size(root / key)
+        except UnreadableImage as e:
+            raise DataError(f"{e}; fix or remove the file and rerun") from None
+        if first is None:
+            first = (key, size)
+        elif size != first[1]:
+            raise DataError(f"{show_path(root / key)}: image is {size[1]}x{size[0]}, but the set is "
+                            f"{first[1][1]}x{first[1][0]} (as {first[0]}); shards hold one size (align first to get equal crops)")
 
 
 def _shard_into(root, out, cfg, items, classes, ident, chash, tqdm) -> dict:
