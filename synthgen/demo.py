@@ -75,10 +75,10 @@ def run_demo(out="demo-run", progress=True, log=print) -> dict:
                     "The images are coloured noise from random weights: not faces, not for training."},
     }
     raw = out / "run" / "raw"
-    # Plant authentic images into the synthetic set (after generation, before alignment).
-    record = run_pipeline({**config, "align": {**config["align"], "enabled": False},
-                           "shard": {"enabled": False}, "audit": {"enabled": False}, "release": {"enabled": False}},
-                          progress=progress, log=log)
+    # Plant authentic images into the synthetic set (after generation, before alignment). The
+    # generate stage alone, with the run's own settings: `run` then finds it complete, and a
+    # second demo finds every stage complete and redoes nothing.
+    generate(GenerateConfig(**config["generate"], out=str(raw), progress=progress))
     for k in range(PLANTED):
         src = auth_raw / f"{k:06d}" / f"{k + 1:06d}.png"
         dst = raw / f"{k:06d}" / f"planted-{k}.png"

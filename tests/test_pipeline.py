@@ -116,6 +116,14 @@ def test_demo_end_to_end(tmp_path):
     assert verify_release(rel) == []
     rb = rebuild(rel / "card.json", tmp_path / "demo" / "network.pt", tmp_path / "rebuilt", progress=False)
     assert rb["differ"] == [] and rb["matched"] == rb["files"]
+    # a second demo reuses the finished run (before: the release refused the re-run audit's new report)
+    card_bytes, report_bytes = (rel / "card.json").read_bytes(), (tmp_path / "demo" / "run" / "audit" / "report.json").read_bytes()
+    again = CliRunner().invoke(cli, ["demo", "--out", str(tmp_path / "demo"), "--quiet"])
+    assert again.exit_code == 0, again.output
+    for stage in ("generate", "align", "shard", "audit"):
+        assert f"[{stage}] complete for this config, skipped" in again.output
+    assert (rel / "card.json").read_bytes() == card_bytes
+    assert (tmp_path / "demo" / "run" / "audit" / "report.json").read_bytes() == report_bytes
 
 
 def _run_worker(rank, world, port, cfg):
