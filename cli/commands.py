@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
 from synthgen.alignment import AlignConfig
@@ -20,8 +18,21 @@ from .main import cli, echo_json
 
 NETWORK = click.Path(dir_okay=False, path_type=str)
 # Options of the CLI only; the others come from the stage configs' fields (synthgen.options).
-QUIET = click.option("--quiet", is_flag=True, help="No progress bar.")
+QUIET = click.option("--quiet", is_flag=True, help="No progress bars (results, warnings and summaries still print).")
 JSON = click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+
+
+def brief_line(summary: dict) -> str:
+    """A stage's brief summary as words, whole (never JSON cut off mid-value)."""
+    parts = []
+    for k, v in summary.items():
+        if k == "verdict" and isinstance(v, dict):
+            parts.append(f"verdict {v.get('status')}")
+        elif isinstance(v, dict):
+            parts.append(f"{k}: " + ", ".join(f"{kk} {vv}" for kk, vv in v.items() if vv))
+        elif v is not None:
+            parts.append(f"{k} {v}")
+    return "; ".join(parts)
 
 
 @cli.command()
@@ -88,7 +99,7 @@ def generate(quiet, as_json, **options):
     summary = run_generate(GenerateConfig(**options, progress=not (quiet or as_json)))
     if as_json:
         echo_json(summary)
-    elif not quiet:
+    else:
         state = "complete" if summary.get("complete") else "slice done"
         click.echo(f"{state}: {summary['written']} written, {summary['skipped_existing']} already there, "
                    f"{summary['total']} in the run -> {options['out']}")
@@ -114,7 +125,7 @@ def align(quiet, as_json, **options):
     s = run_align(AlignConfig(**options, progress=not (quiet or as_json)))
     if as_json:
         echo_json({k: s[k] for k in ("counts", "written", "total", "seconds_this_run", "images_per_s")})
-    elif not quiet:
+    else:
         c = s["counts"]
         click.echo(f"aligned {s['written']} of {s['total']} -> {options['out']} ({', '.join(f'{k} {v}' for k, v in c.items() if v)})")
 
@@ -133,8 +144,7 @@ def shard(quiet, **options):
     from synthgen.shards import shard as run_shard
 
     idx = run_shard(ShardConfig(**options, progress=not quiet))
-    if not quiet:
-        click.echo(f"{idx['total']} images, {idx['num_classes']} classes in {len(idx['shards'])} shards -> {options['out']}")
+    click.echo(f"{idx['total']} images, {idx['num_classes']} classes in {len(idx['shards'])} shards -> {options['out']}")
 
 
 @cli.command()
@@ -166,7 +176,7 @@ def verify(directory):
 @cli.command()
 @click.argument("directory", metavar="DIR", type=click.Path(path_type=str))
 @click_options(ExportConfig)
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@QUIET
 def export(directory, quiet, **options):
     """Export shards for trainers: insightface RecordIO (train.rec/.idx/property), ImageFolder,
     WebDataset tars with DALI indexes, or Hugging Face parquet (data/train-*.parquet).
@@ -182,8 +192,7 @@ def export(directory, quiet, **options):
     from synthgen.export import export as run_export
 
     r = run_export(directory, progress=not quiet, **options)
-    if not quiet:
-        click.echo(f"exported {r['images']} images, {r['classes']} classes as {options['format']} -> {options['out']}")
+    click.echo(f"exported {r['images']} images, {r['classes']} classes as {options['format']} -> {options['out']}")
 
 
 @cli.command()
@@ -192,7 +201,7 @@ def export(directory, quiet, **options):
 @click.option("--weights", "weights", multiple=True, type=click.Path(dir_okay=False, path_type=str), metavar="FILE", help="Matcher weights (needed offline); repeatable: one per --matcher, in order.")
 @click_options(AuditConfig, only=("arch", "rule", "alpha", "combine", "fmr", "threshold", "batch_size", "device",
                                   "max_per_class", "top_k", "label_map", "cache_dir", "fail_on_leak"))
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@QUIET
 @click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
 def audit(matchers, weights, quiet, as_json, **options):
     """Identity-leakage report: can a synthetic identity or image be linked to a real one?
@@ -214,11 +223,11 @@ def audit(matchers, weights, quiet, as_json, **options):
                               weights=(weights[0] if len(weights) == 1 else list(weights)) if weights else None,
                               progress=not (quiet or as_json), **options))
     v = r["verdict"]
+    for w in r["warnings"]:  # on stderr, --quiet and --json included
+        click.echo(f"warning: {escape_control(w)}", err=True)
     if as_json:
         echo_json(v)
-    elif not quiet:
-        for w in r["warnings"]:
-            click.echo(f"warning: {w}", err=True)
+    else:
         click.echo(f"verdict: {v['status'].upper()}")
         for reason in v["reasons"]:
             click.echo(f"  - {reason}")
@@ -236,7 +245,7 @@ def audit(matchers, weights, quiet, as_json, **options):
 @click.option("--authentic", default=None, metavar="PATH", help="Overrides [audit] authentic.")
 @click.option("--set", "overrides", multiple=True, metavar="STAGE.KEY=VALUE", help="Override any config value, e.g. --set generate.per_class=10 (repeatable; VALUE in TOML syntax, bare words are strings).")
 @click.option("--overwrite", is_flag=True, help="Replace stage outputs made with a different config.")
-@click.option("--quiet", is_flag=True, help="No progress bars or stage log.")
+@click.option("--quiet", is_flag=True, help="No progress bars or stage log (the summary table still prints).")
 @click.option("--json", "as_json", is_flag=True, help="Print the run record as JSON.")
 def run(config, out, network, authentic, overrides, overwrite, quiet, as_json):
     """Run generate -> align -> shard -> audit (-> release) from one TOML config into one run directory.
@@ -263,11 +272,11 @@ def run(config, out, network, authentic, overrides, overwrite, quiet, as_json):
     record = run_pipeline(cfg, overwrite=overwrite, progress=not (quiet or as_json), log=(lambda *a: None) if quiet or as_json else click.echo)
     if as_json:
         echo_json(record)
-    elif not quiet:
+    else:
         click.echo("")
-        click.echo(f"{'stage':<10} {'status':<10} {'seconds':>8}  summary")
+        click.echo(f"{'stage':<10} {'status':<14} {'seconds':>8}  summary")
         for stage, st in record["stages"].items():
-            click.echo(f"{stage:<10} {st.get('status', ''):<10} {st.get('seconds', ''):>8}  {json.dumps(st.get('summary', {}))[:90]}")
+            click.echo(f"{stage:<10} {st.get('status', ''):<14} {st.get('seconds', ''):>8}  {brief_line(st.get('summary', {}))}")
     audit_cfg = record["config"].get("audit", {})
     summary = record["stages"].get("audit", {}).get("summary", {})
     status = summary.get("verdict", {}).get("status")
@@ -283,7 +292,7 @@ def run(config, out, network, authentic, overrides, overwrite, quiet, as_json):
 
 @cli.command()
 @click.option("--out", default="demo-run", type=click.Path(file_okay=False, path_type=str), metavar="DIR", help="Where the demo writes everything.")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@QUIET
 def demo(out, quiet):
     """Offline demo on CPU: random-weight generator and matcher, the whole pipeline, a leak report.
 
@@ -320,7 +329,7 @@ def release(run, quiet, as_json, **options):
     r = run_release(ReleaseConfig(run=run, **options, progress=not (quiet or as_json)))
     if as_json:
         echo_json(dict(r))
-    elif not quiet:
+    else:
         for rd in r["rounds"]:
             click.echo(f"round {rd['round']}: {rd['status']} ({rd.get('flagged_images')} images, "
                        f"{rd.get('flagged_identities')} identities flagged; removed {rd.get('removed', 0) or 0}, "
@@ -356,7 +365,6 @@ def rebuild(card, network, out, quiet):
     from synthgen.release import rebuild as run_rebuild
 
     r = run_rebuild(card, network, out, progress=not quiet)
-    if not quiet:
-        click.echo(f"rebuilt {r['images']} images; {r['matched']} of {r['files']} data files match the card "
+    click.echo(f"rebuilt {r['images']} images; {r['matched']} of {r['files']} data files match the card "
                    f"byte for byte -> {out} (the release was {r['status']}; check the shards with "
                    f"`synthgen verify {out}/shards`)")
