@@ -1,4 +1,5 @@
-"""Commands: each parses its options and calls one library function."""
+"""Commands: each parses its options and calls one library function. `COMMANDS` lists them;
+cli/main.py adds them to the `synthgen` group (this module imports nothing from it)."""
 
 from __future__ import annotations
 
@@ -14,12 +15,17 @@ from synthgen.options import click_options
 from synthgen.release.config import ReleaseConfig
 from synthgen.shards import ShardConfig
 
-from .main import cli, echo_json
 
 NETWORK = click.Path(dir_okay=False, path_type=str)
 # Options of the CLI only; the others come from the stage configs' fields (synthgen.options).
 QUIET = click.option("--quiet", is_flag=True, help="No progress bars (results, warnings and summaries still print).")
 JSON = click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+
+
+def echo_json(obj) -> None:
+    import json
+
+    click.echo(json.dumps(obj, indent=2, sort_keys=False, default=str))
 
 
 def brief_line(summary: dict) -> str:
@@ -35,7 +41,7 @@ def brief_line(summary: dict) -> str:
     return "; ".join(parts)
 
 
-@cli.command()
+@click.command()
 @click.argument("network", type=NETWORK)
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def info(network, as_json):
@@ -56,7 +62,7 @@ def info(network, as_json):
         click.echo(escape_control(line))  # provenance strings come from the file: they cannot forge lines
 
 
-@cli.command()
+@click.command()
 @click.argument("src", metavar="IN.pkl", type=NETWORK)
 @click.argument("dst", metavar="OUT", type=click.Path(dir_okay=False, path_type=str))
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
@@ -75,7 +81,7 @@ def convert(src, dst, overwrite):
     click.echo(f"wrote {dst} (sha256 {d['sha256'][:16]}..., from {src})")
 
 
-@cli.command()
+@click.command()
 @click_options(GenerateConfig, exclude=("overwrite", "progress"))
 @click_options(GenerateConfig, only=("overwrite",))
 @QUIET
@@ -105,7 +111,7 @@ def generate(quiet, as_json, **options):
                    f"{summary['total']} in the run -> {options['out']}")
 
 
-@cli.command()
+@click.command()
 @click_options(AlignConfig, exclude=("progress",))
 @QUIET
 @JSON
@@ -130,7 +136,7 @@ def align(quiet, as_json, **options):
         click.echo(f"aligned {s['written']} of {s['total']} -> {options['out']} ({', '.join(f'{k} {v}' for k, v in c.items() if v)})")
 
 
-@cli.command()
+@click.command()
 @click_options(ShardConfig, exclude=("progress",))
 @QUIET
 def shard(quiet, **options):
@@ -147,7 +153,7 @@ def shard(quiet, **options):
     click.echo(f"{idx['total']} images, {idx['num_classes']} classes in {len(idx['shards'])} shards -> {options['out']}")
 
 
-@cli.command()
+@click.command()
 @click.argument("directory", metavar="DIR", type=click.Path(path_type=str))
 def verify(directory):
     """Check a shard folder or a release folder.
@@ -173,7 +179,7 @@ def verify(directory):
     click.echo(f"ok: {directory}")
 
 
-@cli.command()
+@click.command()
 @click.argument("directory", metavar="DIR", type=click.Path(path_type=str))
 @click_options(ExportConfig)
 @QUIET
@@ -195,7 +201,7 @@ def export(directory, quiet, **options):
     click.echo(f"exported {r['images']} images, {r['classes']} classes as {options['format']} -> {options['out']}")
 
 
-@cli.command()
+@click.command()
 @click_options(AuditConfig, only=("synthetic", "authentic", "out"))
 @click.option("--matcher", "matchers", multiple=True, type=click.Choice(MATCHER_NAMES), help="Face matcher (repeatable: each gets its own calibration; pixels: a test double, not a face matcher) [default: facenet-vggface2].")
 @click.option("--weights", "weights", multiple=True, type=click.Path(dir_okay=False, path_type=str), metavar="FILE", help="Matcher weights (needed offline); repeatable: one per --matcher, in order.")
@@ -238,7 +244,7 @@ def audit(matchers, weights, quiet, as_json, **options):
         raise SystemExit(3 if v["status"] == "leak" else 4)
 
 
-@cli.command()
+@click.command()
 @click.argument("config", metavar="CONFIG.toml", required=False, type=click.Path(dir_okay=False, path_type=str))
 @click.option("--out", default=None, type=click.Path(file_okay=False, path_type=str), metavar="DIR", help="Run directory (overrides `out` in the config).")
 @click.option("--network", default=None, metavar="PKL_OR_CKPT", help="Overrides [generate] network.")
@@ -290,7 +296,7 @@ def run(config, out, network, authentic, overrides, overwrite, quiet, as_json):
         raise SystemExit(3 if verdict == "leak" else 4)  # as `synthgen release`
 
 
-@cli.command()
+@click.command()
 @click.option("--out", default="demo-run", type=click.Path(file_okay=False, path_type=str), metavar="DIR", help="Where the demo writes everything.")
 @QUIET
 def demo(out, quiet):
@@ -305,7 +311,7 @@ def demo(out, quiet):
     run_demo(out, progress=not quiet, log=click.echo)
 
 
-@cli.command()
+@click.command()
 @click.argument("run", metavar="RUN_DIR", type=click.Path(path_type=str))
 @click_options(ReleaseConfig, exclude=("run", "progress"))
 @QUIET
@@ -347,7 +353,7 @@ def release(run, quiet, as_json, **options):
         raise SystemExit(3 if r["final_verdict"] == "leak" else 4)
 
 
-@cli.command()
+@click.command()
 @click.argument("card", metavar="CARD.json", type=click.Path(dir_okay=False, path_type=str))
 @click.option("--network", required=True, type=NETWORK, metavar="PKL", help="The generator file the card names (its sha256 is checked).")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=str), metavar="DIR", help="Where the rebuilt release goes.")
@@ -368,3 +374,6 @@ def rebuild(card, network, out, quiet):
     click.echo(f"rebuilt {r['images']} images; {r['matched']} of {r['files']} data files match the card "
                    f"byte for byte -> {out} (the release was {r['status']}; check the shards with "
                    f"`synthgen verify {out}/shards`)")
+
+
+COMMANDS = (info, convert, generate, align, shard, verify, export, audit, run, demo, release, rebuild)

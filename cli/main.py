@@ -8,7 +8,6 @@ one `Error: ...` line on stderr; tracebacks only with `synthgen --debug ...`.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import sys
 
@@ -85,12 +84,11 @@ def cli(ctx, debug):
     ctx.ensure_object(dict)["debug"] = debug
 
 
-def echo_json(obj) -> None:
-    click.echo(json.dumps(obj, indent=2, sort_keys=False, default=str))
-
-
 def _register():
-    from . import commands  # noqa: F401  (registers the commands on `cli`)
+    from .commands import COMMANDS
+
+    for command in COMMANDS:
+        cli.add_command(command)
 
 
 _register()

@@ -41,16 +41,6 @@ class DataError(SynthgenError):
     exit_code = 1
 
 
-def require_input(path, flag: str, expected: str) -> None:
-    """The one rule for a path the user named that does not exist: a usage error (exit 2), in
-    every command. (A file that exists but is wrong is a DataError, exit 1.)"""
-    from synthgen.safepath import show_path
-
-    if not Path(path).exists() and not Path(path).is_symlink():
-        raise UsageError(f"{show_path(Path(path))}: no such file or directory, expected {expected}; check the path",
-                         flag)
-
-
 class UnsafePickleError(DataError):
     """A pickle asked for a global outside the allow-list; nothing from it was run."""
 

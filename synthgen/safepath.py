@@ -16,7 +16,7 @@ import re
 import unicodedata
 from pathlib import Path
 
-from synthgen.errors import DataError
+from synthgen.errors import DataError, UsageError
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
 # Cc: control (NUL, newline, ESC ...), Cf: format (bidi overrides), Zl/Zp: line/paragraph
@@ -93,3 +93,11 @@ def safe_relpath(value, root, file, entry: str, fix: str = "") -> str:
 def _fail(file, entry, value, why, fix):
     fix = fix or "regenerate the file with synthgen, or correct the entry by hand"
     raise DataError(f"{show_path(file)}: {entry} is {show(value)}: {why}; expected {EXPECTED}; {fix}")
+
+
+def require_input(path, flag: str, expected: str) -> None:
+    """The one rule for a path the user named that does not exist: a usage error (exit 2), in
+    every command. (A file that exists but is wrong is a DataError, exit 1.)"""
+    if not Path(path).exists() and not Path(path).is_symlink():
+        raise UsageError(f"{show_path(Path(path))}: no such file or directory, expected {expected}; check the path",
+                         flag)

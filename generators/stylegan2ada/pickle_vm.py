@@ -25,6 +25,7 @@ from collections import OrderedDict
 from synthgen.errors import DataError, UnsafePickleError
 
 from .pickle_limits import _check_graph, escape, hashable
+from .pickle_opcodes import NO_NEW_OBJECT, OPS
 
 MAX_LONG_BYTES = 64  # LONG1/LONG4 width; the largest legitimate value is torch's 10-byte magic
 
@@ -113,7 +114,7 @@ class PickleVM:
     def run(self, pos: int = 0):
         """Return (object, position after STOP)."""
         self.pos, self.stack, self.marks, self.memo = pos, [], [], {}
-        op_names = _OPS
+        op_names = OPS
         created = 0
         while True:
             if self.pos >= len(self.data):
@@ -123,7 +124,7 @@ class PickleVM:
             name = op_names.get(code)
             if name is None:
                 self._refuse(f"pickle opcode 0x{code:02x} at byte {self.pos - 1} is not supported")
-            if name not in _NO_NEW_OBJECT:
+            if name not in NO_NEW_OBJECT:
                 created += 1
                 if created > self.max_objects:
                     raise DataError(f"{self.where}: creates more than {self.max_objects} objects for a "
@@ -384,24 +385,3 @@ class _Global:
 
 
 _DICTS = (dict, OrderedDict)
-_NO_NEW_OBJECT = {"MARK", "POP", "POP_MARK", "DUP", "PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE", "GET", "BINGET",
-                  "LONG_BINGET", "FRAME", "PROTO", "STOP", "APPEND", "APPENDS", "SETITEM", "SETITEMS", "ADDITEMS",
-                  "BUILD"}
-_OPS = {
-    0x80: "PROTO", 0x95: "FRAME", ord("."): "STOP",
-    ord("("): "MARK", ord("0"): "POP", ord("1"): "POP_MARK", ord("2"): "DUP",
-    ord("N"): "NONE", 0x88: "NEWTRUE", 0x89: "NEWFALSE",
-    ord("J"): "BININT", ord("K"): "BININT1", ord("M"): "BININT2", 0x8A: "LONG1", 0x8B: "LONG4",
-    ord("G"): "BINFLOAT",
-    0x8C: "SHORT_BINUNICODE", ord("X"): "BINUNICODE", 0x8D: "BINUNICODE8",
-    ord("C"): "SHORT_BINBYTES", ord("B"): "BINBYTES", 0x8E: "BINBYTES8",
-    ord("U"): "SHORT_BINSTRING", ord("T"): "BINSTRING",
-    ord(")"): "EMPTY_TUPLE", ord("t"): "TUPLE", 0x85: "TUPLE1", 0x86: "TUPLE2", 0x87: "TUPLE3",
-    ord("]"): "EMPTY_LIST", ord("l"): "LIST", ord("}"): "EMPTY_DICT", ord("d"): "DICT",
-    0x8F: "EMPTY_SET", 0x91: "FROZENSET",
-    ord("a"): "APPEND", ord("e"): "APPENDS", ord("s"): "SETITEM", ord("u"): "SETITEMS", 0x90: "ADDITEMS",
-    ord("p"): "PUT", ord("q"): "BINPUT", ord("r"): "LONG_BINPUT", 0x94: "MEMOIZE",
-    ord("g"): "GET", ord("h"): "BINGET", ord("j"): "LONG_BINGET",
-    ord("c"): "GLOBAL", 0x93: "STACK_GLOBAL", ord("R"): "REDUCE", 0x81: "NEWOBJ", ord("b"): "BUILD",
-    ord("Q"): "BINPERSID",
-}  # not here (refused): INST, OBJ, NEWOBJ_EX, EXT*, PERSID, BYTEARRAY8, NEXT_BUFFER, READONLY_BUFFER, INT, LONG, ...

@@ -35,7 +35,7 @@ def _thumb(img: np.ndarray, size=96) -> str:
 
 
 def _pct(x) -> str:
-    from .report import _pct as p
+    from .wording import _pct as p
 
     return p(x)
 

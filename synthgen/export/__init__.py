@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from synthgen.encodings import FILE_FORMATS
-from synthgen.errors import DataError, UsageError, require_input
+from synthgen.errors import DataError, UsageError
 from synthgen.options import opt
 from synthgen.runs import ensure_writable_dir
-from synthgen.safepath import show, show_path
+from synthgen.safepath import require_input, show, show_path
 
 from .common import SAMPLES_PER_FILE
 

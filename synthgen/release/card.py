@@ -67,7 +67,7 @@ def build_card(cfg, run, state: dict, index: dict, formats: list, certified: boo
     from synthgen.runs import config_hash
 
     from .config import ReleaseConfig
-    from .stage import identity, settings
+    from .config import identity, settings
 
     gen = run.gen_meta
     gi = gen.get("identity") or {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,3 +78,20 @@ def validate(cfg: ReleaseConfig, host: bool = True) -> None:
         if not v.strip() or any(ord(ch) < 32 and ch not in "\n\t" for ch in v):
             raise UsageError(f"got {v!r}, expected non-empty text without control characters",
                              "--" + f.replace("_", "-"))
+
+
+# What decides the rounds (a folder holding another is refused, unless --overwrite) and what only
+# shapes the written files (changed on a refused or unfinished release: it simply continues).
+DECIDING = ("policy", "keep_foreign")
+
+
+def identity(cfg: ReleaseConfig, run) -> dict:
+    """What names a release folder: the run's audit (its report sha256) and the deciding settings."""
+    return {"run_audit_sha256": run.report_sha256, **{k: getattr(cfg, k) for k in DECIDING}}
+
+
+def settings(cfg: ReleaseConfig) -> dict:
+    """The settings that only shape the written files."""
+    d = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ReleaseConfig.RUNTIME_FIELDS + DECIDING}
+    d["formats"] = parse_formats(cfg.formats)
+    return d

@@ -12,9 +12,9 @@ import json
 import shutil
 from pathlib import Path
 
-from synthgen.errors import DataError, UsageError, require_input
+from synthgen.errors import DataError, UsageError
 from synthgen.fsutil import atomic_write_text, sha256_file
-from synthgen.safepath import show_path
+from synthgen.safepath import require_input, show_path
 
 
 def _card(path: Path) -> dict:
@@ -40,7 +40,7 @@ def rebuild(card_path, network, out, progress: bool = True) -> dict:
 
     from .remediate import Replacer, link_or_copy
     from .source import align_config_from, generate_config_from, read_manifest
-    from .stage import data_files, materialize_formats
+    from .formats import data_files, materialize_formats
 
     card_path, out = Path(card_path), Path(out)
     require_input(card_path, "CARD.json", "a release's card.json")

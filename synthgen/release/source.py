@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from synthgen.contract import MANIFEST, MARKERS, STAGE_DIRS
-from synthgen.errors import DataError, require_input
-from synthgen.safepath import show_path
+from synthgen.errors import DataError
+from synthgen.safepath import require_input, show_path
 
 ALIGN_MODES = ("stage", "inline", "none")  # separate align stage | generate --align | no alignment
 

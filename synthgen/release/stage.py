@@ -22,14 +22,15 @@ import shutil
 from pathlib import Path
 
 from synthgen import __version__
-from synthgen.contract import MANIFEST, MARKERS, STAGE_DIRS
+from synthgen.contract import MARKERS, STAGE_DIRS
 from synthgen.errors import DataError, UsageError
 from synthgen.fsutil import atomic_path, atomic_write_text
 from synthgen.runs import config_hash
 from synthgen.safepath import show_path
 from synthgen.stage import StageSummary, now, open_output, write_marker
 
-from .config import RELEASE_JSON, ReleaseConfig, parse_formats, validate
+from .config import RELEASE_JSON, ReleaseConfig, identity, parse_formats, settings, validate
+from .formats import data_files, materialize_formats
 from .remediate import Replacer, apply_removals, link_or_copy, plan_round
 from .source import RunView, read_flagged, read_json, read_run
 
@@ -40,21 +41,6 @@ QUARANTINE = "quarantine.csv"
 QUARANTINE_COLUMNS = ("round", "key", "class", "action", "reason", "score", "p_value", "matcher", "nearest_authentic",
                       "replacement_key", "replacement_seed", "replacement_attempt")
 AUDIT_FILES = (MARKERS["audit"], "flagged.csv", "report.html")
-
-
-# What decides the rounds (a folder holding another is refused, unless --overwrite) and what only
-# shapes the written files (changed on a refused or unfinished release: it simply continues).
-DECIDING = ("policy", "keep_foreign")
-
-
-def identity(cfg: ReleaseConfig, run: RunView) -> dict:
-    return {"run_audit_sha256": run.report_sha256, **{k: getattr(cfg, k) for k in DECIDING}}
-
-
-def settings(cfg: ReleaseConfig) -> dict:
-    d = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ReleaseConfig.RUNTIME_FIELDS + DECIDING}
-    d["formats"] = parse_formats(cfg.formats)
-    return d
 
 
 def release(cfg: ReleaseConfig | None = None, **kwargs) -> StageSummary:
@@ -382,48 +368,6 @@ def _audit_round(cfg: ReleaseConfig, run: RunView, out: Path, state: dict) -> No
     report = run_audit(AuditConfig(**c))
     state["rounds"][-1].update(_round_summary(rnd, report), audited=True)
     _save_state(out / WORK, state)
-
-
-# ----------------------------------------------------------------------------------------------
-# Writing the release
-
-
-def materialize_formats(tree: Path, records: dict, shard_config: dict, out: Path, fmts: list, progress: bool) -> dict:
-    """Working tree (+ its manifest, written here from `records`) -> REL/shards and every other
-    format. Shared with `rebuild`; returns the index."""
-    from synthgen.export import export
-    from synthgen.shards import ShardConfig, shard
-
-    from .config import formats_available
-
-    for f in fmts:
-        if f not in formats_available():  # a folder name: never anything a card could smuggle in
-            raise UsageError(f"'{f}' is not one of {', '.join(formats_available())}", "formats")
-    lines = [json.dumps(dict(records.get(k) or {}, path=k, status=(records.get(k) or {}).get("status", "ok")),
-                        sort_keys=True) for k in sorted(records)]
-    atomic_write_text(tree / MANIFEST, "\n".join(lines) + "\n")
-    names = {f.name for f in dataclasses.fields(ShardConfig)} - set(ShardConfig.RUNTIME_FIELDS)
-    sc = {k: v for k, v in shard_config.items() if k in names}
-    index = shard(ShardConfig(**sc, inp=str(tree), out=str(out / "shards"), overwrite=True, progress=progress))
-    for f in formats_available():  # written afresh; also a format an interrupted earlier invocation left
-        if f != "shards":
-            shutil.rmtree(out / f, ignore_errors=True)
-    for f in fmts:
-        if f != "shards":
-            export(out / "shards", out / f, f, progress=progress)
-    return dict(index)
-
-
-def data_files(out: Path, fmts: list) -> dict:
-    """relative path -> sha256 of every data file (the shards and each format's files)."""
-    from synthgen.fsutil import sha256_file
-
-    files = {}
-    for f in fmts:
-        for p in sorted((out / f).rglob("*")):
-            if p.is_file() and not (f == "shards" and p.name == MARKERS["shard"]):
-                files[p.relative_to(out).as_posix()] = sha256_file(p)
-    return files
 
 
 def _finalize(cfg: ReleaseConfig, run: RunView, out: Path, state: dict, fmts: list, certified: bool,

@@ -8,9 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from synthgen.encodings import ENCODINGS
-from synthgen.errors import require_input
 from synthgen.fsutil import sha256_file
-from synthgen.safepath import path_problem, show, show_path
+from synthgen.safepath import path_problem, require_input, show, show_path
 
 from .format import INDEX, REBUILD, SHARD_RE, TEMP_GLOB
 from .reader import index_problems, storage_problems
