@@ -40,12 +40,34 @@ def _tiny_outputs(precision, chunk):
     return ref, torch.stack(imgs)
 
 
+def _skip_unless_this_cpu_rounds_like_the_reference(measured: str):
+    """NVIDIA's fp16 reference was rendered on a CPU (fixture README). One float32 step in one
+    mapping output moves the fp16 image by ~1e-3, and fp32 matrix products (MKL SGEMM) round
+    differently on CPUs whose BLAS takes other code paths: on a Xeon with AVX512-FP16/AMX, 64,640 of
+    73,728 ws values differ from the reference (by <= 2.4e-6) before any fp16 op runs. Where this
+    machine's batch-1 fp32 ws are not the reference's bit for bit, bit-identity cannot be tested
+    here: skip, saying what was measured. Where they are, a difference is a regression: no skip."""
+    folder = require_tiny()
+    G = load_generator(folder / "network-scrubbed-p4.pkl", precision="fp32")
+    ref = np.load(folder / "ref_outputs.npz")
+    for p, psi in enumerate(ref["psis"]):
+        ws = torch.cat([G.map(ref["z"][s : s + 1], ref["classes"][s : s + 1], psi=float(psi)) for s in range(6)])
+        differ = int((ws.numpy() != ref["ws"][p]).sum())
+        if differ:
+            pytest.skip(f"this CPU's fp32 matrix products round unlike the reference machine's ({differ} of "
+                        f"{ws.numel()} ws values differ at psi {psi:g}), so fp16 bit-identity cannot be tested "
+                        f"here; measured {measured}")
+
+
 def test_fp16_on_cpu_reproduces_nvidia_fp16_reference():
     ref, ours16 = _tiny_outputs("fp16", 1)
     _, ours32 = _tiny_outputs("fp32", 1)
     d16 = float(np.abs(ours16.numpy() - ref["img__const"]).max())
     d32 = float(np.abs(ours32.numpy() - ref["img__const"]).max())
     assert d32 > 1e-3  # fp32 cannot match the fp16 reference (2.24e-3 measured)
+    assert d16 < 2 * FP32_VS_FP16_REF  # on any CPU: no farther than fp16 rounding explains
+    if d16 != 0.0:
+        _skip_unless_this_cpu_rounds_like_the_reference(f"fp16 max |diff| {d16:.3g}, fp32 {d32:.3g}")
     assert d16 <= d32 / 100, (d16, d32)  # measured: 0.0 (bit-identical)
     assert d16 == 0.0, f"fp16 batch 1 was bit-identical to NVIDIA's fp16 output when written; now {d16:.3g}"
     png16 = np.stack([to_uint8(x) for x in ours16])
@@ -74,10 +96,17 @@ def test_fp16_reference_pngs_through_generate(tmp_path):
     run_json = json.loads((out / "run.json").read_text())
     assert run_json["precision"] == "fp16" and run_json["chunk_size"] == 1
     assert run_json["identity"]["precision"] == "fp16" and run_json["identity"]["forward_chunk"] == 1
+    pairs = []
     for seed, cls in zip(ref["seeds"][:4], ref["classes"][:4]):
         ours = np.asarray(Image.open(out / f"{cls:06d}" / f"{seed:06d}.png"))
         theirs = np.asarray(Image.open(folder / "png/noise-const/trunc0.7" / f"class{cls}" / f"seed{seed:04d}.png").convert("RGB"))
-        np.testing.assert_array_equal(ours, theirs)
+        pairs.append((ours, theirs))
+    differ = sum(int((a != b).sum()) for a, b in pairs)
+    if differ:
+        assert max(int(np.abs(a.astype(int) - b).max()) for a, b in pairs) <= 2  # rounding, never a wrong image
+        _skip_unless_this_cpu_rounds_like_the_reference(f"{differ} PNG values differ by <= 2")
+    for a, b in pairs:
+        np.testing.assert_array_equal(a, b)
 
 
 def test_micro_fp16_shape_and_finite():
