@@ -58,16 +58,17 @@ def safe_torch_load(path, what: str, flag: str | None = None):
 MAX_INFLATE = 100  # a compressed array may expand at most this much (a zip/HDF5 bomb goes far beyond)
 
 
-def load_npz_arrays(path, names, what: str) -> dict:
-    """Arrays `names` from an .npz without pickles, object dtypes or more memory than the file
-    can honestly hold: each member's header is checked before numpy allocates it."""
+def load_npz_arrays(path, names, what: str, optional=()) -> dict:
+    """Arrays `names` (and those of `optional` that are present) from an .npz without pickles,
+    object dtypes or more memory than the file can honestly hold: each member's header is checked
+    before numpy allocates it."""
     import zipfile
 
     out = {}
     try:
         with zipfile.ZipFile(path) as z:
             members = {i.filename: i for i in z.infolist()}
-            for name in names:
+            for name in [*names, *(o for o in optional if f"{o}.npy" in members)]:
                 info = members.get(f"{name}.npy")
                 if info is None:
                     have = sorted(show(m.removesuffix(".npy")) for m in members)[:10]

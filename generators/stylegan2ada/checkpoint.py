@@ -25,7 +25,7 @@ from synthgen.safeload import safe_torch_load
 
 from .bounds import check_config, check_state
 from .network import StyleGAN2Config
-from .pickle_limits import escape, show
+from synthgen.safepickle import escape, show
 
 FORMAT = "synthgen.stylegan2ada"
 FORMAT_VERSION = 1

@@ -14,8 +14,8 @@ import torch
 
 from synthgen.errors import DataError, UnsafePickleError
 
-from .pickle_limits import hashable, show
-from .pickle_vm import PickleVM, _Global
+from synthgen.safepickle import hashable, show
+from synthgen.safepickle import PickleVM, _Global
 
 
 # numpy dtypes a network pickle may hold: plain little/big-endian numbers, nothing with fields,

@@ -3,7 +3,7 @@
 Those pickles store every module as a call to `torch_utils.persistence.
 _reconstruct_persistent_obj(meta)`, where `meta` carries the module's Python source
 (`module_src`), its class name and its instance state. NVIDIA's loader `exec`s that source,
-so loading a file means running its author's code. We do not: `pickle_vm.PickleVM`
+so loading a file means running its author's code. We do not: `synthgen.safepickle.PickleVM`
 interprets the opcodes itself and builds only plain data; the few globals such a file uses map
 to functions here that build inert records (`PersistentRecord`, a dtype record, tensors from
 storages parsed byte by byte, never through `torch.load`), each checking its arguments. Any
@@ -30,8 +30,8 @@ from .bounds import check_config, check_state
 from .network import MappingConfig, StyleGAN2Config, SynthesisConfig
 from .pickle_values import (_Budget, _charged, _codecs_encode, _DtypeRecord, _make_tensor_builders, _numpy_scalar,
                             _ordered_dict, _set_of)
-from .pickle_limits import escape, show
-from .pickle_vm import PickleVM
+from synthgen.safepickle import escape, show
+from synthgen.safepickle import PickleVM
 
 
 class PersistentRecord:

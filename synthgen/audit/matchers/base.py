@@ -5,7 +5,8 @@ A matcher turns aligned uint8 RGB crops into L2-normalised embeddings:
     name         registry name, e.g. "facenet-casia"
     id           name + weights sha256 prefix: the embedding cache key
     input_size   the crop side it wants (crops are resized to it)
-    embed(images NHWC uint8) -> float32 [N, D], unit rows
+    embed(images NHWC uint8, raw=False) -> float32 [N, D], unit rows (raw=True: the network's
+                 output before normalisation, which `synthgen evaluate` sums with the mirror's)
     embed_path(path, flag, ..., images=None) -> (Embedded, ImageSet | None): one whole side of an
                  audit (`images`: the ImageSet of `path`, when the caller opened it already)
 
@@ -35,7 +36,7 @@ class Matcher(Protocol):
     @property
     def id(self) -> str: ...
 
-    def embed(self, images: np.ndarray) -> np.ndarray: ...
+    def embed(self, images: np.ndarray, raw: bool = False) -> np.ndarray: ...
 
     def embed_path(self, path, flag: str, *, cache_dir, max_per_class=None, batch_size=256, progress=True,
                    desc="embed", images: ImageSet | None = None) -> tuple[Embedded, ImageSet | None]: ...
@@ -97,10 +98,10 @@ class TorchMatcher(ImageMatcher):
     def preprocess(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def embed(self, images: np.ndarray) -> np.ndarray:
+    def embed(self, images: np.ndarray, raw: bool = False) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(images)).to(self.device).permute(0, 3, 1, 2).float()
         with torch.no_grad():
             e = self.model(self.preprocess(x).contiguous(memory_format=torch.channels_last)).float()
-        return F.normalize(e, dim=1).cpu().numpy().astype(np.float32)
+        return (e if raw else F.normalize(e, dim=1)).cpu().numpy().astype(np.float32)
 
 

@@ -139,6 +139,8 @@ class DlibMatcher(ImageMatcher):
             return np.zeros((0, 128), np.float32)
         return np.asarray(self.net.compute_face_descriptor(list(chips), 0), dtype=np.float32).reshape(len(chips), 128)
 
-    def embed(self, images: np.ndarray) -> np.ndarray:
+    def embed(self, images: np.ndarray, raw: bool = False) -> np.ndarray:
         e = self.raw_descriptors(images)
+        if raw:
+            return e.astype(np.float32)
         return (e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)).astype(np.float32)

@@ -27,7 +27,9 @@ class PixelProjectionMatcher(ImageMatcher):
     def id(self) -> str:
         return f"{self.name}-{self.weights_sha256[:16]}"
 
-    def embed(self, images: np.ndarray) -> np.ndarray:
+    def embed(self, images: np.ndarray, raw: bool = False) -> np.ndarray:
         x = images.reshape(len(images), -1).astype(np.float32) / 127.5 - 1.0
         e = x @ self.proj
+        if raw:
+            return e.astype(np.float32)
         return (e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)).astype(np.float32)

@@ -18,7 +18,7 @@ class PrecomputedEmbeddings:
     input_size = 0
     id = "precomputed"
 
-    def embed(self, images: np.ndarray) -> np.ndarray:
+    def embed(self, images: np.ndarray, raw: bool = False) -> np.ndarray:
         raise UsageError("--matcher embeddings reads embedding files; it cannot embed images", "--matcher")
 
     def embed_path(self, path, flag, *, cache_dir=None, max_per_class=None, batch_size=256, progress=True,

@@ -40,12 +40,14 @@ class OnnxMatcher(ImageMatcher):
     def id(self):
         return f"onnx-{self.weights_sha256[:16]}"
 
-    def embed(self, images: np.ndarray) -> np.ndarray:
+    def embed(self, images: np.ndarray, raw: bool = False) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
         if x.shape[-1] != self.input_size:
             x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
         x = ((x / 255.0 - 0.5) / 0.5).numpy()
         e = self.sess.run(None, {self.input_name: x})[0].astype(np.float32)
+        if raw:
+            return e
         return e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
 
 

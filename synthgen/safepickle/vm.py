@@ -24,8 +24,8 @@ from collections import OrderedDict
 
 from synthgen.errors import DataError, UnsafePickleError
 
-from .pickle_limits import _check_graph, escape, hashable
-from .pickle_opcodes import NO_NEW_OBJECT, OPS
+from .limits import _check_graph, escape, hashable
+from .opcodes import NO_NEW_OBJECT, OPS
 
 MAX_LONG_BYTES = 64  # LONG1/LONG4 width; the largest legitimate value is torch's 10-byte magic
 
@@ -35,9 +35,13 @@ class PickleVM:
 
     globals_: {(module, name): callable(*args)}; newobj: {(module, name): callable()} for NEWOBJ;
     build(obj, state) -> obj or raise; persistent(pid) -> obj or raise (None: refused).
+    kind: what the file should be, for messages. py2_str: how Python 2 `str` (BINSTRING) reads:
+    "ascii" (pickle's default) or "bytes" (pickle.load(encoding="bytes"): binary data written by
+    Python 2, such as the images of insightface's .bin files).
     """
 
-    def __init__(self, data, where: str, globals_: dict, newobj: dict | None = None, build=None, persistent=None):
+    def __init__(self, data, where: str, globals_: dict, newobj: dict | None = None, build=None, persistent=None,
+                 kind: str = "network snapshot", py2_str: str = "ascii"):
         self.data = memoryview(data)
         # Objects a load may create: ~16 bytes of file each (plus slack). A genuine snapshot
         # creates about one object per kilobyte; 1-byte opcodes like EMPTY_SET would otherwise
@@ -48,6 +52,8 @@ class PickleVM:
         self.newobj = newobj or {}
         self.build_hook = build
         self.persistent = persistent
+        self.kind = kind
+        self.py2_str = py2_str
 
     # -- byte reading ------------------------------------------------------------------------
     def _take(self, n: int) -> memoryview:
@@ -107,7 +113,7 @@ class PickleVM:
         fn = self.globals.get((module, name)) or self.newobj.get((module, name))
         if fn is None:
             self._refuse(f"refused global '{escape(module)}.{escape(name)}': it is not on the allow-list of "
-                         "StyleGAN2-ADA pickle contents")
+                         f"what a {self.kind} holds")
         return _Global(module, name)
 
     # -- the interpreter ---------------------------------------------------------------------
@@ -128,10 +134,10 @@ class PickleVM:
                 created += 1
                 if created > self.max_objects:
                     raise DataError(f"{self.where}: creates more than {self.max_objects} objects for a "
-                                    f"{len(self.data)}-byte file; not a genuine network snapshot")
+                                    f"{len(self.data)}-byte file; not a genuine {self.kind}")
             if name == "STOP":
                 obj = self._pop()
-                _check_graph(obj, self.where)
+                _check_graph(obj, self.where, self.kind)
                 return obj, self.pos
             getattr(self, "op_" + name)()
 
@@ -183,7 +189,7 @@ class PickleVM:
 
     def _long(self, n):
         if n > MAX_LONG_BYTES:
-            raise DataError(f"{self.where}: a {n}-byte integer (at most {MAX_LONG_BYTES}); not a network snapshot")
+            raise DataError(f"{self.where}: a {n}-byte integer (at most {MAX_LONG_BYTES}); not a {self.kind}")
         self.stack.append(int.from_bytes(self._take(n), "little", signed=True))
 
     def op_LONG1(self):
@@ -219,13 +225,16 @@ class PickleVM:
     def op_BINBYTES8(self):
         self.stack.append(bytes(self._take(self._u("<Q"))))
 
-    def op_SHORT_BINSTRING(self):  # Python 2 str: decoded as ASCII, as pickle does by default
+    def op_SHORT_BINSTRING(self):  # Python 2 str: ASCII text (pickle's default) or bytes (py2_str)
         self._ascii(self._take(1)[0])
 
     def op_BINSTRING(self):
         self._ascii(self._u("<i"))
 
     def _ascii(self, n):
+        if self.py2_str == "bytes":
+            self.stack.append(bytes(self._take(n)))
+            return
         try:
             self.stack.append(str(self._take(n), "ascii"))
         except UnicodeDecodeError:
@@ -371,7 +380,7 @@ class PickleVM:
     def op_BINPERSID(self):
         pid = self._pop()
         if self.persistent is None:
-            raise DataError(f"{self.where}: pickle uses persistent ids (a torch.save file?); not a network pickle")
+            raise DataError(f"{self.where}: pickle uses persistent ids (a torch.save file?); not a {self.kind}")
         self.stack.append(self.persistent(pid))
 
 

@@ -53,7 +53,7 @@ def children(x):
     return kids() if kids is not None else ()
 
 
-def _check_graph(root, where: str) -> None:
+def _check_graph(root, where: str, kind: str = "network snapshot") -> None:
     """Refuse cycles and nesting deeper than MAX_DEPTH, without recursion."""
     depth: dict[int, int] = {}
     on_path: set[int] = set()
@@ -68,17 +68,17 @@ def _check_graph(root, where: str) -> None:
             on_path.discard(i)
             depth[i] = 1 + max((depth.get(id(c), 0) for c in children(x) if not isinstance(c, ATOMS)), default=0)
             if depth[i] > MAX_DEPTH:
-                raise DataError(f"{where}: objects nested more than {MAX_DEPTH} deep; not a network snapshot")
+                raise DataError(f"{where}: objects nested more than {MAX_DEPTH} deep; not a {kind}")
             continue
         if i in depth:
             continue
         if i in on_path:
-            raise DataError(f"{where}: the pickle's object graph has a cycle; not a network snapshot")
+            raise DataError(f"{where}: the pickle's object graph has a cycle; not a {kind}")
         on_path.add(i)
         keep.append(x)
         stack.append((x, True))
         for c in children(x):
             if not isinstance(c, ATOMS):
                 if id(c) in on_path:
-                    raise DataError(f"{where}: the pickle's object graph has a cycle; not a network snapshot")
+                    raise DataError(f"{where}: the pickle's object graph has a cycle; not a {kind}")
                 stack.append((c, False))
