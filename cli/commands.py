@@ -7,7 +7,7 @@ import click
 
 from synthgen.alignment import AlignConfig
 from synthgen.audit.matchers import MATCHERS as MATCHER_NAMES
-from synthgen.errors import escape_control
+from synthgen.errors import UsageError, escape_control
 from synthgen.audit.report import AuditConfig
 from synthgen.export import ExportConfig
 from synthgen.generation import GenerateConfig
@@ -376,4 +376,67 @@ def rebuild(card, network, out, quiet):
                    f"`synthgen verify {out}/shards`)")
 
 
-COMMANDS = (info, convert, generate, align, shard, verify, export, audit, run, demo, release, rebuild)
+@click.command()
+@click.argument("benches", metavar="BENCH...", nargs=-1, type=click.Path(path_type=str))
+@click.option("--matcher", type=click.Choice(MATCHER_NAMES), help="Face matcher to evaluate (a backbone you trained: iresnet or onnx with --weights).")
+@click.option("--weights", type=click.Path(dir_okay=False, path_type=str), metavar="FILE", help="Matcher weights.")
+@click.option("--arch", default="r100", type=click.Choice(("r18", "r34", "r50", "r100")), help="iResNet depth (--matcher iresnet).")
+@click.option("--embeddings", "embeddings", multiple=True, type=click.Path(dir_okay=False, path_type=str), metavar="FILE", help="--matcher embeddings: an .npz with 'embeddings' [2N, D] (and optionally 'embeddings_flip') in the benchmark's image order; one per BENCH.")
+@click.option("--out", required=True, type=click.Path(path_type=str), metavar="DIR|FILE", help="Report folder (with --make-pairs: the .bin to write).")
+@click.option("--batch-size", default=256, type=click.IntRange(1), metavar="N", help="Images per matcher call.")
+@click.option("--device", default="auto", metavar="auto|cpu|cuda", help="Where to run the matcher.")
+@click.option("--folds", default=10, type=click.IntRange(2), metavar="K", help="Cross-validation folds (the field uses 10).")
+@click.option("--make-pairs", "make_pairs_from", type=click.Path(path_type=str), metavar="ALIGNED", help="Instead: write a benchmark .bin of balanced pairs from an aligned identity-folder tree.")
+@click.option("--pairs", default=6000, type=click.IntRange(1), metavar="N", help="--make-pairs: number of pairs (half genuine).")
+@click.option("--seed", default=0, type=int, metavar="S", help="--make-pairs: sampling seed (recorded).")
+@QUIET
+@JSON
+def evaluate(benches, matcher, weights, arch, embeddings, out, batch_size, device, folds, make_pairs_from, pairs, seed,
+             quiet, as_json):
+    """Verification accuracy of a face matcher on LFW-style benchmarks, as insightface computes it.
+
+    BENCH: insightface's .bin files (lfw.bin, cfp_fp.bin, agedb_30.bin, calfw.bin, cplfw.bin; read
+    without running any code) or LFW-style folders with pairs.txt. Writes OUT/report.json,
+    OUT/embeddings.npz and OUT/report.html.
+
+    \b
+    Examples:
+      synthgen evaluate lfw.bin cfp_fp.bin agedb_30.bin --matcher iresnet --arch r50 --weights backbone.pth --out eval
+      synthgen evaluate lfw.bin --matcher dlib --out eval-dlib
+      synthgen evaluate lfw.bin --matcher embeddings --embeddings lfw-emb.npz --out eval-mine
+      synthgen evaluate --make-pairs casia-112-heldout --out heldout.bin --pairs 6000 --seed 0
+    """
+    from synthgen.evaluate import EvaluateConfig, evaluate as run_evaluate, make_pairs
+
+    if make_pairs_from:
+        if benches or matcher:
+            raise UsageError("--make-pairs writes a benchmark; give no BENCH or --matcher with it", "--make-pairs")
+        r = make_pairs(make_pairs_from, out, pairs=pairs, folds=folds, seed=seed)
+        if as_json:
+            echo_json({k: v for k, v in r.items() if k != "keys"})
+        else:
+            click.echo(f"wrote {r['out']}: {r['pairs']} pairs ({r['genuine']} genuine, {r['imposter']} imposter) from "
+                       f"{r['identities']} identities, {folds} folds, seed {seed} (pairs listed in {r['out']}.json)")
+        return
+    if not matcher:
+        raise UsageError("which matcher to evaluate: --matcher NAME (with --weights FILE for a trained backbone)",
+                         "--matcher")
+    r = run_evaluate(EvaluateConfig(benches=list(benches), out=out, matcher=matcher, weights=weights, arch=arch,
+                                    embeddings=list(embeddings), batch_size=batch_size, device=device, folds=folds,
+                                    progress=not (quiet or as_json)))
+    if as_json:
+        echo_json(r)
+        return
+    click.echo(f"{'benchmark':<14} {'pairs':>6}  {'accuracy % (flip)':>18}  {'no flip':>14}  TAR@FAR=1e-3 [95% CI]")
+    for b in r["benchmarks"]:
+        f = b["flip"] or b["no_flip"]
+        t = f["tar_at_far"][0]
+        tar = "n/a" if t["tar"] is None else (f"{100 * t['tar']:.2f} [{100 * t['tar_ci95'][0]:.2f}, "
+                                             f"{100 * t['tar_ci95'][1]:.2f}]" + ("" if t["supported"] else " (too few imposter pairs)"))
+        acc = "n/a" if b["flip"] is None else f"{100 * b['flip']['accuracy']:.2f} ± {100 * b['flip']['std']:.2f}"
+        click.echo(f"{escape_control(b['name'])[:14]:<14} {b['pairs']:>6}  {acc:>18}  "
+                   f"{100 * b['no_flip']['accuracy']:>8.2f} ± {100 * b['no_flip']['std']:.2f}  {tar}")
+    click.echo(f"report: {out}/report.html")
+
+
+COMMANDS = (info, convert, generate, align, shard, verify, export, audit, evaluate, run, demo, release, rebuild)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import pickle
 import random
 from dataclasses import dataclass
@@ -165,11 +166,13 @@ def make_pairs(aligned, out, pairs: int = 6000, folds: int = 10, seed: int = 0) 
     """Balanced genuine/imposter pairs from identity folders, written as an insightface `.bin`
     (pickle protocol 4 of (list of bytes, list of bool); readable by insightface's `load_bin`).
     Each fold holds pairs/folds/2 genuine pairs then as many imposter pairs, like LFW's."""
-    from synthgen.fsutil import atomic_path
+    from synthgen.fsutil import atomic_path, atomic_write_text
     from synthgen.imageio import list_images
 
     aligned, out = Path(aligned), Path(out)
     require_input(aligned, "--make-pairs", "an aligned identity-folder tree")
+    if out.exists():
+        raise UsageError(f"{show_path(out)} exists; choose another path or delete it", "--out")
     if pairs < 2 * folds or pairs % (2 * folds):
         raise UsageError(f"{pairs} pairs cannot make {folds} folds of equal genuine and imposter halves; use a "
                          f"multiple of {2 * folds}", "--pairs")
@@ -215,6 +218,9 @@ def make_pairs(aligned, out, pairs: int = 6000, folds: int = 10, seed: int = 0) 
     with atomic_path(out) as tmp:
         with open(tmp, "wb") as f:
             pickle.dump((images, issame), f, protocol=4)
-    keys = [[a, b] for a, b, _ in chosen]
-    return {"out": str(out), "pairs": len(issame), "genuine": sum(issame), "imposter": len(issame) - sum(issame),
-            "identities": len(ids), "folds": folds, "seed": seed, "source": str(aligned), "keys": keys}
+    summary = {"out": str(out), "pairs": len(issame), "genuine": sum(issame), "imposter": len(issame) - sum(issame),
+               "identities": len(ids), "folds": folds, "seed": seed, "source": str(aligned),
+               "sha256": hashlib.sha256(out.read_bytes()).hexdigest(),
+               "keys": [[a, b] for a, b, _ in chosen]}  # pair k = keys[k], same person = issame[k]
+    atomic_write_text(Path(f"{out}.json"), json.dumps(summary, indent=1))
+    return summary
