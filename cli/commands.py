@@ -155,7 +155,8 @@ def shard(quiet, **options):
 
 @click.command()
 @click.argument("directory", metavar="DIR", type=click.Path(path_type=str))
-def verify(directory):
+@click.option("--expect", metavar="ID", default=None, help="A release's id (the sha256 of its card.json, as `synthgen release` printed and its publisher posted): prove that nothing in DIR differs from what that id names.")
+def verify(directory, expect):
     """Check a shard folder or a release folder.
 
     Shards: every shard against index.json (counts, sha256, labels, keys, image data). A release
@@ -171,12 +172,18 @@ def verify(directory):
     from synthgen.release import is_release, verify_release
     from synthgen.shards import verify as run_verify
 
-    problems = verify_release(directory) if is_release(directory) else run_verify(directory)
+    if expect is not None and not is_release(directory):
+        raise UsageError(f"{directory} is not a release (no card.json + SHA256SUMS); --expect checks a release's id",
+                         "--expect")
+    problems = verify_release(directory, expect) if is_release(directory) else run_verify(directory)
     if problems:
         for p in problems:
             click.echo(f"FAIL {escape_control(str(p))}", err=True)  # keys come from the files
         raise SystemExit(1)
-    click.echo(f"ok: {directory}")
+    if expect is not None:
+        click.echo(f"ok: {directory} is release {expect.strip().lower()}: every file is bound to its card.json")
+    else:
+        click.echo(f"ok: {directory}")
 
 
 @click.command()
@@ -344,6 +351,8 @@ def release(run, quiet, as_json, **options):
             c = r["counts"]
             click.echo(f"release: {'CERTIFIED' if r['certified'] else 'NOT CERTIFIED'}: {c['images']} images, "
                        f"{c['classes']} classes -> {options['out']} (card: {options['out']}/DATASET_CARD.md)")
+            click.echo(f"release id: {r['release_id']} (the sha256 of card.json; post it, and anyone can check the "
+                       f"release with `synthgen verify DIR --expect {r['release_id']}`)")
     if not r["written"]:  # always said, --quiet and --json included: the exit code alone explains nothing
         click.echo(f"release: NOT WRITTEN: the final audit is {r['final_verdict']}"
                    + (f" ({r['coverage_gap']})" if r.get("coverage_gap") else "")

@@ -66,6 +66,23 @@ class ImageSet:
         return load_rgb(self.path / self.keys[i])
 
 
+def pixels_digest(images: ImageSet, progress: bool = False) -> str:
+    """sha256 over every image of the set, in key order: key, height, width, then its RGB bytes.
+    The same pixels give the same digest whether they sit in a folder tree or in shards (the
+    release binds what its final audit embedded to what it released with it)."""
+    from tqdm import tqdm
+
+    h = hashlib.sha256(b"synthgen-pixels-v1")
+    order = sorted(range(len(images.keys)), key=lambda i: images.keys[i])
+    for i in tqdm(order, unit="img", desc="pixel digest", disable=not progress, dynamic_ncols=True):
+        img = np.ascontiguousarray(images.read(i), np.uint8)
+        key = images.keys[i].encode("utf-8")
+        h.update(len(key).to_bytes(4, "little") + key + img.shape[0].to_bytes(4, "little")
+                 + img.shape[1].to_bytes(4, "little"))
+        h.update(img.tobytes())
+    return h.hexdigest()
+
+
 @dataclass
 class Embedded:
     keys: list

@@ -75,6 +75,9 @@ class AuditConfig:
     alpha: float = opt(0.01, metavar="RATE", help="search rule: chance that a clean dataset gets any flag.")
     combine: str = opt("any", choices=("any", "all"), help="Several matchers: flag when any / all of them flag.")
     fnmr_bound: float = D.FNMR_BOUND  # matcher validity: FNMR at the operating score must not exceed this
+    # sha256 of every synthetic image's pixels, in report.json dataset.synthetic.pixels_sha256 (the
+    # release's audits set it: it binds what was audited to what is released)
+    pixel_digest: bool = False
 
 
 def _names(cfg: AuditConfig) -> list[str]:
@@ -158,6 +161,14 @@ def open_inputs(cfg: AuditConfig, matchers) -> dict:
     return {side: load_embeddings_file(getattr(cfg, side), flag) for side, flag in SIDES}
 
 
+def _digest(cfg: AuditConfig, sets: dict) -> dict:
+    from .embed import ImageSet, pixels_digest
+
+    if not cfg.pixel_digest or not isinstance(sets.get("synthetic"), ImageSet):
+        return {}
+    return {"pixels_sha256": pixels_digest(sets["synthetic"], cfg.progress)}
+
+
 def run_audit(cfg: AuditConfig | None = None, **kwargs) -> dict:
     """Python API of `synthgen audit`; returns the report dict (also written to OUT/report.json)."""
     from synthgen.device import resolve_device
@@ -200,7 +211,8 @@ def run_audit(cfg: AuditConfig | None = None, **kwargs) -> dict:
         "synthgen_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "verdict": verdict,
         "config": dataclasses.asdict(cfg),
-        "dataset": {"synthetic": provenance(cfg.synthetic), "authentic": provenance(cfg.authentic)},
+        "dataset": {"synthetic": dict(provenance(cfg.synthetic), **_digest(cfg, sets)),
+                    "authentic": provenance(cfg.authentic)},
         "warnings": warnings,
         "matcher": first["report"]["matcher"],
         "matchers": [m["report"] for m in per],

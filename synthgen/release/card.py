@@ -10,7 +10,10 @@ from pathlib import Path
 from synthgen import __version__
 from synthgen.seeding import SEED_POLICY
 
-CARD_VERSION = 1
+CARD_VERSION = 2  # 2: every file of the release and the released pixels are bound to card.json
+# Files a release holds outside `files` (data) and `bound`: the card itself, what derives from it
+# (DATASET_CARD.md, regenerated and compared by verify), the sums and the stage marker.
+UNBOUND = ("card.json", "DATASET_CARD.md", "SHA256SUMS", "release.json")
 NOT_CERTIFIED = "NOT CERTIFIED"
 
 
@@ -36,7 +39,9 @@ def _round(out: Path, r: dict) -> dict:
             "flagged_images": v.get("flagged_images"), "flagged_identities": v.get("flagged_identities"),
             "removed": r.get("removed", 0), "replaced": r.get("replaced", 0),
             "counts": rep.get("counts"), "matchers": ms, "reasons": v.get("reasons", []),
-            "report": r["report"], "report_sha256": sha256_file(out / r["report"])}
+            "report": r["report"], "report_sha256": sha256_file(out / r["report"]),
+            "pixels_sha256": ((rep.get("dataset") or {}).get("synthetic") or {}).get("pixels_sha256")
+            or r.get("pixels_sha256")}  # round 0 (the run's audit): the digest of the run's audited shards
 
 
 def _alignment(run) -> dict:
@@ -62,8 +67,18 @@ def _alignment(run) -> dict:
     return {"by": "none: images are the generator's output, not aligned by synthgen", "colour_order": "RGB"}
 
 
+def bound_files(out: Path, formats: list) -> dict:
+    """relative path -> sha256 of every file of REL that is neither data (`files`) nor UNBOUND: the
+    audit rounds' reports, flagged.csv and report.html, quarantine.csv."""
+    from synthgen.fsutil import sha256_file
+
+    skip = set(formats) | {".work"}
+    return {p.relative_to(out).as_posix(): sha256_file(p) for p in sorted(out.rglob("*"))
+            if p.is_file() and p.relative_to(out).parts[0] not in skip and p.relative_to(out).as_posix() not in UNBOUND}
+
+
 def build_card(cfg, run, state: dict, index: dict, formats: list, certified: bool, files: dict, out: Path,
-               gap: str | None = None) -> dict:
+               gap: str | None = None, pixels_sha256: str | None = None) -> dict:
     from synthgen.runs import config_hash
 
     from .config import ReleaseConfig
@@ -130,6 +145,10 @@ def build_card(cfg, run, state: dict, index: dict, formats: list, certified: boo
                         "rounds_run": final["round"], "operations": ops, "quarantine": "quarantine.csv"},
         "formats": formats,
         "files": files,
+        # sha256 of every released image's pixels (synthgen.audit.embed.pixels_digest): equal to the
+        # final audit's dataset.synthetic.pixels_sha256, so the audit is of exactly these pixels
+        "pixels_sha256": pixels_sha256,
+        "bound": bound_files(out, formats),
         "rebuild": {
             "rebuildable": rebuildable,
             "why_not": None if rebuildable else f"{len(foreign)} images have no generation record "
@@ -148,6 +167,10 @@ def build_card(cfg, run, state: dict, index: dict, formats: list, certified: boo
         },
         "built_with": {"python": platform.python_version(), "torch": torch.__version__},
     }
+
+
+def _sha(v) -> bool:
+    return isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v)
 
 
 def _count(v) -> bool:
@@ -175,11 +198,13 @@ def card_problems(card) -> list[str]:
     if card.get("card_version") != CARD_VERSION:
         out.append(f"card_version must be {CARD_VERSION}, found {show(str(card.get('card_version')))}")
     want(card, "certified", bool)
-    files = want(card, "files", dict)
-    for rel, sha in (files or {}).items():
-        why = path_problem(rel)
-        if why or not isinstance(sha, str) or len(sha) != 64:
-            out.append(f"files: {show(rel)}: {why or 'its value is not a sha256'}")
+    for key in ("files", "bound"):
+        for rel, sha in (want(card, key, dict) or {}).items():
+            why = path_problem(rel)
+            if why or not _sha(sha):
+                out.append(f"{key}: {show(rel)}: {why or 'its value is not a sha256'}")
+    if not _sha(card.get("pixels_sha256")):
+        out.append("pixels_sha256 must be a sha256 (64 hex digits)")
     formats = want(card, "formats", list)
     if formats is not None:
         from .config import formats_available
@@ -307,6 +332,15 @@ def card_markdown(card: dict) -> str:
                      f"images (needed {m['null_queries_needed']}); FNMR {_pct(m['fnmr_at_operating'])} (95 % CI "
                      f"{_ci(m['fnmr_ci95'])}), FMR {_pct(m['fmr_at_operating'])} (95 % CI {_ci(m['fmr_ci95'])}).")
     lines += [""] + [f"- {r}" for r in fin["reasons"]]
+    lines += ["", "## Checking this release", "",
+              "The release's id is the sha256 of `card.json`. Every other file is bound to it: the data files by "
+              "`files`, the audit reports, `flagged.csv` files and `quarantine.csv` by `bound`, the released pixels by "
+              "`pixels_sha256` (equal to the digest of what the final audit embedded), and this page is what "
+              "`card.json` renders to. With the id its publisher posted:", "",
+              "    synthgen verify RELEASE_DIR --expect RELEASE_ID", "",
+              "fails if anything in the folder differs from what that id names (`sha256sum card.json` shows the id). "
+              "`verify` proves integrity and provenance of these files; that the data is what the generator makes "
+              "from the recorded seeds only `rebuild` proves."]
     rb = card["rebuild"]
     lines += ["", "## Rebuild instead of download", ""]
     if rb["rebuildable"]:

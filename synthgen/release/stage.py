@@ -31,6 +31,7 @@ from synthgen.stage import StageSummary, now, open_output, write_marker
 
 from .config import RELEASE_JSON, ReleaseConfig, identity, parse_formats, settings, validate
 from .formats import data_files, materialize_formats
+from .verify import release_id, write_sums
 from .remediate import Replacer, apply_removals, link_or_copy, plan_round
 from .source import RunView, read_flagged, read_json, read_run
 
@@ -123,10 +124,12 @@ def _summary(out: Path, status: str, card: dict | None, written: bool, state: di
         for r in state["rounds"]]
     data = {"out": str(out), "status": status, "written": written, "rounds": rounds,
             "final_verdict": rounds[-1]["status"], "certified": bool(card and card["certified"]),
-            "counts": card["counts"] if card else None}
+            "counts": card["counts"] if card else None,
+            "release_id": release_id(out) if written else None}
     return StageSummary("release", data, status=status, config_hash=None,
                         brief={"status": status, "rounds": len(rounds) - 1, "final_verdict": rounds[-1]["status"],
-                               "images": card["counts"]["images"] if card else None})
+                               "images": card["counts"]["images"] if card else None,
+                               "release_id": data["release_id"]})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -364,16 +367,33 @@ def _audit_round(cfg: ReleaseConfig, run: RunView, out: Path, state: dict) -> No
     c = {k: v for k, v in (run.report.get("config") or {}).items() if k in names}
     c.update(synthetic=str(out / WORK / "tree"), out=str(out / "audit" / f"round-{rnd}"),
              cache_dir=str(out / WORK / "embeddings"), progress=cfg.progress, fail_on_leak=False,
-             max_per_class=None)  # a release certifies every image it holds
+             max_per_class=None, pixel_digest=True)  # a release certifies every image it holds, exactly
     report = run_audit(AuditConfig(**c))
     state["rounds"][-1].update(_round_summary(rnd, report), audited=True)
     _save_state(out / WORK, state)
 
 
+def _released_pixels(run: RunView, out: Path, state: dict) -> str:
+    """The released shards' pixel digest; it must equal that of the pixels the final audit embedded:
+    the digest its report recorded or, when the final round is the run's own audit (round 0), the
+    run's shards (checked pixel for pixel against the working set before anything started)."""
+    from synthgen.audit.embed import ImageSet, pixels_digest
+
+    digest = pixels_digest(ImageSet(out / "shards"))
+    last = state["rounds"][-1]
+    final = out / last["report"]
+    audited = ((read_json(final, "rerun the release").get("dataset") or {}).get("synthetic") or {}).get("pixels_sha256")
+    if audited is None and last["round"] == 0:
+        audited = last["pixels_sha256"] = pixels_digest(ImageSet(run.shard_dir))
+    if audited != digest:
+        raise DataError(f"{show_path(final)}: the final audit embedded other pixels (sha256 {str(audited)[:16]}...) "
+                        f"than the shards hold ({digest[:16]}...); rerun the release with --overwrite")
+    return digest
+
+
 def _finalize(cfg: ReleaseConfig, run: RunView, out: Path, state: dict, fmts: list, certified: bool,
               gap: str | None) -> dict:
     from .card import build_card, card_markdown
-    from .verify import write_sums
 
     tree = out / WORK / "tree"
     records = {k: state["records"].get(k) or run.tree_records.get(k) or {} for k in state["items"]}
@@ -384,7 +404,8 @@ def _finalize(cfg: ReleaseConfig, run: RunView, out: Path, state: dict, fmts: li
         for q in state["quarantine"]:
             w.writerow(["" if q.get(c) is None else (f"{q[c]:.6g}" if isinstance(q[c], float) else q[c])
                         for c in QUARANTINE_COLUMNS])
-    card = build_card(cfg, run, state, index, fmts, certified, data_files(out, fmts), out, gap)
+    card = build_card(cfg, run, state, index, fmts, certified, data_files(out, fmts), out, gap,
+                      _released_pixels(run, out, state))
     atomic_write_text(out / "card.json", json.dumps(card, indent=1))
     atomic_write_text(out / "DATASET_CARD.md", card_markdown(card))
     write_sums(out)

@@ -29,11 +29,23 @@ def is_release(path) -> bool:
     return ((p / SUMS).is_file() and (p / "card.json").is_file()) or (p / "release.json").is_file()
 
 
-def verify_release(root) -> list[str]:
-    """One line per problem (empty: the release is intact): SHA256SUMS, shards, card counts,
-    quarantined keys."""
+def release_id(root) -> str:
+    """A release's id: the sha256 of its card.json, to which every other file is bound."""
+    return sha256_file(Path(root) / "card.json")
+
+
+def verify_release(root, expect: str | None = None) -> list[str]:
+    """One line per problem (empty: the release is intact and, with `expect`, is the release that
+    id names): SHA256SUMS, every file bound to card.json (data files, reports, quarantine.csv),
+    DATASET_CARD.md regenerated from the card, the released pixels against the final audit's, the
+    shards, the card's counts, quarantined keys."""
     root = Path(root)
     problems = []
+    if expect is not None:
+        have = release_id(root) if (root / "card.json").is_file() else None
+        if have != expect.strip().lower():
+            problems.append(f"card.json: sha256 {have}, not the expected release id {show(expect[:80])}: this is not "
+                            "the release that id names (a file was changed, or it is another release)")
     sums = root / SUMS
     if not sums.is_file() and (root / "release.json").is_file():
         try:
@@ -96,8 +108,36 @@ def verify_release(root) -> list[str]:
             problems.append(f"card.json: files: {show_path(rel)} is not in {SUMS} with the same sha256")
     problems += _check_rounds(root, card)
     problems += _check_files(root, card)
+    problems += _check_bound(root, card)
     problems += _check_data(root, card)
     return problems
+
+
+def _check_bound(root: Path, card: dict) -> list[str]:
+    """Every file outside the data formats is bound to card.json (`bound`), and DATASET_CARD.md is
+    exactly what the card renders to."""
+    from .card import UNBOUND, card_markdown
+
+    out = []
+    skip = set(card["formats"]) | {".work"}
+    present = {p.relative_to(root).as_posix() for p in root.rglob("*")
+               if p.is_file() and not p.is_symlink() and p.relative_to(root).parts[0] not in skip}
+    for rel in sorted(present - set(card["bound"]) - set(UNBOUND)):
+        out.append(f"{show_path(rel)}: not bound to card.json (added or renamed after the release was written)")
+    for rel, sha in sorted(card["bound"].items()):
+        p = root / rel
+        if p.is_symlink() or not p.is_file():
+            out.append(f"{show_path(rel)}: bound to card.json but missing")
+        elif sha256_file(p) != sha:
+            out.append(f"{show_path(rel)}: differs from the file card.json binds (bound sha256): it was edited")
+    try:
+        md = (root / "DATASET_CARD.md").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        md = None
+    if md != card_markdown(card):
+        out.append("DATASET_CARD.md: differs from what card.json renders to (it was edited, or card.json was); the card "
+                   "is card.json, DATASET_CARD.md is derived from it")
+    return out
 
 
 def _check_rounds(root: Path, card: dict) -> list[str]:
@@ -111,11 +151,16 @@ def _check_rounds(root: Path, card: dict) -> list[str]:
             out.append(f"{show_path(r['report'])}: differs from the report card.json summarised (report_sha256)")
             continue
         try:
-            status = json.loads(p.read_text(encoding="utf-8"))["verdict"]["status"]
-        except (OSError, ValueError, KeyError, TypeError, RecursionError):
-            status = None
+            rep = json.loads(p.read_text(encoding="utf-8"))
+            status = rep["verdict"]["status"]
+            digest = ((rep.get("dataset") or {}).get("synthetic") or {}).get("pixels_sha256")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
+            status = digest = None
         if status != r["status"]:
             out.append(f"{show_path(r['report'])}: verdict {show(str(status))}, card.json says {show(r['status'])}")
+        if digest is not None and digest != r.get("pixels_sha256"):
+            out.append(f"{show_path(r['report'])}: pixels_sha256 differs from the one card.json gives for round "
+                       f"{show(str(r.get('round')))}")
     final = rounds[-1]["status"]
     covered = True
     try:  # the final audit embedded every released image, with no subset (max_per_class)
@@ -173,6 +218,17 @@ def _check_data(root: Path, card: dict) -> list[str]:
         keys = [s.key(i) for i in range(len(s.labels))]
     except SynthgenError as e:
         return [f"shards: {e}"]
+    from synthgen.audit.embed import ImageSet, pixels_digest
+
+    pixels = pixels_digest(ImageSet(root / "shards"))
+    final = card["audit"]["rounds"][-1]
+    if pixels != card["pixels_sha256"]:
+        problems.append(f"shards: the released pixels (sha256 {pixels[:16]}...) differ from card.json's pixels_sha256 "
+                        f"({card['pixels_sha256'][:16]}...): an image was changed after the release was written")
+    if final.get("pixels_sha256") != card["pixels_sha256"]:
+        problems.append(f"card.json: the final audit (round {final.get('round')}) embedded pixels with sha256 "
+                        f"{show(str(final.get('pixels_sha256')))[:20]}..., not the released ones: the audit is not of "
+                        "these images")
     counts = card["counts"]
     idx = s.index
     if counts["images"] != len(keys):

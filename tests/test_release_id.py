@@ -1,0 +1,143 @@
+"""One hash names a release (issue 21, item 1): every file of REL is bound to card.json, directly or
+through a chain of hashes, and `verify REL --expect ID` proves that nothing differs from what the id
+(card.json's sha256) names. Each tamper below verified `ok` before: the attacker also regenerated
+SHA256SUMS, which anyone can."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from tests.test_release import TABLE, _h, _near, _oracle, audited_run  # noqa: F401  (fixtures)
+
+pytestmark = pytest.mark.slow  # builds a release
+
+
+@pytest.fixture(scope="module")
+def released(audited_run, tmp_path_factory):
+    from synthgen.audit.matchers import REGISTRY
+    from synthgen.release import release
+    from tests.test_release import Oracle
+
+    run, _ = audited_run
+    out = tmp_path_factory.mktemp("rel") / "rel"
+    before = REGISTRY.get("oracle")
+    REGISTRY["oracle"] = lambda w, a, d: Oracle()
+    try:
+        r = release(run=str(run), out=str(out), progress=False)
+    finally:
+        REGISTRY.pop("oracle", None)
+        if before is not None:
+            REGISTRY["oracle"] = before
+    assert r["written"] and r["release_id"] == hashlib.sha256((out / "card.json").read_bytes()).hexdigest()
+    return out, r["release_id"]
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _resum(rel: Path) -> None:
+    from synthgen.release.verify import write_sums
+
+    write_sums(rel)
+
+
+def _verify(rel, expect=None):
+    from synthgen.release import verify_release
+
+    return verify_release(rel, expect) if expect else verify_release(rel)
+
+
+def test_the_untouched_release_verifies_against_its_id(released):
+    from synthgen.cli.main import cli
+
+    rel, rid = released
+    assert _verify(rel, rid) == []
+    r = CliRunner().invoke(cli, ["verify", str(rel), "--expect", rid])
+    assert r.exit_code == 0 and f"is release {rid}" in r.stdout
+    r = CliRunner().invoke(cli, ["verify", str(rel), "--expect", "0" * 64])
+    assert r.exit_code == 1 and "not the expected release id" in r.stderr
+    card = (rel / "DATASET_CARD.md").read_text()
+    assert "--expect RELEASE_ID" in card and "sha256 of `card.json`" in card
+
+
+@pytest.mark.parametrize("tamper, needle", [
+    # the card's text says certified; the card itself does not
+    (lambda rel: (rel / "DATASET_CARD.md").write_text("**Status: certified.** Audited by hand.\n\n"
+                                                      + (rel / "DATASET_CARD.md").read_text()),
+     "DATASET_CARD.md: differs from what card.json renders to"),
+    (lambda rel: (rel / "quarantine.csv").write_text((rel / "quarantine.csv").read_text().splitlines()[0] + "\n"),
+     "quarantine.csv: differs from the file card.json binds"),
+    (lambda rel: [p.write_text(p.read_text().replace("INCONCLUSIVE", "PASS").replace("LEAK", "PASS"))
+                  for p in rel.glob("audit/round-*/report.html")], "report.html: differs from the file card.json binds"),
+    (lambda rel: [p.open("a").write("000001/forged.png,image,0.99,1e-9,pixels,auth/x.png\n")
+                  for p in rel.glob("audit/round-*/flagged.csv")], "flagged.csv: differs from the file card.json binds"),
+    (lambda rel: (rel / "audit" / "notes.txt").write_text("added"), "audit/notes.txt: not bound to card.json"),
+])
+def test_edits_outside_the_data_are_caught_after_sums_are_regenerated(released, tmp_path, tamper, needle):
+    rel, rid = released
+    bad = _copy(rel, tmp_path / "bad")
+    tamper(bad)
+    _resum(bad)
+    problems = _verify(bad)
+    assert any(needle in p for p in problems), problems
+
+
+def test_a_changed_image_with_every_listed_hash_updated_is_caught_by_its_pixels(released, tmp_path):
+    """Invert one released image, then update what hashes list it (card files, SHA256SUMS): the
+    reports are untouched. Before, verify said ok (it compared counts); now the released pixels no
+    longer match the final audit's digest."""
+    import h5py
+
+    from synthgen.fsutil import sha256_file
+
+    rel, rid = released
+    bad = _copy(rel, tmp_path / "bad")
+    shard = sorted((bad / "shards").glob("shard-*.h5"))[0]
+    with h5py.File(shard, "r+") as f:
+        f["images"][0] = 255 - f["images"][0][()]
+    index = json.loads((bad / "shards" / "index.json").read_text())
+    for e in index["shards"]:
+        if e["file"] == shard.name:
+            e["sha256"], e["bytes"] = sha256_file(shard), shard.stat().st_size
+    (bad / "shards" / "index.json").write_text(json.dumps(index))
+    card = json.loads((bad / "card.json").read_text())
+    card["files"][f"shards/{shard.name}"] = sha256_file(shard)
+    (bad / "card.json").write_text(json.dumps(card, indent=1))
+    _resum(bad)
+    problems = _verify(bad)
+    assert any("the released pixels" in p and "differ from card.json's pixels_sha256" in p for p in problems), problems
+    # and with the card's digest forged too, only the id tells: the card is no longer the published one
+    card["pixels_sha256"] = card["audit"]["rounds"][-1]["pixels_sha256"] = _pixels(bad)
+    (bad / "card.json").write_text(json.dumps(card, indent=1))
+    _resum(bad)
+    assert any("not the expected release id" in p for p in _verify(bad, rid))
+
+
+def _pixels(rel):
+    from synthgen.audit.embed import ImageSet, pixels_digest
+
+    return pixels_digest(ImageSet(rel / "shards"))
+
+
+def test_the_final_audit_recorded_the_digest_of_the_released_pixels(released):
+    rel, _ = released
+    card = json.loads((rel / "card.json").read_text())
+    final = card["audit"]["rounds"][-1]
+    rep = json.loads((rel / final["report"]).read_text())
+    assert card["pixels_sha256"] == final["pixels_sha256"] == _pixels(rel)
+    if final["round"] > 0:  # a re-audit of the release's working set records what it embedded
+        assert rep["dataset"]["synthetic"]["pixels_sha256"] == card["pixels_sha256"]
+    assert set(card["bound"]) >= {"quarantine.csv", final["report"]}
+    with open(rel / "quarantine.csv", newline="") as f:
+        assert next(csv.reader(f))[0] == "round"
+    assert np.all([len(v) == 64 for v in card["bound"].values()])
