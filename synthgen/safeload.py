@@ -52,7 +52,9 @@ def safe_torch_load(path, what: str, flag: str | None = None):
     except MemoryError:
         raise DataError(f"{path}: ran out of memory reading the {what} file; it is damaged or hostile") from None
     except Exception as e:  # torch raises many types on corrupt, truncated or hostile files
-        raise DataError(f"{path}: cannot read the {what} file safely ({type(e).__name__}: {refusal_reason(e)})") from None
+        raise DataError(f"{path}: cannot read the {what} file safely ({type(e).__name__}: {refusal_reason(e)}); expected "
+                        "a file written by torch.save (a .pt/.pth state dict); re-save it with "
+                        "torch.save(model.state_dict(), FILE)") from None
 
 
 MAX_INFLATE = 100  # a compressed array may expand at most this much (a zip/HDF5 bomb goes far beyond)

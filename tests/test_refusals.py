@@ -68,7 +68,7 @@ def sets(tmp_path):
     (["--synthetic", "{t}/empty", "--authentic", "{t}/auth", "--matcher", "pixels"], 1, "no images"),
     (["--synthetic", "{t}/syn", "--authentic", "{t}/auth", "--matcher", "iresnet", "--arch", "r18",
       "--weights", "{t}/nosuch.pth"], 2, "--weights"),
-    (["--synthetic", "{t}/syn", "--authentic", "{t}/auth", "--matcher", "embeddings"], 2, "embeddings file"),
+    (["--synthetic", "{t}/syn", "--authentic", "{t}/auth", "--matcher", "embeddings"], 2, "embedding files"),
     (["--synthetic", "{t}/syn", "--authentic", "{t}/auth", "--matcher", "pixels", "--matcher", "embeddings"], 2,
      "audit them separately"),
 ])
@@ -152,3 +152,44 @@ def test_a_run_whose_audit_failed_accepts_the_corrected_config(tmp_path):
     cfg["audit"]["authentic"] = str(tmp_path / "auth")
     rec = run_pipeline(cfg, progress=False, log=lambda *a: None)
     assert rec["stages"]["audit"]["status"] == "complete"
+
+
+# ------------------------------------------------------------------ found by a fresh-user pass
+
+
+def test_two_inputs_that_would_share_a_crop_name_are_refused_before_align_starts(tmp_path):
+    """a1.jpg and a1.png both became alice/a1.png: one face lost, both counted."""
+    faces(tmp_path / "in", n_id=1, per=1)
+    src = tmp_path / "in" / "000000"
+    (src / "0.png").rename(src / "a1.png")
+    (src / "a1.jpg").write_bytes((src / "a1.png").read_bytes())
+    r = invoke(["align", "--in", tmp_path / "in", "--out", tmp_path / "out", "--on-miss", "center-crop"])
+    assert r.exit_code == 1 and "a1.jpg" in r.stderr and "a1.png" in r.stderr and "rename one" in r.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_release_format_whose_package_is_missing_is_refused_before_any_work(tmp_path, monkeypatch):
+    import sys
+
+    from synthgen.errors import UsageError
+    from synthgen.pipeline import run_pipeline
+
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # a plain install: no pyarrow
+    faces(tmp_path / "auth")
+    cfg = run_config(tmp_path)
+    cfg["release"] = {"enabled": True, "formats": "parquet", "allow_inconclusive": True}
+    with pytest.raises(UsageError, match="needs pyarrow"):
+        run_pipeline(cfg, progress=False, log=lambda *a: None)
+    assert not (tmp_path / "run").exists()
+    r = invoke(["release", tmp_path / "auth", "--out", tmp_path / "rel", "--format", "parquet"])
+    assert r.exit_code == 2 and "needs pyarrow" in r.stderr and not (tmp_path / "rel").exists()
+
+
+def test_unreadable_authentic_images_are_a_warning(tmp_path):
+    faces(tmp_path / "syn")
+    faces(tmp_path / "auth", seed=1)
+    (tmp_path / "auth" / "000001" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    r = invoke(["audit", "--synthetic", tmp_path / "syn", "--authentic", tmp_path / "auth", "--out", tmp_path / "a",
+                "--matcher", "pixels", "--device", "cpu", "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert "warning: --authentic: 1 image could not be read" in r.stderr and "000001/broken.png" in r.stderr

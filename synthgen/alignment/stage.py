@@ -119,6 +119,20 @@ def _out_name(rel: str) -> str:
     return str(Path(rel).with_suffix(".png").as_posix())
 
 
+def _refuse_name_collisions(inp: Path, rels: list) -> None:
+    """Crops are PNGs named after their source: a.jpg and a.png would both become a.png, and one
+    face would be lost while both were counted. Refused before --out is created."""
+    seen: dict[str, str] = {}
+    for rel in rels:
+        name = _out_name(rel)
+        if name in seen:
+            from synthgen.safepath import show_path
+
+            raise DataError(f"{show_path(inp / seen[name])} and {show_path(inp / rel)}: both would be written as "
+                            f"{name} (crops are PNGs named after their source); rename one and rerun")
+        seen[name] = rel
+
+
 def _save_png(path: Path, img: np.ndarray) -> None:
     from PIL import Image
 
@@ -233,6 +247,7 @@ def align(cfg: AlignConfig | None = None, **kwargs) -> dict:
     if not rels:
         more = f" ({len(skipped)} other files, e.g. {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
         raise DataError(f"{inp}: no images found{more}; expected {', '.join(IMAGE_EXTS)} files in identity folders")
+    _refuse_name_collisions(inp, rels)
     ident = _identity(cfg, template_pts, device)
     open_output(out, ALIGN_JSON, ident, cfg.overwrite)
     try:

@@ -157,7 +157,8 @@ def load_embeddings_file(path, flag: str) -> Embedded:
     """Precomputed embeddings: NPZ or HDF5 with `embeddings` [N, D], `keys` [N], `labels` [N]."""
     path = Path(path)
     if not path.is_file():
-        raise UsageError(f"{path}: embeddings file not found (with --matcher embeddings, pass .npz/.h5 files)", flag)
+        found = "is a directory" if path.is_dir() else "not found"
+        raise UsageError(f"{path}: {found}; with --matcher embeddings, pass .npz/.h5 embedding files", flag)
     names = ("embeddings", "keys", "labels")
     try:
         if path.suffix in (".h5", ".hdf5"):

