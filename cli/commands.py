@@ -133,7 +133,8 @@ def align(quiet, as_json, **options):
         echo_json({k: s[k] for k in ("counts", "written", "total", "seconds_this_run", "images_per_s")})
     else:
         c = s["counts"]
-        click.echo(f"aligned {s['written']} of {s['total']} -> {options['out']} ({', '.join(f'{k} {v}' for k, v in c.items() if v)})")
+        done = "" if s["processed_this_run"] == s["written"] else f"; {s['processed_this_run']} processed this run"
+        click.echo(f"aligned {s['written']} of {s['total']} -> {options['out']} ({', '.join(f'{k} {v}' for k, v in c.items() if v)}{done})")
 
 
 @click.command()
@@ -290,6 +291,12 @@ def run(config, out, network, authentic, overrides, overwrite, quiet, as_json):
         click.echo(f"{'stage':<10} {'status':<14} {'seconds':>8}  summary")
         for stage, st in record["stages"].items():
             click.echo(f"{stage:<10} {st.get('status', ''):<14} {st.get('seconds', ''):>8}  {brief_line(st.get('summary', {}))}")
+        verdict = record["stages"].get("audit", {}).get("summary", {}).get("verdict")
+        if verdict:  # the result, not just a table row: as `synthgen audit` prints it
+            click.echo(f"audit: {verdict['status'].upper()}")
+            for reason in verdict.get("reasons", []):
+                click.echo(f"  - {escape_control(reason)}")
+            click.echo(f"report: {record['config']['out']}/audit/report.html")
     audit_cfg = record["config"].get("audit", {})
     summary = record["stages"].get("audit", {}).get("summary", {})
     status = summary.get("verdict", {}).get("status")

@@ -102,7 +102,8 @@ def generate(cfg: GenerateConfig | None = None, **kwargs) -> dict:
                    "seconds": round(elapsed, 3),
                    "images_per_s": round(written / elapsed, 2) if elapsed > 0 else None}
         if rank == 0 or not torchrun:
-            summary["complete"] = _finalize_if_complete(out, cfg, items, G, meta, world if not torchrun else 1)
+            summary["complete"] = _finalize_if_complete(out, cfg, items, G, meta, world if not torchrun else 1,
+                                                        changed=written + no_face > 0)
         return StageSummary("generate", summary, status="complete" if summary.get("complete") else "incomplete",
                             config_hash=meta["config_hash"],
                             brief={k: summary.get(k) for k in ("total", "written", "skipped_existing", "images_per_s",
@@ -198,11 +199,18 @@ def _drain(pending: list, limit: int) -> list:
     return [f for f in pending if not f.done()]
 
 
-def _finalize_if_complete(out: Path, cfg, items: list[Item], G, meta: dict, world: int) -> bool:
-    """Write manifest.jsonl and the final run.json once every slice has finished."""
+def _finalize_if_complete(out: Path, cfg, items: list[Item], G, meta: dict, world: int, changed: bool = True) -> bool:
+    """Write manifest.jsonl and the final run.json once every slice has finished. A rerun of a
+    complete run that wrote nothing leaves both as they are (a rerun is a no-op)."""
     parts = out / PARTS_DIR  # job arrays: each slice leaves a marker; the last one to finish merges
     if world > 1 and not all((parts / f"part-{r:05d}-of-{world:05d}.done").is_file() for r in range(world)):
         return False
+    if not changed and (out / MANIFEST).is_file() and not parts.exists():
+        try:
+            if json.loads((out / RUN_JSON).read_text()).get("status") == "complete":
+                return True
+        except (OSError, ValueError):
+            pass
     _remove_stale_temps(out, items)
     done = _existing(out, items)
     common = {"psi": cfg.psi, "truncation_cutoff": cfg.truncation_cutoff, "noise_mode": cfg.noise_mode,
