@@ -183,6 +183,11 @@ def _validate_stage(stage: str, cls, section: dict, root: Path, host: bool) -> N
     try:
         check_types(cls(**args), label=label)
         stage_validators()[stage](cls(**args), host)
+        if host and stage == "generate":  # classes, counts, views, seeds against the network itself
+            from synthgen.generation.planning import plan_items
+            from synthgen.generators import load_generator
+
+            plan_items(cls(**args), load_generator(args["network"], device="cpu"))
     except UsageError as e:
         if e.flag and e.flag.startswith("--"):
             name = "inp" if e.flag == "--in" else e.flag[2:].replace("-", "_")
@@ -215,6 +220,13 @@ def validate_audit_config(cfg, host: bool = True) -> None:
         if not Path(cfg.authentic).is_dir() and not Path(cfg.authentic).is_file():
             raise UsageError(f"{cfg.authentic} not found, expected an aligned authentic set (folder tree or "
                              "shard dir)", "--authentic")
+        from synthgen.audit.embed import ImageSet, load_embeddings_file
+
+        names = [cfg.matcher] if isinstance(cfg.matcher, str) else list(cfg.matcher)
+        if "embeddings" in names:  # an empty or unreadable authentic set: refused before generate starts
+            load_embeddings_file(cfg.authentic, "--authentic")
+        else:
+            ImageSet(cfg.authentic, cfg.max_per_class, "--authentic")
         build_matchers(cfg)  # every matcher's weights and packages, before generate starts
 
 

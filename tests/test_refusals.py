@@ -193,3 +193,23 @@ def test_unreadable_authentic_images_are_a_warning(tmp_path):
                 "--matcher", "pixels", "--device", "cpu", "--quiet"])
     assert r.exit_code == 0, r.output
     assert "warning: --authentic: 1 image could not be read" in r.stderr and "000001/broken.png" in r.stderr
+
+
+@pytest.mark.parametrize("change, needle", [
+    (lambda c, t: c["audit"].update(authentic=str(t / "empty")), "no images"),
+    (lambda c, t: c["generate"].update(classes="7-9"), "class 7"),
+    (lambda c, t: c["generate"].update(views=2), "views"),
+])
+def test_run_checks_the_authentic_set_and_the_network_before_anything_runs(tmp_path, change, needle):
+    """Before: an empty authentic set, or classes the network does not have, failed after generate
+    (and align and shard) had run."""
+    from synthgen.errors import SynthgenError
+    from synthgen.pipeline import run_pipeline
+
+    faces(tmp_path / "auth")
+    (tmp_path / "empty").mkdir()
+    cfg = run_config(tmp_path)
+    change(cfg, tmp_path)
+    with pytest.raises(SynthgenError, match=needle):
+        run_pipeline(cfg, progress=False, log=lambda *a: None)
+    assert not (tmp_path / "run").exists()
