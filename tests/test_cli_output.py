@@ -1,6 +1,7 @@
 """--quiet silences progress only: verdicts, report paths, warnings and one-line summaries always
 print; the run table shows whole summaries (before: JSON cut off at 90 characters)."""
 
+import pytest
 from click.testing import CliRunner
 
 from conftest import MICRO
@@ -25,6 +26,7 @@ def test_audit_quiet_still_prints_verdict_report_and_warnings(tmp_path):
     assert j.exit_code == 0 and j.stdout.lstrip().startswith("{") and "32x32" in j.stderr  # stdout stays JSON
 
 
+@pytest.mark.slow  # a whole run (~3 s)
 def test_generate_and_run_quiet_print_their_summaries(tmp_path):
     net = MICRO / "network-scrubbed-p4.pkl"
     r = invoke(["generate", "--network", net, "--out", tmp_path / "g", "--classes", "0", "--per-class", "2",
@@ -54,6 +56,7 @@ def test_a_complete_generate_rerun_rewrites_nothing(tmp_path):
     assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in (tmp_path / "g").rglob("*") if p.is_file()} == files
 
 
+@pytest.mark.slow  # a whole run (~2 s)
 def test_run_prints_the_audit_verdict_and_report(tmp_path):
     from test_refusals import faces as make_faces
 

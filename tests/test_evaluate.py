@@ -57,7 +57,8 @@ def _insightface_embeddings(raw, raw_flip):
     return normalize(raw + raw_flip)
 
 
-@pytest.mark.parametrize("n_pairs, dim, seed", [(6000, 512, 0), (1234, 128, 1), (7000, 64, 2)])
+@pytest.mark.parametrize("n_pairs, dim, seed", [pytest.param(6000, 512, 0, marks=pytest.mark.slow), (1234, 128, 1),
+                                                  pytest.param(7000, 64, 2, marks=pytest.mark.slow)])
 def test_accuracy_equals_insightface_on_the_same_embeddings(n_pairs, dim, seed):
     pytest.importorskip("sklearn")
     rng = np.random.RandomState(seed)

@@ -137,6 +137,7 @@ def test_run_checks_every_audit_matcher_before_generating(tmp_path, audit, needl
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow  # a whole run (~2 s)
 def test_a_run_whose_audit_failed_accepts_the_corrected_config(tmp_path):
     """Before: the failed audit's config hash stayed in run.json and the corrected rerun was
     refused ("holds an audit made with a different config") although the audit folder was empty."""
