@@ -58,12 +58,21 @@ def to_rgb_array(img) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
+MAX_PIXELS = 64_000_000  # a 64-megapixel photo (8000 x 8000); checked from the header, before decoding
+
+
 def load_rgb(path, still_only: bool = False) -> np.ndarray:
-    """RGB uint8 HWC pixels of an image file; `still_only` refuses animated images."""
+    """RGB uint8 HWC pixels of an image file; `still_only` refuses animated images. The size is read
+    from the header first: an image over MAX_PIXELS is refused before any pixel is decoded (a 0.5 MB
+    PNG can declare 13000 x 13000 pixels, half a gigabyte once decoded)."""
     from PIL import Image
 
     try:
         with Image.open(path) as im:
+            w, h = im.size
+            if w * h > MAX_PIXELS:
+                raise UnreadableImage(f"{path}: a {w}x{h} image ({w * h:,} pixels), over the {MAX_PIXELS:,}-pixel "
+                                      "budget; downscale it or leave it out")
             if still_only and getattr(im, "is_animated", False):
                 raise NotAStillImage(f"{path}: an animated image ({im.n_frames} frames), expected a still image; "
                                      "extract one frame to align it")

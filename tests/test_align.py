@@ -259,3 +259,36 @@ def test_a_finished_align_rerun_is_a_no_op_and_drops_the_crops_of_deleted_inputs
     assert after["counts"]["ok"] == first["counts"]["ok"] - 1 and after["processed_this_run"] == 0
     assert "rgba.png" not in (out / "manifest.jsonl").read_text()
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == ["id_a/0.png", "id_a/1.png"]
+
+
+def test_a_huge_image_is_refused_from_its_header_and_its_neighbours_are_aligned(tmp_path, monkeypatch):
+    """A 13000 x 13000 PNG is a small file (it compresses to almost nothing) but 507 MB decoded: it is
+    refused from its header, as unreadable, and the face beside it is aligned (before, the batch's
+    failure made every image of the step an error)."""
+    from synthgen.imageio import MAX_PIXELS
+
+    src = make_tree(tmp_path / "raw", n_face=1)
+    Image.new("L", (13000, 13000)).save(src / "id_a" / "huge.png")
+    assert 13000 * 13000 > MAX_PIXELS and (src / "id_a" / "huge.png").stat().st_size < 1_000_000
+    s = align(AlignConfig(inp=str(src), out=str(tmp_path / "al"), progress=False))
+    recs = {json.loads(l)["source"]: json.loads(l) for l in (tmp_path / "al" / "manifest.jsonl").read_text().splitlines()}
+    assert recs["id_a/huge.png"]["status"] == "unreadable" and "pixel" in recs["id_a/huge.png"]["error"]
+    assert recs["id_a/0.jpg"]["status"] == "ok" and s["counts"]["error"] == 0
+
+
+def test_one_image_that_breaks_the_detector_fails_alone(tmp_path, monkeypatch):
+    import synthgen.alignment.stage as al
+
+    src = make_tree(tmp_path / "raw", n_face=2)
+    real = al.process_batch
+
+    def fragile(rels, images, *a, **k):
+        if "id_a/1.jpg" in rels:
+            raise RuntimeError("detector crashed on this image")
+        return real(rels, images, *a, **k)
+
+    monkeypatch.setattr(al, "process_batch", fragile)
+    s = align(AlignConfig(inp=str(src), out=str(tmp_path / "al"), batch_size=8, progress=False))
+    recs = {json.loads(l)["source"]: json.loads(l) for l in (tmp_path / "al" / "manifest.jsonl").read_text().splitlines()}
+    assert recs["id_a/1.jpg"]["status"] == "error" and "detector crashed" in recs["id_a/1.jpg"]["error"]
+    assert recs["id_a/0.jpg"]["status"] == "ok" and s["counts"]["error"] == 1

@@ -166,9 +166,8 @@ def align_step(rels, cfg: AlignConfig, template_pts, template_name, device, dete
     if part:
         try:
             recs, crops = process_batch(part, [loaded[r] for r in part], detector, cfg, template_pts, template_name, device)
-        except Exception as e:  # a failure is data, never a crash of the run
-            recs, crops = [{"source": r, "identity": identity_of(r), "status": "error",
-                            "error": f"{type(e).__name__}: {e}", "template": template_name} for r in part], {}
+        except Exception:  # a failure is data, never a crash of the run; and one image never fails its neighbours
+            recs, crops = _one_by_one(part, loaded, detector, cfg, template_pts, template_name, device)
         for i, rec in enumerate(recs):
             if only is not None and rec["source"] not in only:
                 continue
@@ -177,6 +176,21 @@ def align_step(rels, cfg: AlignConfig, template_pts, template_name, device, dete
                 _save_png(out / rec["path"], crops[i])
             records[rec["source"]] = rec
     return [records[r] for r in rels if only is None or r in only]
+
+
+def _one_by_one(part, loaded, detector, cfg, template_pts, template_name, device):
+    """A step that failed as a whole, redone image by image: the image that fails is the only error."""
+    recs, crops = [], {}
+    for rel in part:
+        try:
+            (rec,), crop = process_batch([rel], [loaded[rel]], detector, cfg, template_pts, template_name, device)
+            if 0 in crop:
+                crops[len(recs)] = crop[0]
+        except Exception as e:
+            rec = {"source": rel, "identity": identity_of(rel), "status": "error", "error": f"{type(e).__name__}: {e}",
+                   "template": template_name}
+        recs.append(rec)
+    return recs, crops
 
 
 def detector_batched(detector, cfg, device) -> bool:
