@@ -8,7 +8,7 @@ import click
 from synthgen.alignment import AlignConfig
 from synthgen.audit.matchers import MATCHERS as MATCHER_NAMES
 from synthgen.errors import UsageError, escape_control
-from synthgen.audit.report import AuditConfig
+from synthgen.audit.config import AuditConfig
 from synthgen.export import ExportConfig
 from synthgen.generation import GenerateConfig
 from synthgen.options import click_options

@@ -2,6 +2,6 @@
 
 import sys
 
-from synthgen.cli.main import main
+from synthgen.cli.entry import main
 
 sys.exit(main())

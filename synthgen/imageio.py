@@ -65,10 +65,15 @@ def load_rgb(path, still_only: bool = False) -> np.ndarray:
     """RGB uint8 HWC pixels of an image file; `still_only` refuses animated images. The size is read
     from the header first: an image over MAX_PIXELS is refused before any pixel is decoded (a 0.5 MB
     PNG can declare 13000 x 13000 pixels, half a gigabyte once decoded)."""
+    import warnings
+
     from PIL import Image
 
     try:
-        with Image.open(path) as im:
+        with warnings.catch_warnings():  # Pillow's bomb warning: our own budget (below its limit) refuses them
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)
+        with im:
             w, h = im.size
             if w * h > MAX_PIXELS:
                 raise UnreadableImage(f"{path}: a {w}x{h} image ({w * h:,} pixels), over the {MAX_PIXELS:,}-pixel "

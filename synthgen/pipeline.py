@@ -40,7 +40,7 @@ _RESERVED = {"generate": {"out"}, "align": {"inp", "out"}, "shard": {"inp", "out
 
 def _stage_classes():
     from synthgen.alignment import AlignConfig
-    from synthgen.audit.report import AuditConfig
+    from synthgen.audit.config import AuditConfig
     from synthgen.generation import GenerateConfig
     from synthgen.release.config import ReleaseConfig
     from synthgen.shards import ShardConfig

@@ -23,14 +23,12 @@ import math
 import dataclasses
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from synthgen import __version__
 from synthgen.contract import MARKERS
-from synthgen.options import opt
 from synthgen.errors import DataError, UsageError
 from synthgen.fsutil import atomic_path, atomic_write_text
 from synthgen.runs import ensure_writable_dir
@@ -38,46 +36,10 @@ from synthgen.stage import StageSummary
 
 from . import analyses as A
 from . import decision as D
+from .config import AuditConfig
 from .html import render_html
 from .provenance import _alignment_warnings, provenance
 from .wording import _ci, _g, _list, _n, _pct, _s
-
-
-@dataclass
-class AuditConfig:
-    synthetic: str = opt(metavar="PATH", help="Aligned synthetic set: folder tree or shard dir (.npz/.h5 with "
-                         "--matcher embeddings).")
-    authentic: str = opt(metavar="PATH", help="Aligned authentic set (e.g. the GAN's training data), same forms.")
-    out: str = opt(path="dir", metavar="DIR", help="Report directory.")
-    # facenet-vggface2 | facenet-casia | dlib | iresnet | onnx | embeddings | pixels, or a list of them
-    # (the CLI's repeatable --matcher / --weights are written by hand: one flag, several values)
-    matcher: str | list = "facenet-vggface2"
-    weights: str | list | None = None  # matcher weights file (offline use); a list: one per matcher, in order
-    arch: str = opt("r100", choices=("r18", "r34", "r50", "r100"), help="iResNet depth (--matcher iresnet).")
-    fmr: float = opt(1e-3, metavar="RATE", help="Per-pair false-match rate that fixes the pairwise threshold.")
-    threshold: float | None = opt(None, metavar="T", help="Explicit per-pair cosine threshold (implies --rule "
-                                  "pairwise).")
-    batch_size: int = opt(256, range=(1, None), metavar="N", help="Images per matcher call.")
-    device: str = opt("auto", metavar="auto|cpu|cuda", help="Where to run the matcher and the search.")
-    max_per_class: int | None = opt(None, range=(1, None), metavar="N", help="Use at most N images per identity.")
-    top_k: int = opt(5, range=(1, None), metavar="K", help="Neighbours listed per flagged item.")
-    max_pairs: int = 200_000  # cap on distinct sampled pairs per score distribution
-    max_chance_queries: int = 20_000  # authentic queries of the leave-identity-out null (the chance rate)
-    label_map: str = opt("auto", choices=("auto", "name", "index"), help="How synthetic class i finds authentic "
-                         "class i.")
-    cache_dir: str | None = opt(None, path="dir", metavar="DIR", help="Embeddings cache [default: OUT/embeddings].")
-    seed: int = 0  # pair sampling
-    fail_on_leak: bool = opt(False, help="Release gate: exit 3 on a leak, 4 when inconclusive.")
-    progress: bool = True
-    rule: str | None = opt(None, choices=("search", "pairwise"), help="search: p-values against the leave-identity-"
-                           "out null, Holm at --alpha [default]; pairwise: best score >= the per-pair --fmr/"
-                           "--threshold threshold [default with --threshold].")
-    alpha: float = opt(0.01, metavar="RATE", help="search rule: chance that a clean dataset gets any flag.")
-    combine: str = opt("any", choices=("any", "all"), help="Several matchers: flag when any / all of them flag.")
-    fnmr_bound: float = D.FNMR_BOUND  # matcher validity: FNMR at the operating score must not exceed this
-    # sha256 of every synthetic image's pixels, in report.json dataset.synthetic.pixels_sha256 (the
-    # release's audits set it: it binds what was audited to what is released)
-    pixel_digest: bool = False
 
 
 def _names(cfg: AuditConfig) -> list[str]:
