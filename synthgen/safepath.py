@@ -101,3 +101,69 @@ def require_input(path, flag: str, expected: str) -> None:
     if not Path(path).exists() and not Path(path).is_symlink():
         raise UsageError(f"{show_path(Path(path))}: no such file or directory, expected {expected}; check the path",
                          flag)
+
+
+class NotARegularFile(Exception):
+    """A path inside a root that is a symlink (in any component), a FIFO, a device, a folder, or
+    larger than the reader's limit; the message says which."""
+
+
+def open_inside(root, rel: str, limit: int | None = None) -> int:
+    """A file descriptor for root/rel, opened without following links and checked on the open
+    descriptor: every component below `root` must be a real folder and the last a regular file (no
+    FIFO that would block, no /dev/zero that never ends) of at most `limit` bytes. Race-free: each
+    folder is opened relative to its parent's descriptor, never looked up again by name."""
+    import os
+    import stat
+
+    parts = [p for p in str(rel).split("/") if p not in ("", ".")]
+    if not parts or any(p == ".." for p in parts):
+        raise NotARegularFile(f"{rel}: not a relative path inside the folder")
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(root, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        for p in parts[:-1]:
+            try:
+                nxt = os.open(p, flags | getattr(os, "O_DIRECTORY", 0), dir_fd=fd)
+            except OSError as e:
+                raise NotARegularFile(f"{rel}: {p} is not a real folder ({e.strerror})") from None
+            os.close(fd)
+            fd = nxt
+        try:
+            f = os.open(parts[-1], flags | getattr(os, "O_NONBLOCK", 0), dir_fd=fd)
+        except OSError as e:
+            why = "a symlink" if e.errno in (40, 62) else e.strerror  # ELOOP: O_NOFOLLOW met a link
+            raise NotARegularFile(f"{rel}: cannot be opened as a plain file ({why})") from None
+    finally:
+        os.close(fd)
+    st = os.fstat(f)
+    if not stat.S_ISREG(st.st_mode) or (limit is not None and st.st_size > limit):
+        os.close(f)
+        what = "not a regular file (a FIFO, device or folder)" if not stat.S_ISREG(st.st_mode) else \
+            f"{st.st_size:,} bytes, over the {limit:,}-byte limit for this file"
+        raise NotARegularFile(f"{rel}: {what}")
+    return f
+
+
+def read_inside(root, rel: str, limit: int) -> bytes:
+    """The bytes of root/rel (see open_inside), at most `limit`."""
+    import os
+
+    fd = open_inside(root, rel, limit)
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise NotARegularFile(f"{rel}: grew past the {limit:,}-byte limit while read")
+    return data
+
+
+def sha256_inside(root, rel: str) -> str:
+    """sha256 of root/rel (see open_inside), read in blocks."""
+    import hashlib
+    import os
+
+    h = hashlib.sha256()
+    with os.fdopen(open_inside(root, rel), "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -141,3 +142,58 @@ def test_the_final_audit_recorded_the_digest_of_the_released_pixels(released):
     with open(rel / "quarantine.csv", newline="") as f:
         assert next(csv.reader(f))[0] == "round"
     assert np.all([len(v) == 64 for v in card["bound"].values()])
+
+
+# ------------------------------------------------------------------ item 2: plain files inside REL only
+
+
+@pytest.fixture
+def alarm():
+    import signal
+
+    def hang(*a):
+        raise TimeoutError("blocked: verify or rebuild waited on a FIFO or an endless file")
+
+    old = signal.signal(signal.SIGALRM, hang)
+    signal.alarm(30)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, old)
+
+
+@pytest.mark.parametrize("make", [
+    lambda p: os.mkfifo(p),  # would block a plain open() forever
+    lambda p: os.symlink("/dev/zero", p),  # would be read until memory runs out
+])
+@pytest.mark.parametrize("rel", ["card.json", "SHA256SUMS", "DATASET_CARD.md", "quarantine.csv"])
+def test_a_fifo_or_endless_file_in_a_release_is_a_problem_not_a_hang(released, tmp_path, alarm, make, rel):
+    rel_dir, _ = released
+    bad = _copy(rel_dir, tmp_path / "bad")
+    (bad / rel).unlink()
+    make(bad / rel)
+    problems = _verify(bad)
+    assert problems and any("plain file" in p or "not a regular file" in p or "unreadable" in p or "missing" in p
+                            for p in problems), problems
+
+
+def test_verify_never_reads_outside_the_release_through_a_linked_folder(released, tmp_path, alarm):
+    """SHA256SUMS names audit/round-0/report.json; audit/ is made a link to a folder outside with
+    the same files: before, verify hashed the outside files and said ok."""
+    rel_dir, _ = released
+    bad = _copy(rel_dir, tmp_path / "bad")
+    outside = tmp_path / "outside"
+    shutil.move(str(bad / "audit"), outside)
+    os.symlink(outside, bad / "audit")
+    problems = _verify(bad)
+    assert any("not a real folder" in p or "symlink" in p for p in problems), problems
+
+
+def test_rebuild_refuses_a_fifo_card_at_once(tmp_path, alarm):
+    from synthgen.errors import DataError
+    from synthgen.release import rebuild
+
+    os.mkfifo(tmp_path / "card.json")
+    (tmp_path / "net.pt").write_bytes(b"x")
+    with pytest.raises(DataError, match="not a regular file"):
+        rebuild(tmp_path / "card.json", tmp_path / "net.pt", tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()

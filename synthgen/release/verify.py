@@ -6,10 +6,28 @@ import json
 from pathlib import Path
 
 from synthgen.fsutil import atomic_write_text, sha256_file
-from synthgen.safepath import path_problem, show, show_path
+from synthgen.safepath import NotARegularFile, path_problem, read_inside, sha256_inside, show, show_path
 
 SUMS = "SHA256SUMS"
 UNSUMMED = {SUMS, "release.json"}  # the sums themselves and the stage marker (bookkeeping)
+TEXT_LIMIT = 1 << 30  # card.json, SHA256SUMS, reports: read whole, never more than this
+
+# Every file verify reads is opened inside REL without following links, checked to be a regular
+# file on the open descriptor and read with a size limit (safepath.open_inside): a FIFO never
+# blocks it, a link to /dev/zero or outside REL is never read.
+
+
+def _text(root: Path, rel: str) -> str:
+    """root/rel as UTF-8 text; NotARegularFile, OSError or UnicodeDecodeError when it cannot be."""
+    return read_inside(root, rel, TEXT_LIMIT).decode("utf-8")
+
+
+def _sha(root: Path, rel: str) -> str | None:
+    """sha256 of root/rel, or None when it is not a plain file inside root (or unreadable)."""
+    try:
+        return sha256_inside(root, rel)
+    except (NotARegularFile, OSError):
+        return None
 
 
 def _listed(out: Path) -> list[Path]:
@@ -31,7 +49,7 @@ def is_release(path) -> bool:
 
 def release_id(root) -> str:
     """A release's id: the sha256 of its card.json, to which every other file is bound."""
-    return sha256_file(Path(root) / "card.json")
+    return sha256_inside(Path(root), "card.json")
 
 
 def verify_release(root, expect: str | None = None) -> list[str]:
@@ -42,15 +60,18 @@ def verify_release(root, expect: str | None = None) -> list[str]:
     root = Path(root)
     problems = []
     if expect is not None:
-        have = release_id(root) if (root / "card.json").is_file() else None
+        try:
+            have = release_id(root)
+        except (NotARegularFile, OSError):
+            have = None
         if have != expect.strip().lower():
             problems.append(f"card.json: sha256 {have}, not the expected release id {show(expect[:80])}: this is not "
                             "the release that id names (a file was changed, or it is another release)")
     sums = root / SUMS
-    if not sums.is_file() and (root / "release.json").is_file():
+    if not sums.is_file() and not sums.is_symlink() and not sums.exists() and (root / "release.json").is_file():
         try:
-            m = json.loads((root / "release.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError, UnicodeDecodeError, RecursionError):
+            m = json.loads(_text(root, "release.json"))
+        except (OSError, ValueError, UnicodeDecodeError, RecursionError, NotARegularFile):
             m = {}
         m = m if isinstance(m, dict) else {}
         if m.get("status") == "refused":
@@ -58,7 +79,9 @@ def verify_release(root, expect: str | None = None) -> list[str]:
                     "was written, only audit/ and the working state"]
         return ["release.json: this release is not finished (no SHA256SUMS); rerun the same `synthgen release`"]
     try:
-        text = sums.read_text(encoding="utf-8")
+        text = _text(root, SUMS)
+    except NotARegularFile as e:
+        return [f"{show_path(sums)}: {show(str(e))}; a release holds plain files only"]
     except (OSError, UnicodeDecodeError) as e:
         return [f"{show_path(sums)}: unreadable ({type(e).__name__}); the release is incomplete"]
     listed = {}
@@ -73,12 +96,13 @@ def verify_release(root, expect: str | None = None) -> list[str]:
             continue
         listed[rel] = sha
     for rel, sha in sorted(listed.items()):
-        p = root / rel
         try:
-            if p.is_symlink() or not p.is_file():
-                problems.append(f"{show_path(rel)}: listed in {SUMS} but missing")
-            elif sha256_file(p) != sha:
+            if sha256_inside(root, rel) != sha:
                 problems.append(f"{show_path(rel)}: sha256 differs from {SUMS} (the file was changed or damaged)")
+        except FileNotFoundError:
+            problems.append(f"{show_path(rel)}: listed in {SUMS} but missing")
+        except NotARegularFile as e:
+            problems.append(f"{show(str(e))}: listed in {SUMS}; a release holds plain files only")
         except OSError as e:
             problems.append(f"{show_path(rel)}: unreadable ({e.strerror or type(e).__name__})")
     for p in _listed(root):
@@ -95,9 +119,9 @@ def verify_release(root, expect: str | None = None) -> list[str]:
             problems.append(".work: the working folder of an unfinished release; rerun `synthgen release` to finish "
                             "it")
     try:
-        card = json.loads((root / "card.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError, RecursionError) as e:
-        return problems + [f"card.json: unreadable ({type(e).__name__}: {e})"]
+        card = json.loads(_text(root, "card.json"))
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError, NotARegularFile) as e:
+        return problems + [f"card.json: unreadable ({type(e).__name__}: {show(str(e))})"]
     from .card import card_problems
 
     shape = card_problems(card)
@@ -125,14 +149,14 @@ def _check_bound(root: Path, card: dict) -> list[str]:
     for rel in sorted(present - set(card["bound"]) - set(UNBOUND)):
         out.append(f"{show_path(rel)}: not bound to card.json (added or renamed after the release was written)")
     for rel, sha in sorted(card["bound"].items()):
-        p = root / rel
-        if p.is_symlink() or not p.is_file():
-            out.append(f"{show_path(rel)}: bound to card.json but missing")
-        elif sha256_file(p) != sha:
+        got = _sha(root, rel)
+        if got is None:
+            out.append(f"{show_path(rel)}: bound to card.json but missing (or not a plain file)")
+        elif got != sha:
             out.append(f"{show_path(rel)}: differs from the file card.json binds (bound sha256): it was edited")
     try:
-        md = (root / "DATASET_CARD.md").read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
+        md = _text(root, "DATASET_CARD.md")
+    except (OSError, UnicodeDecodeError, NotARegularFile):
         md = None
     if md != card_markdown(card):
         out.append("DATASET_CARD.md: differs from what card.json renders to (it was edited, or card.json was); the card "
@@ -146,15 +170,14 @@ def _check_rounds(root: Path, card: dict) -> list[str]:
     out = []
     rounds = card["audit"]["rounds"]
     for r in rounds:
-        p = root / r["report"]
-        if not p.is_file() or sha256_file(p) != r["report_sha256"]:
+        if _sha(root, r["report"]) != r["report_sha256"]:
             out.append(f"{show_path(r['report'])}: differs from the report card.json summarised (report_sha256)")
             continue
         try:
-            rep = json.loads(p.read_text(encoding="utf-8"))
+            rep = json.loads(_text(root, r["report"]))
             status = rep["verdict"]["status"]
             digest = ((rep.get("dataset") or {}).get("synthetic") or {}).get("pixels_sha256")
-        except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError, NotARegularFile):
             status = digest = None
         if status != r["status"]:
             out.append(f"{show_path(r['report'])}: verdict {show(str(status))}, card.json says {show(r['status'])}")
@@ -164,10 +187,10 @@ def _check_rounds(root: Path, card: dict) -> list[str]:
     final = rounds[-1]["status"]
     covered = True
     try:  # the final audit embedded every released image, with no subset (max_per_class)
-        rep = json.loads((root / rounds[-1]["report"]).read_text(encoding="utf-8"))
+        rep = json.loads(_text(root, rounds[-1]["report"]))
         covered = rep["config"].get("max_per_class") is None and \
             rep["counts"]["synthetic_images"] == card["counts"]["images"]
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError, NotARegularFile):
         covered = False
     should = final == "pass" and covered
     if card["certified"] != should or (card.get("status") == "certified") != card["certified"]:
@@ -195,10 +218,10 @@ def _check_files(root: Path, card: dict) -> list[str]:
                     problems.append(f"{show_path(rel)}: a data file card.json does not list (added after the release "
                                     "was written)")
     for rel, sha in sorted(files.items()):
-        p = root / rel
-        if not p.is_file():
-            problems.append(f"{show_path(rel)}: listed in card.json files but missing")
-        elif sha256_file(p) != sha:
+        got = _sha(root, rel)
+        if got is None:
+            problems.append(f"{show_path(rel)}: listed in card.json files but missing (or not a plain file)")
+        elif got != sha:
             problems.append(f"{show_path(rel)}: sha256 differs from card.json files")
     return problems
 
@@ -208,6 +231,9 @@ def _check_data(root: Path, card: dict) -> list[str]:
     from synthgen.errors import SynthgenError
     from synthgen.shards import verify as verify_shards
 
+    for p in sorted((root / "shards").iterdir()) if (root / "shards").is_dir() else []:
+        if _sha(root, f"shards/{p.name}") is None:  # a FIFO or link is never handed to HDF5
+            return [f"shards/{show(p.name)}: not a plain file; a release holds plain files only"]
     problems = [f"shards: {p}" for p in verify_shards(root / "shards")]
     if problems:
         return problems
