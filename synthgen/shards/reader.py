@@ -17,9 +17,39 @@ from .format import ENCODINGS, INDEX, REBUILD, SCHEMA_VERSION, SHARD_RE
 
 
 def storage_problems(group) -> list[str]:
-    """Links and datasets whose data could come from outside the file (see synthgen.safeload)."""
-    return [p.replace("only data inside the file is read", "shards keep all data inside the file")
-            for p in h5_storage_problems(group)]
+    """Links and datasets whose data could come from outside the file (see synthgen.safeload), and
+    datasets that declare more than the file stores (declared_size_problems)."""
+    out = [p.replace("only data inside the file is read", "shards keep all data inside the file")
+           for p in h5_storage_problems(group)]
+    return out or declared_size_problems(group)
+
+
+def declared_size_problems(group) -> list[str]:
+    """A dataset reads back at its declared shape whether or not its data was ever written: an 8 KB
+    file can declare gigabytes of never-written chunks. Every dataset synthgen writes has all its
+    storage written: contiguous ones their full size, chunked ones every chunk. Checked from the
+    file's metadata before anything is read (and so before anything is allocated)."""
+    import math
+
+    import h5py
+
+    out = []
+    for name, ds in group.items():
+        if not isinstance(ds, h5py.Dataset) or ds.size == 0:
+            continue
+        stored = ds.id.get_storage_size()
+        if ds.chunks is None:
+            declared = ds.size * ds.dtype.itemsize
+            if stored < declared:
+                out.append(f"dataset '{name}' declares {declared:,} bytes but stores {stored:,}: its data was never "
+                           "written (truncated or forged)")
+            continue
+        expected = math.prod(math.ceil(n / c) for n, c in zip(ds.shape, ds.chunks))
+        written = ds.id.get_num_chunks()
+        if written < expected:
+            out.append(f"dataset '{name}' declares {expected:,} chunks but {written:,} were written (truncated or "
+                       "forged)")
+    return out
 
 
 def open_shard(path: Path, count: int | None = None, index: dict | None = None):
