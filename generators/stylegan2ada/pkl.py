@@ -64,15 +64,23 @@ class PersistentRecord:
         return self.state.get("_modules") or {}
 
     def tensors(self, prefix: str = "") -> dict[str, torch.Tensor]:
-        """All parameters and buffers of this record and its children, state-dict style."""
-        out = {}
-        for group in ("_parameters", "_buffers"):
-            for name, t in (self.state.get(group) or {}).items():
-                if t is not None:
-                    out[prefix + name] = t
-        for name, child in self.children.items():
-            if isinstance(child, PersistentRecord):
-                out.update(child.tensors(f"{prefix}{name}."))
+        """All parameters and buffers of this record and its children, state-dict style. Each
+        sub-module is visited once: a record reached twice (a shared sub-module, which no
+        StyleGAN2-ADA network has) is refused, so a crafted DAG cannot make the walk exponential."""
+        out, seen, todo = {}, set(), [(prefix, self)]
+        while todo:
+            pre, rec = todo.pop()
+            if id(rec) in seen:
+                raise DataError(f"sub-module {escape(pre.rstrip('.'), 80)} is shared with another module; "
+                                "not a StyleGAN2-ADA network")
+            seen.add(id(rec))
+            for group in ("_parameters", "_buffers"):
+                for name, t in (rec.state.get(group) or {}).items():
+                    if t is not None:
+                        out[pre + name] = t
+            for name, child in reversed(list(rec.children.items())):
+                if isinstance(child, PersistentRecord):
+                    todo.append((f"{pre}{name}.", child))
         return out
 
 

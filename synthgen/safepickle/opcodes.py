@@ -1,9 +1,11 @@
 """The pickle opcodes PickleVM interprets (byte -> name; each has an `op_NAME` method) and those
 that create no new object. Every other opcode is refused."""
 
-# opcodes that only move, store or combine what exists (not counted as new objects)
-NO_NEW_OBJECT = {"MARK", "POP", "POP_MARK", "DUP", "PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE", "GET", "BINGET",
-                 "LONG_BINGET", "FRAME", "PROTO", "STOP", "APPEND", "APPENDS", "SETITEM", "SETITEMS", "ADDITEMS",
+# opcodes that only move or combine what exists (not counted against the object budget). Every
+# other opcode is counted, DUP, MARK and the memo's PUT/GET included: each keeps one more
+# reference alive (a stack slot, a mark, a memo entry), and a file of 1-5 byte opcodes could
+# otherwise hold tens of times its size in references (a 10 MB MEMOIZE flood took 692 MB).
+NO_NEW_OBJECT = {"POP", "POP_MARK", "FRAME", "PROTO", "STOP", "APPEND", "APPENDS", "SETITEM", "SETITEMS", "ADDITEMS",
                  "BUILD"}
 OPS = {
     0x80: "PROTO", 0x95: "FRAME", ord("."): "STOP",

@@ -425,3 +425,35 @@ def test_cli_info_on_memory_bombs_stays_bounded(tmp_path):
     assert_one_line_error(run_limited(["info", tmp_path / "res.pt"]), 1, "img_resolution is 32768")
     ok = run_limited(["info", MICRO / "network-scrubbed-p4.pkl"])
     assert ok.returncode == 0 and "16x16" in ok.stdout
+
+
+def test_a_shared_sub_module_dag_is_refused_not_walked_exponentially():
+    """Issue 21, item 6: one sub-module record referenced F times per level over L levels made the
+    state-dict walk visit F**L paths (still running after 60 s). Each record is now visited once;
+    a shared one is refused."""
+    import time
+
+    from synthgen.errors import DataError
+    from synthgen.generators.stylegan2ada.pkl import PersistentRecord
+
+    leaf = PersistentRecord({"class_name": "FullyConnectedLayer", "state": {"_parameters": {"w": torch.zeros(1)}}})
+    node = leaf
+    for _ in range(40):  # 8 ** 40 paths if walked naively
+        node = PersistentRecord({"class_name": "M", "state": {"_modules": {f"m{i}": node for i in range(8)}}})
+    t = time.perf_counter()
+    with pytest.raises(DataError, match="shared with another module"):
+        node.tensors()
+    assert time.perf_counter() - t < 1
+
+
+def test_memo_and_mark_floods_are_charged_to_the_object_budget():
+    """A 2 MB file of MEMOIZE (or MARK, or DUP) opcodes held ~65x its size in references: every
+    opcode that keeps a reference alive now counts against the budget."""
+    from synthgen.errors import DataError
+    from synthgen.safepickle import PickleVM
+
+    n = 2_000_000
+    for body in (b"N" + b"\x94" * n, b"N" + b"(" * n, b"N" + b"2" * n, b"N\x94" + b"h\x00" * (n // 2)):
+        data = b"\x80\x04" + body + b"."
+        with pytest.raises(DataError, match="creates more than"):
+            PickleVM(data, "flood.pkl", {}).run()
