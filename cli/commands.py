@@ -425,8 +425,9 @@ def evaluate(benches, matcher, weights, arch, embeddings, out, batch_size, devic
     from synthgen.evaluate import EvaluateConfig, evaluate as run_evaluate, make_pairs
 
     if make_pairs_from:
-        if benches or matcher:
-            raise UsageError("--make-pairs writes a benchmark; give no BENCH or --matcher with it", "--make-pairs")
+        if benches or matcher or embeddings or weights:
+            raise UsageError("--make-pairs writes a benchmark; give no BENCH, --matcher, --weights or --embeddings "
+                             "with it", "--make-pairs")
         r = make_pairs(make_pairs_from, out, pairs=pairs, folds=folds, seed=seed)
         if as_json:
             echo_json({k: v for k, v in r.items() if k != "keys"})

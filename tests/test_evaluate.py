@@ -245,3 +245,105 @@ def test_refusals_leave_no_report_folder(tmp_path, args, code, needle):
     assert r.exit_code == code, r.output
     assert needle in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "e").exists()
+
+
+# ------------------------------------------------------------------ red-team findings (each failed before)
+
+
+def test_unit_embeddings_equal_sklearn_normalize_bit_for_bit():
+    """insightface normalises with sklearn; np.linalg.norm differed in the last bit for most rows,
+    which moved distances sitting exactly on a threshold (2,019 calls of 6,000 pairs x thresholds)."""
+    sk = pytest.importorskip("sklearn.preprocessing")
+    rng = np.random.RandomState(0)
+    for scale in (1.0, 1e-13, 1e5):
+        a, b = rng.randn(500, 64) * scale, rng.randn(500, 64) * scale
+        assert np.array_equal(P.pair_embeddings(a, b), sk.normalize(a + b))
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero"])
+def test_a_fifo_or_device_as_bench_is_refused_at_once(tmp_path, kind):
+    import signal
+
+    p = tmp_path / "lfw.bin"
+    os.mkfifo(p) if kind == "fifo" else os.symlink("/dev/zero", p)
+    signal.alarm(20)  # before: blocked forever / read until memory ran out
+    try:
+        r = invoke(["evaluate", p, "--matcher", "pixels", "--out", tmp_path / "e"])
+    finally:
+        signal.alarm(0)
+    assert r.exit_code == 1 and "not a regular file" in r.stderr and not (tmp_path / "e").exists()
+
+
+def test_a_linked_bench_file_is_read(tmp_path):
+    (tmp_path / "real.bin").write_bytes(pickle.dumps(([_png(0, 8), _png(1, 8)] * 2, [True, False]), protocol=4))
+    os.symlink(tmp_path / "real.bin", tmp_path / "lfw.bin")
+    assert len(read_bin(tmp_path / "lfw.bin")) == 2
+
+
+@pytest.mark.parametrize("images, needle", [
+    ([b"not an image", b"x"], "not an image Pillow can read"),
+    ([_png(0, 8)] * 1 + [None], "4097x4096 image"),
+])
+def test_images_are_checked_from_their_headers_before_out_exists(tmp_path, images, needle):
+    if images[1] is None:
+        buf = io.BytesIO()
+        Image.new("L", (4097, 4096)).save(buf, "PNG")
+        images = [images[0], buf.getvalue()]
+    (tmp_path / "b.bin").write_bytes(pickle.dumps((images, [True]), protocol=4))
+    np.savez(tmp_path / "e.npz", embeddings=np.ones((2, 4)))
+    r = invoke(["evaluate", tmp_path / "b.bin", "--matcher", "embeddings", "--embeddings", tmp_path / "e.npz",
+                "--folds", "1", "--out", tmp_path / "o"])
+    assert r.exit_code == 2  # --folds 1 is refused by its range first
+    r = invoke(["evaluate", tmp_path / "b.bin", "--matcher", "pixels", "--folds", "2", "--out", tmp_path / "o"])
+    assert r.exit_code == 2 and "fewer than --folds 2" in r.stderr and not (tmp_path / "o").exists()
+    (tmp_path / "b.bin").write_bytes(pickle.dumps((images * 2, [True, False]), protocol=4))
+    r = invoke(["evaluate", tmp_path / "b.bin", "--matcher", "pixels", "--folds", "2", "--out", tmp_path / "o"])
+    assert r.exit_code == 1 and needle in r.stderr and not (tmp_path / "o").exists()
+
+
+def test_one_large_image_in_every_slot_is_refused_by_the_total_budget(tmp_path):
+    buf = io.BytesIO()
+    Image.new("L", (4096, 4096)).save(buf, "PNG")  # 16 MP, a few kB: every slot references it
+    big = buf.getvalue()
+    (tmp_path / "b.bin").write_bytes(pickle.dumps(([big] * 40, [True, False] * 10), protocol=4))
+    r = invoke(["evaluate", tmp_path / "b.bin", "--matcher", "pixels", "--folds", "2", "--out", tmp_path / "o"])
+    assert r.exit_code == 1 and "per image on average" in r.stderr and not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("arrays, needle", [
+    (dict(embeddings=np.full((4, 3), 1e308), embeddings_flip=np.full((4, 3), 1e308)), "overflows"),
+    (dict(embeddings=np.zeros((4, 0))), "expected numbers"),
+    (dict(embeddings=np.zeros((4, 3))), "is zero"),
+])
+def test_embeddings_that_cannot_be_scored_are_refused_not_reported_as_nan(tmp_path, arrays, needle):
+    (tmp_path / "b.bin").write_bytes(pickle.dumps(([_png(i, 8) for i in range(4)], [True, False]), protocol=4))
+    np.savez(tmp_path / "e.npz", **arrays)
+    r = invoke(["evaluate", tmp_path / "b.bin", "--matcher", "embeddings", "--embeddings", tmp_path / "e.npz",
+                "--folds", "2", "--out", tmp_path / "o", "--json"])
+    assert r.exit_code == 1 and needle in r.stderr and "NaN" not in r.stdout
+
+
+def test_make_pairs_asking_for_more_pairs_than_exist_is_refused_at_once(tmp_path):
+    import time
+
+    faces = _faces(tmp_path / "aligned", n_id=4, per=3)  # 12 genuine pairs, 54 imposter pairs
+    t = time.perf_counter()
+    r = invoke(["evaluate", "--make-pairs", faces, "--out", tmp_path / "x.bin", "--pairs", "1000000000000000000"])
+    assert r.exit_code == 2 and "distinct genuine pairs" in r.stderr and time.perf_counter() - t < 5
+    (tmp_path / "y.bin.json").write_text("{}")
+    r = invoke(["evaluate", "--make-pairs", faces, "--out", tmp_path / "y.bin", "--pairs", "20", "--folds", "2"])
+    assert r.exit_code == 2 and "y.bin.json exists" in r.stderr
+
+
+@pytest.mark.parametrize("payload, needle", [
+    (b"\x80\x02c_codecs\nencode\nq\x00X\x02\x00\x00\x00\xc3\xbfq\x01\x85q\x02Rq\x03.", "allowed only as (text, 'latin1')"),
+    (b"\x80\x02c_codecs\nencode\nq\x00X\x03\x00\x00\x00\xe2\x82\xacX\x06\x00\x00\x00latin1\x86R.", "not latin-1"),
+])
+def test_codecs_encode_only_in_the_form_python_writes(tmp_path, payload, needle):
+    """The one-argument form decoded differently from pickle.load (UTF-8 by default): refused."""
+    (tmp_path / "c.bin").write_bytes(payload)
+    import re
+
+    with pytest.raises(DataError, match=re.escape(needle)) as e:
+        read_bin(tmp_path / "c.bin")
+    assert "c.bin" in str(e.value)

@@ -42,10 +42,16 @@ class Bench:
         return len(self.issame)
 
 
-def _latin1_encode(text, encoding="latin1"):
-    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
-        raise DataError("_codecs.encode is allowed only as (text, 'latin1'), the form Python 3 writes bytes in")
-    return text.encode("latin1")
+def _latin1_encoder(where: str):
+    def encode(*args):
+        if len(args) != 2 or not isinstance(args[0], str) or args[1] not in ("latin1", "latin-1"):
+            raise DataError(f"{where}: _codecs.encode is allowed only as (text, 'latin1'), the form Python 3 writes "
+                            "bytes in; not a verification .bin")
+        try:
+            return args[0].encode("latin1")
+        except UnicodeEncodeError:
+            raise DataError(f"{where}: _codecs.encode of text that is not latin-1; not a verification .bin") from None
+    return encode
 
 
 def read_bin(path) -> Bench:
@@ -54,12 +60,8 @@ def read_bin(path) -> Bench:
 
     path = Path(path)
     require_input(path, "BENCH", "a verification .bin (lfw.bin, cfp_fp.bin, ...) or a folder with pairs.txt")
-    size = path.stat().st_size
-    if size > MAX_BIN_BYTES:
-        raise DataError(f"{show_path(path)}: {size:,} bytes, more than any verification .bin ({MAX_BIN_BYTES:,}); "
-                        "not a benchmark file")
-    data = path.read_bytes()
-    vm = PickleVM(data, show_path(path), {("_codecs", "encode"): _latin1_encode}, py2_str="bytes",
+    data = _read_plain(path, MAX_BIN_BYTES, "a verification .bin")
+    vm = PickleVM(data, show_path(path), {("_codecs", "encode"): _latin1_encoder(show_path(path))}, py2_str="bytes",
                   kind="verification .bin (a tuple of a list of images and a list of booleans)")
     obj, _ = vm.run()
     expect = "expected (list of encoded images, list of booleans) as insightface writes it"
@@ -75,6 +77,23 @@ def read_bin(path) -> Bench:
     return Bench(path.stem, str(path), hashlib.sha256(data).hexdigest(), bins, np.asarray(issame, bool))
 
 
+def _read_plain(path: Path, limit: int, what: str) -> bytes:
+    """A regular file's bytes, at most `limit`: never a FIFO (it would block) or a device such as
+    /dev/zero (it never ends), checked on the open descriptor."""
+    from synthgen.safepath import NotARegularFile, read_inside
+
+    try:
+        target = path.resolve() if path.is_symlink() else path  # a link the user made is followed once, then checked
+        return read_inside(target.parent, target.name, limit)
+    except NotARegularFile as e:
+        raise DataError(f"{show_path(path)}: {str(e).split(': ', 1)[-1]}; expected {what}") from None
+    except OSError as e:
+        raise DataError(f"{show_path(path)}: unreadable ({e.strerror or type(e).__name__}); expected {what}") from None
+
+
+MAX_PAIRS_TXT = 64 << 20  # LFW's pairs.txt is 0.1 MB
+
+
 def read_pairs_folder(root) -> Bench:
     """An LFW-style folder: `pairs.txt` (first line: folds and pairs per fold, or just one number;
     then `name i j` for a same-person pair and `name1 i name2 j` for a different-person pair) and
@@ -84,14 +103,16 @@ def read_pairs_folder(root) -> Bench:
     if not pairs_file.is_file():
         raise UsageError(f"{show_path(root)}: no pairs.txt, expected an LFW-style folder (pairs.txt + <name>/<name>_0001.jpg)",
                          "BENCH")
-    text = pairs_file.read_text(encoding="utf-8", errors="replace").split("\n")
-    lines = [ln.split() for ln in text if ln.strip()]
+    raw = _read_plain(pairs_file, MAX_PAIRS_TXT, "an LFW pairs.txt")
+    lines = [ln.split() for ln in raw.decode("utf-8", errors="replace").split("\n") if ln.strip()]
     body = lines[1:] if lines and len(lines[0]) <= 2 and all(t.isdigit() for t in lines[0]) else lines
     img_root = root / "lfw" if (root / "lfw").is_dir() else root
     files, issame = [], []
-    h = hashlib.sha256(pairs_file.read_bytes())
+    h = hashlib.sha256(raw)
     for n, parts in enumerate(body, 1):
         try:
+            if not all(p.isascii() for p in parts):
+                raise ValueError
             if len(parts) == 3:
                 a, b, same = (parts[0], int(parts[1])), (parts[0], int(parts[2])), True
             elif len(parts) == 4:
@@ -137,6 +158,36 @@ def read_bench(path) -> Bench:
 MAX_PIXELS = 4096 * 4096  # a benchmark image is a face crop (112x112 in insightface's files)
 
 
+MEAN_PIXELS = 1 << 20  # per image on average over a benchmark (the public ones: 112 x 112)
+
+
+def check_images(bench: Bench) -> None:
+    """Every image's header read (nothing decoded) before anything is written: one Pillow cannot
+    open, one over MAX_PIXELS, or a benchmark averaging more than MEAN_PIXELS per image (one large
+    image referenced by every slot makes a small file that decodes for hours) is refused now."""
+    import warnings
+
+    from PIL import Image
+
+    total = 0
+    for i, b in enumerate(bench.images):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(io.BytesIO(b)) as im:
+                    w, h = im.size
+        except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as e:
+            raise DataError(f"{bench.path} image {i}: not an image Pillow can read ({type(e).__name__}); not a "
+                            "verification benchmark") from None
+        if w * h > MAX_PIXELS:
+            raise DataError(f"{bench.path} image {i}: a {w}x{h} image, more than the {MAX_PIXELS:,}-pixel budget for "
+                            "a benchmark face crop")
+        total += w * h
+    if total > MEAN_PIXELS * len(bench.images):
+        raise DataError(f"{bench.path}: {total:,} pixels in {len(bench.images):,} images, more than "
+                        f"{MEAN_PIXELS:,} per image on average; benchmark images are face crops (112 x 112)")
+
+
 def decode(image: bytes, where: str) -> np.ndarray:
     """One benchmark image -> RGB uint8 HWC; its size is read from the header and checked against
     MAX_PIXELS before any pixel is decoded."""
@@ -171,8 +222,9 @@ def make_pairs(aligned, out, pairs: int = 6000, folds: int = 10, seed: int = 0) 
 
     aligned, out = Path(aligned), Path(out)
     require_input(aligned, "--make-pairs", "an aligned identity-folder tree")
-    if out.exists():
-        raise UsageError(f"{show_path(out)} exists; choose another path or delete it", "--out")
+    for f in (out, Path(f"{out}.json")):
+        if f.exists() or f.is_symlink():
+            raise UsageError(f"{show_path(f)} exists; choose another path or delete it", "--out")
     if pairs < 2 * folds or pairs % (2 * folds):
         raise UsageError(f"{pairs} pairs cannot make {folds} folds of equal genuine and imposter halves; use a "
                          f"multiple of {2 * folds}", "--pairs")
@@ -185,8 +237,15 @@ def make_pairs(aligned, out, pairs: int = 6000, folds: int = 10, seed: int = 0) 
     if len(ids) < 2 or not multi:
         raise DataError(f"{show_path(aligned)}: {len(ids)} identities, {len(multi)} with two or more images; a "
                         "benchmark needs two identities and at least one with two images")
-    rng = random.Random(seed)
     half = pairs // folds // 2
+    genuine = sum(len(by_id[i]) * (len(by_id[i]) - 1) // 2 for i in multi)
+    n = sum(len(v) for v in by_id.values())
+    imposter = (n * n - sum(len(v) ** 2 for v in by_id.values())) // 2
+    for kind, have in (("genuine", genuine), ("imposter", imposter)):
+        if pairs // 2 > have:
+            raise UsageError(f"{pairs} pairs need {pairs // 2:,} distinct {kind} pairs; {show_path(aligned)} has "
+                             f"{have:,}; ask for fewer with --pairs", "--pairs")
+    rng = random.Random(seed)
     chosen: list[tuple[str, str, bool]] = []
     seen = set()
     for _ in range(folds):

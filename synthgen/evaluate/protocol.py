@@ -32,7 +32,12 @@ def pair_embeddings(emb: np.ndarray, emb_flip: np.ndarray | None = None) -> np.n
     e = np.asarray(emb, np.float64)
     if emb_flip is not None:
         e = e + np.asarray(emb_flip, np.float64)
-    return e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+    # exactly as sklearn.preprocessing.normalize (insightface's call): norms from einsum, zero norms
+    # left as 1, one division; np.linalg.norm differs in the last bit, which moves distances that sit
+    # exactly on a threshold
+    norms = np.sqrt(np.einsum("ij,ij->i", e, e))
+    norms[norms < 10 * np.finfo(norms.dtype).eps] = 1.0
+    return e / norms[:, None]
 
 
 def distances(unit: np.ndarray) -> np.ndarray:

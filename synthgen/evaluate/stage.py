@@ -23,7 +23,7 @@ from synthgen.runs import ensure_writable_dir
 from synthgen.safepath import require_input, show_path
 
 from . import protocol as P
-from .bench import Bench, decode, read_bench
+from .bench import Bench, check_images, decode, read_bench
 
 FARS = (1e-3, 1e-4)
 
@@ -77,6 +77,10 @@ def evaluate(cfg: EvaluateConfig | None = None, **kwargs) -> dict:
     device = resolve_device(cfg.device)
     matcher = make_matcher(cfg.matcher, cfg.weights, cfg.arch, device)  # refused before OUT exists
     benches = [read_bench(b) for b in cfg.benches]  # every file parsed (and refused) before OUT exists
+    for b in benches:
+        if len(b) < cfg.folds:
+            raise UsageError(f"{b.path} has {len(b)} pairs, fewer than --folds {cfg.folds}; use fewer folds", "--folds")
+        check_images(b)  # every header: unreadable or oversized images refused before OUT exists
     pre = [_load_embeddings(e, b) for e, b in zip(cfg.embeddings, benches)] if cfg.matcher == "embeddings" else None
     out = Path(cfg.out)
     ensure_writable_dir(out)
@@ -85,10 +89,10 @@ def evaluate(cfg: EvaluateConfig | None = None, **kwargs) -> dict:
     for i, bench in enumerate(benches):
         t = time.time()
         raw, raw_flip = pre[i] if pre is not None else _embed(bench, matcher, cfg)
-        unit = P.pair_embeddings(raw, raw_flip)
+        unit = _unit(raw, raw_flip, bench)
         res = {"name": bench.name, "path": bench.path, "sha256": bench.sha256, "pairs": len(bench),
                "flip": P.verification(unit, bench.issame, cfg.folds, FARS) if raw_flip is not None else None,
-               "no_flip": P.verification(P.pair_embeddings(raw), bench.issame, cfg.folds, FARS),
+               "no_flip": P.verification(_unit(raw, None, bench), bench.issame, cfg.folds, FARS),
                "seconds": round(time.time() - t, 2)}
         results.append(res)
         arrays[f"{bench.name}__embeddings"] = unit.astype(np.float32)
@@ -110,6 +114,16 @@ def evaluate(cfg: EvaluateConfig | None = None, **kwargs) -> dict:
     atomic_write_text(out / "report.html", render(report, pages))
     atomic_write_text(out / "report.json", json.dumps(report, indent=1))
     return report
+
+
+def _unit(raw, raw_flip, bench: Bench):
+    """Unit embeddings as the protocol forms them; a sum that overflows or a zero vector is refused."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        unit = P.pair_embeddings(raw, raw_flip)
+    if not np.isfinite(unit).all() or (np.abs(unit).sum(axis=1) == 0).any():
+        raise DataError(f"{bench.name}: an embedding is zero, or overflows when summed with its mirror's; every image "
+                        "needs a finite, non-zero embedding")
+    return unit
 
 
 def _embed(bench: Bench, matcher, cfg: EvaluateConfig):
@@ -138,15 +152,22 @@ def _embed(bench: Bench, matcher, cfg: EvaluateConfig):
 def _load_embeddings(path, bench: Bench):
     """--matcher embeddings: `embeddings` [2N, D] in the benchmark's image order (raw or unit), and
     optionally `embeddings_flip` [2N, D] of the mirrored images."""
+    import stat
+
     from synthgen.safeload import load_npz_arrays
 
+    try:
+        if not stat.S_ISREG(Path(path).stat().st_mode):  # a FIFO would block the zip reader
+            raise DataError(f"{show_path(Path(path))}: not a regular file; expected an .npz of embeddings")
+    except OSError as e:
+        raise DataError(f"{show_path(Path(path))}: unreadable ({e.strerror}); expected an .npz of embeddings") from None
     z = load_npz_arrays(path, ("embeddings",), "embeddings", optional=("embeddings_flip",))
     e = np.asarray(z["embeddings"])
     f = z.get("embeddings_flip")
     for name, a in (("embeddings", e), ("embeddings_flip", f)):
         if a is None:
             continue
-        if a.dtype.kind not in "fiu" or a.ndim != 2 or len(a) != len(bench.images):
+        if a.dtype.kind not in "fiu" or a.ndim != 2 or len(a) != len(bench.images) or a.shape[1] == 0:
             raise DataError(f"{show_path(Path(path))}: '{name}' is {a.dtype} {list(a.shape)}, expected numbers "
                             f"[{len(bench.images)}, D]: one row per image of {bench.name}, in its order")
         if not np.isfinite(a).all():
