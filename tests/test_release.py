@@ -529,3 +529,33 @@ def test_unconditional_views_are_dropped_not_rerendered(tmp_path):
     assert verify_release(rel) == []
     rb = rebuild(rel / "card.json", net, tmp_path / "rebuilt", progress=False)
     assert rb["differ"] == [] and rb["matched"] == rb["files"]
+
+
+@pytest.mark.slow
+def test_a_run_of_fallback_crops_is_never_certified(tmp_path, monkeypatch):
+    """Issue 22: a run whose alignment found no face (100 % center-crop fallbacks: noise, not faces)
+    was released as certified. The quality floor (release --min-detection-rate, default 99 %) now
+    refuses to certify; with --allow-inconclusive it is written NOT CERTIFIED, saying why."""
+    from synthgen.alignment import DETECTORS, ParityDetector
+    from synthgen.release import verify_release
+
+    class NoFace(ParityDetector):  # what MTCNN does on coloured noise
+        name = "noface"
+
+        def detect(self, images):
+            return [None] * len(images)
+
+    monkeypatch.setitem(DETECTORS, "noface", NoFace)
+    sections = {"align": {"detector": "noface", "size": 16, "on_miss": "center-crop", "device": "cpu"}}
+    run, net, _ = _make_run(tmp_path, "aligned", **sections)
+    r = _release(run, tmp_path / "rel")
+    assert not r["written"] and r["final_verdict"] == "inconclusive" and "real face detection" in r["coverage_gap"]
+    r = _release(run, tmp_path / "rel", allow_inconclusive=True)
+    card = json.loads((tmp_path / "rel" / "card.json").read_text())
+    assert r["written"] and not card["certified"] and card["quality"]["measured"] and not card["quality"]["ok"]
+    assert card["quality"]["rate"] < 0.99 and card["audit"]["final_verdict"] == "pass"
+    assert any("real face detection" in w for w in card["not_certified_because"])
+    assert "Quality floor:" in (tmp_path / "rel" / "DATASET_CARD.md").read_text()
+    assert verify_release(tmp_path / "rel") == []
+    r = _release(run, tmp_path / "rel2", min_detection_rate=0.0)  # the floor is the user's to state
+    assert r["certified"]

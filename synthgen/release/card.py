@@ -78,7 +78,7 @@ def bound_files(out: Path, formats: list) -> dict:
 
 
 def build_card(cfg, run, state: dict, index: dict, formats: list, certified: bool, files: dict, out: Path,
-               gap: str | None = None, pixels_sha256: str | None = None) -> dict:
+               gap: str | None = None, pixels_sha256: str | None = None, quality: dict | None = None) -> dict:
     from synthgen.runs import config_hash
 
     from .config import ReleaseConfig
@@ -139,6 +139,8 @@ def build_card(cfg, run, state: dict, index: dict, formats: list, certified: boo
                    "foreign_images_kept": len(foreign)},
         "labels": {c: i for i, c in enumerate(classes)},
         "alignment": _alignment(run),
+        # the quality floor: real face detections among the released images (release --min-detection-rate)
+        "quality": quality,
         "audit": {"rounds": rounds, "final_round": final["round"], "final_verdict": final["status"],
                   "authentic": (run.report.get("dataset") or {}).get("authentic")},
         "remediation": {"policy": cfg.policy, "max_rounds": max(cfg.max_rounds, final["round"]),
@@ -287,6 +289,14 @@ def _ci(c) -> str:
     return "n/a" if not c else f"{_pct(c[0])} to {_pct(c[1])}"
 
 
+def _quality_line(q: dict) -> str:
+    if not q.get("measured"):
+        return f"Quality floor (real face detections): {q.get('note', 'not measured')}."
+    verdict = "met" if q["ok"] else "NOT met"
+    return (f"Quality floor: {q['detected']:,} of {q['images']:,} released images ({100 * q['rate']:.3g} %) had a real "
+            f"face detection, not a fallback crop; the floor is {100 * q['floor']:.3g} %: {verdict}.")
+
+
 def card_markdown(card: dict) -> str:
     c = card["counts"]
     a = card["alignment"]
@@ -317,6 +327,7 @@ def card_markdown(card: dict) -> str:
               f"- Images per class: min {min(c['per_class'].values(), default=0)}, max "
               f"{max(c['per_class'].values(), default=0)}. Labels are contiguous (0..{c['classes'] - 1}); "
               "`card.json` `labels` maps each class folder to its label.", "",
+              _quality_line(card.get("quality") or {}), "",
               "## Alignment", ""]
     lines += [f"- {k.replace('_', ' ')}: {v}" for k, v in a.items() if v is not None] + [""]
     lines += ["## Audit", "", "| round | verdict | flagged images | flagged identities | removed | replaced | "

@@ -37,6 +37,10 @@ class ReleaseConfig:
                        help="Comma list of formats: shards (always), recordio, imagefolder, webdataset, parquet.")
     allow_inconclusive: bool = opt(False, help="Write the release when the final audit is inconclusive, marked "
                                                "NOT CERTIFIED (exit 0).")
+    min_detection_rate: float = opt(0.99, range=(0, 1), metavar="RATE",
+                                    help="Quality floor: certify only when at least this share of the released "
+                                         "images had a real face detection, not a fallback crop (checked when the "
+                                         "run aligned faces).")
     keep_foreign: bool = opt(False, help="Keep unflagged images with no generation record (the release then "
                                          "cannot be rebuilt from its card).")
     network: str | None = opt(None, path="file", metavar="PKL",
@@ -69,7 +73,7 @@ def parse_formats(text) -> list[str]:
 def validate(cfg: ReleaseConfig, host: bool = True) -> None:
     check_types(cfg)
     check_choices(cfg, ("policy",))
-    check_ranges(cfg, ("max_rounds",))
+    check_ranges(cfg, ("max_rounds", "min_detection_rate"))
     fmts = parse_formats(cfg.formats)
     if host:
         from synthgen.export import check_format

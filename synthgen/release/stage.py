@@ -85,7 +85,8 @@ def release(cfg: ReleaseConfig | None = None, **kwargs) -> StageSummary:
         state = _init_state(run, out, chash, keys or _check_tree(run, cfg.progress))
     _loop(cfg, run, out, state, replacer)
     final = state["rounds"][-1]["status"]
-    gap = _coverage_gap(out, state)
+    quality = detection_floor(run, state, cfg.min_detection_rate)
+    gap = _coverage_gap(out, state) or (None if quality["ok"] else quality["why"])
     certified = final == "pass" and gap is None
     if gap and final == "pass":
         final = "inconclusive"  # what the CLI says and exits with: nothing vouches for the uncovered images
@@ -95,11 +96,28 @@ def release(cfg: ReleaseConfig | None = None, **kwargs) -> StageSummary:
         r = _summary(out, "refused", None, written=False, state=state)
         r["final_verdict"], r["coverage_gap"] = final, gap
         return r
-    card = _finalize(cfg, run, out, state, fmts, certified, gap)
+    card = _finalize(cfg, run, out, state, fmts, certified, gap, quality)
     write_marker(out, RELEASE_JSON, meta, status="complete", verdict=final, certified=certified, finished=now(),
                  settings_hash=shash)
     shutil.rmtree(work, ignore_errors=True)
     return _summary(out, "certified" if certified else "not-certified", card, written=True)
+
+
+def detection_floor(run: RunView, state: dict, floor: float) -> dict:
+    """The quality floor: the share of released images whose face was really detected (not a
+    fallback crop written by --on-miss center-crop/keep). Measured only when the run aligned faces;
+    a run of 100 % fallbacks (noise, not faces) is never certified."""
+    if run.align_mode == "none":
+        return {"measured": False, "ok": True, "floor": floor, "why": None,
+                "note": "not measured: the run did not align faces (no detector ran)"}
+    recs = [state["records"].get(k) or run.tree_records.get(k) or {} for k in state["items"]]
+    detected = sum(1 for r in recs if r.get("status") == "ok" and not r.get("fallback"))
+    rate = detected / len(recs) if recs else 0.0
+    ok = rate >= floor
+    why = None if ok else (f"Only {detected:,} of {len(recs):,} released images ({100 * rate:.3g} %) had a real face "
+                           f"detection (the others are fallback crops); the quality floor is {100 * floor:.3g} %.")
+    return {"measured": True, "ok": ok, "floor": floor, "detected": detected, "images": len(recs), "rate": rate,
+            "why": why}
 
 
 def _coverage_gap(out: Path, state: dict) -> str | None:
@@ -392,7 +410,7 @@ def _released_pixels(run: RunView, out: Path, state: dict) -> str:
 
 
 def _finalize(cfg: ReleaseConfig, run: RunView, out: Path, state: dict, fmts: list, certified: bool,
-              gap: str | None) -> dict:
+              gap: str | None, quality: dict | None = None) -> dict:
     from .card import build_card, card_markdown
 
     tree = out / WORK / "tree"
@@ -405,7 +423,7 @@ def _finalize(cfg: ReleaseConfig, run: RunView, out: Path, state: dict, fmts: li
             w.writerow(["" if q.get(c) is None else (f"{q[c]:.6g}" if isinstance(q[c], float) else q[c])
                         for c in QUARANTINE_COLUMNS])
     card = build_card(cfg, run, state, index, fmts, certified, data_files(out, fmts), out, gap,
-                      _released_pixels(run, out, state))
+                      _released_pixels(run, out, state), quality)
     atomic_write_text(out / "card.json", json.dumps(card, indent=1))
     atomic_write_text(out / "DATASET_CARD.md", card_markdown(card))
     write_sums(out)
