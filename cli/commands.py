@@ -402,13 +402,14 @@ def rebuild(card, network, out, quiet):
 @click.option("--batch-size", default=256, type=click.IntRange(1), metavar="N", help="Images per matcher call.")
 @click.option("--device", default="auto", metavar="auto|cpu|cuda", help="Where to run the matcher.")
 @click.option("--folds", default=10, type=click.IntRange(2), metavar="K", help="Cross-validation folds (the field uses 10).")
+@click.option("--release", "release_dir", type=click.Path(file_okay=False, path_type=str), metavar="REL", help="Add the numbers to this release's card (its utility section); the release gets a new id.")
 @click.option("--make-pairs", "make_pairs_from", type=click.Path(path_type=str), metavar="ALIGNED", help="Instead: write a benchmark .bin of balanced pairs from an aligned identity-folder tree.")
 @click.option("--pairs", default=6000, type=click.IntRange(1), metavar="N", help="--make-pairs: number of pairs (half genuine).")
 @click.option("--seed", default=0, type=int, metavar="S", help="--make-pairs: sampling seed (recorded).")
 @QUIET
 @JSON
-def evaluate(benches, matcher, weights, arch, embeddings, out, batch_size, device, folds, make_pairs_from, pairs, seed,
-             quiet, as_json):
+def evaluate(benches, matcher, weights, arch, embeddings, out, batch_size, device, folds, release_dir, make_pairs_from,
+             pairs, seed, quiet, as_json):
     """Verification accuracy of a face matcher on LFW-style benchmarks, as insightface computes it.
 
     BENCH: insightface's .bin files (lfw.bin, cfp_fp.bin, agedb_30.bin, calfw.bin, cplfw.bin; read
@@ -421,11 +422,12 @@ def evaluate(benches, matcher, weights, arch, embeddings, out, batch_size, devic
       synthgen evaluate lfw.bin --matcher dlib --out eval-dlib
       synthgen evaluate lfw.bin --matcher embeddings --embeddings lfw-emb.npz --out eval-mine
       synthgen evaluate --make-pairs casia-112-heldout --out heldout.bin --pairs 6000 --seed 0
+      synthgen evaluate lfw.bin --matcher iresnet --arch r50 --weights trained-on-rel.pth --out eval --release rel
     """
     from synthgen.evaluate import EvaluateConfig, evaluate as run_evaluate, make_pairs
 
     if make_pairs_from:
-        if benches or matcher or embeddings or weights:
+        if benches or matcher or embeddings or weights or release_dir:
             raise UsageError("--make-pairs writes a benchmark; give no BENCH, --matcher, --weights or --embeddings "
                              "with it", "--make-pairs")
         r = make_pairs(make_pairs_from, out, pairs=pairs, folds=folds, seed=seed)
@@ -440,7 +442,7 @@ def evaluate(benches, matcher, weights, arch, embeddings, out, batch_size, devic
                          "--matcher")
     r = run_evaluate(EvaluateConfig(benches=list(benches), out=out, matcher=matcher, weights=weights, arch=arch,
                                     embeddings=list(embeddings), batch_size=batch_size, device=device, folds=folds,
-                                    progress=not (quiet or as_json)))
+                                    release=release_dir, progress=not (quiet or as_json)))
     if as_json:
         echo_json(r)
         return
@@ -454,6 +456,9 @@ def evaluate(benches, matcher, weights, arch, embeddings, out, batch_size, devic
         click.echo(f"{escape_control(b['name'])[:14]:<14} {b['pairs']:>6}  {acc:>18}  "
                    f"{100 * b['no_flip']['accuracy']:>8.2f} ± {100 * b['no_flip']['std']:.2f}  {tar}")
     click.echo(f"report: {out}/report.html")
+    if r.get("release_id"):
+        click.echo(f"release {release_dir}: utility section added to its card; new release id {r['release_id']} "
+                   "(the old id no longer names the folder)")
 
 
 COMMANDS = (info, convert, generate, align, shard, verify, export, audit, evaluate, run, demo, release, rebuild)

@@ -197,3 +197,34 @@ def test_rebuild_refuses_a_fifo_card_at_once(tmp_path, alarm):
     with pytest.raises(DataError, match="not a regular file"):
         rebuild(tmp_path / "card.json", tmp_path / "net.pt", tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_evaluate_adds_its_numbers_to_a_release_card_under_a_new_id(released, tmp_path):
+    """Issue 23: `synthgen evaluate --release REL` writes the utility section into the card, binds
+    the evaluation's report, and the release gets a new id that verifies (the old one no longer does)."""
+    import io
+    import pickle
+
+    from PIL import Image
+
+    from synthgen.cli.main import cli
+
+    rel_dir, old_id = released
+    rel = _copy(rel_dir, tmp_path / "rel")
+    rng = np.random.RandomState(0)
+    imgs = []
+    for _ in range(40):
+        buf = io.BytesIO()
+        Image.fromarray(rng.randint(0, 256, (16, 16, 3), dtype=np.uint8)).save(buf, "PNG")
+        imgs.append(buf.getvalue())
+    (tmp_path / "b.bin").write_bytes(pickle.dumps((imgs, [True, False] * 10), protocol=4))
+    r = CliRunner().invoke(cli, ["evaluate", str(tmp_path / "b.bin"), "--matcher", "pixels", "--folds", "2",
+                                 "--out", str(tmp_path / "e"), "--release", str(rel)])
+    assert r.exit_code == 0, r.output
+    new_id = hashlib.sha256((rel / "card.json").read_bytes()).hexdigest()
+    assert f"new release id {new_id}" in r.stdout and new_id != old_id
+    card = json.loads((rel / "card.json").read_text())
+    assert card["utility"]["benchmarks"][0]["benchmark"] == "b" and card["utility"]["matcher"]["name"] == "pixels"
+    assert "utility/report.json" in card["bound"] and "## Utility" in (rel / "DATASET_CARD.md").read_text()
+    assert _verify(rel, new_id) == []
+    assert any("not the expected release id" in p for p in _verify(rel, old_id))

@@ -39,6 +39,7 @@ class EvaluateConfig:
     batch_size: int = 256
     device: str = "auto"
     folds: int = 10
+    release: str | None = None  # a release folder: its card gets the numbers (utility section, new id)
     progress: bool = True
 
 
@@ -62,6 +63,12 @@ def validate(cfg: EvaluateConfig) -> None:
         require_input(b, "BENCH", "a verification .bin (lfw.bin, cfp_fp.bin, ...) or a folder with pairs.txt")
     for e in cfg.embeddings:
         require_input(e, "--embeddings", "an .npz with 'embeddings' [2N, D] in the benchmark's image order")
+    if cfg.release is not None:
+        from synthgen.release import is_release
+
+        require_input(cfg.release, "--release", "a release folder (synthgen release --out)")
+        if not is_release(cfg.release):
+            raise UsageError(f"{cfg.release} is not a written release (no card.json + SHA256SUMS)", "--release")
     names = [Path(b).stem if Path(b).is_file() else Path(b).name for b in cfg.benches]
     if len(set(names)) != len(names):
         raise UsageError(f"two benchmarks share a name ({', '.join(names)}); the report keys them by name", "BENCH")
@@ -113,6 +120,10 @@ def evaluate(cfg: EvaluateConfig | None = None, **kwargs) -> dict:
 
     atomic_write_text(out / "report.html", render(report, pages))
     atomic_write_text(out / "report.json", json.dumps(report, indent=1))
+    if cfg.release is not None:
+        from synthgen.release.utility import add_utility
+
+        report["release_id"] = add_utility(cfg.release, report, out / "report.json")
     return report
 
 

@@ -258,6 +258,11 @@ def card_problems(card) -> list[str]:
                 out.append(f"configs.{stage}.{key} must be an object")
     for key in ("generator", "rebuild"):
         want(card, key, dict)
+    if "utility" in card:  # written by `synthgen evaluate --release`
+        u = want(card, "utility", dict)
+        if u is not None and not (isinstance(u.get("benchmarks"), list) and isinstance(u.get("matcher"), dict)
+                                  and not path_problem(u.get("report"))):
+            out.append("utility must hold benchmarks (a list), matcher and report (a relative path)")
     if isinstance(card.get("rebuild"), dict):
         want(card["rebuild"], "rebuildable", bool, "rebuild.")
     return out
@@ -352,6 +357,17 @@ def card_markdown(card: dict) -> str:
               "fails if anything in the folder differs from what that id names (`sha256sum card.json` shows the id). "
               "`verify` proves integrity and provenance of these files; that the data is what the generator makes "
               "from the recorded seeds only `rebuild` proves."]
+    u = card.get("utility")
+    if u:
+        lines += ["", "## Utility", "", f"Verification accuracy of {u['matcher'].get('name')} (weights sha256 "
+                  f"`{u['matcher'].get('weights_sha256')}`), {u['what']}; {u['protocol']}; evaluated {u['evaluated']} "
+                  f"(full report: `{u['report']}`).", "",
+                  "| benchmark | pairs | accuracy % | TAR @ FAR [95 % CI] |", "| --- | --- | --- | --- |"]
+        for b in u["benchmarks"]:
+            tars = "; ".join(f"{t['far']:g}: " + ("n/a" if t["tar"] is None else f"{100 * t['tar']:.2f} "
+                             f"[{100 * t['tar_ci95'][0]:.2f}, {100 * t['tar_ci95'][1]:.2f}]"
+                             + ("" if t["supported"] else " (too few imposter pairs)")) for t in b["tar_at_far"])
+            lines.append(f"| {b['benchmark']} | {b['pairs']:,} | {100 * b['accuracy']:.2f} ± {100 * b['std']:.2f} | {tars} |")
     rb = card["rebuild"]
     lines += ["", "## Rebuild instead of download", ""]
     if rb["rebuildable"]:

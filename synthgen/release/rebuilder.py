@@ -19,21 +19,9 @@ from synthgen.safepath import require_input, show_path
 
 def _card(path: Path) -> dict:
     """card.json, opened as a plain file (never a FIFO or a link to /dev/zero) of bounded size."""
-    import json
+    from .source import read_json
 
-    from synthgen.safepath import NotARegularFile, read_inside
-
-    from .verify import TEXT_LIMIT
-
-    try:
-        d = json.loads(read_inside(path.parent, path.name, TEXT_LIMIT).decode("utf-8"))
-    except NotARegularFile as e:
-        raise DataError(f"{show_path(path)}: {e}; expected a release's card.json") from None
-    except (OSError, ValueError, UnicodeDecodeError, RecursionError) as e:
-        raise DataError(f"{show_path(path)}: unreadable ({type(e).__name__}); expected a release's card.json") from None
-    if not isinstance(d, dict):
-        raise DataError(f"{show_path(path)}: found a JSON {type(d).__name__}, expected a release's card.json")
-    return d
+    return read_json(path, "expected a release's card.json")
 
 
 def _check_card(card: dict, path: Path) -> None:

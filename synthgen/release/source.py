@@ -21,11 +21,21 @@ from synthgen.safepath import require_input, show_path
 ALIGN_MODES = ("stage", "inline", "none")  # separate align stage | generate --align | no alignment
 
 
+JSON_LIMIT = 1 << 30  # card.json, reports, run markers: read whole, never more than this
+
+
 def read_json(path: Path, what: str) -> dict:
+    """A JSON object from a plain file (never a FIFO or a link to /dev/zero), at most JSON_LIMIT
+    bytes; one-line DataError otherwise, ending with `what` to do."""
+    from synthgen.safepath import NotARegularFile, read_inside
+
+    path = Path(path)
     try:
-        d = json.loads(Path(path).read_text(encoding="utf-8"))
+        d = json.loads(read_inside(path.parent, path.name, JSON_LIMIT).decode("utf-8"))
     except FileNotFoundError:
         raise DataError(f"{show_path(path)}: not found; {what}") from None
+    except NotARegularFile as e:
+        raise DataError(f"{show_path(path)}: {str(e).split(': ', 1)[-1]}; {what}") from None
     except (OSError, ValueError, UnicodeDecodeError, RecursionError) as e:
         raise DataError(f"{show_path(path)}: unreadable ({type(e).__name__}); {what}") from None
     if not isinstance(d, dict):
