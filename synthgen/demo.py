@@ -6,11 +6,11 @@ What it builds, all from fixed seeds:
   authentic/      a small "authentic" set: 8 identities rendered by a second random network
   run/            generate -> align -> shard -> audit -> release, via the same code as `synthgen run`
   run/release/    the release: shards, quarantine.csv, card.json, DATASET_CARD.md, SHA256SUMS
-A few authentic images are planted into the synthetic set before alignment; they show up as
-the closest synthetic-authentic pairs, and the release removes them (no generation record). The verdict is honestly INCONCLUSIVE: a random-weight
-matcher cannot separate identities and 48 authentic images are too few to calibrate the search
-rule, so the gate neither passes nor calls a leak, and the release is written with allow_inconclusive,
-marked NOT CERTIFIED. Random weights make coloured noise, not faces: MTCNN
+A few authentic images are planted into the synthetic set before alignment: they score at copy
+level (what an authentic image scores against its own re-encoded copy), so the audit is a LEAK
+naming them, although a random-weight matcher and 48 authentic images cannot calibrate the search
+rule. The release removes them (flagged, and no generation record); its final audit, without the
+copies, is honestly INCONCLUSIVE, so it is written with allow_inconclusive, marked NOT CERTIFIED. Random weights make coloured noise, not faces: MTCNN
 finds none and alignment falls back to a centre crop. Real use needs a trained generator
 and matcher weights (see README).
 """
@@ -68,7 +68,7 @@ def run_demo(out="demo-run", progress=True, log=print) -> dict:
         "shard": {"shard_size": 20},
         "audit": {"authentic": str(auth), "matcher": "iresnet", "arch": "r18", "weights": str(matcher),
                   "fmr": 1e-3, "device": "cpu", "batch_size": 64},
-        # the random matcher makes the audit inconclusive: release anyway, marked NOT CERTIFIED
+        # the random matcher leaves the final audit inconclusive: release anyway, marked NOT CERTIFIED
         "release": {"enabled": True, "allow_inconclusive": True, "name": "synthgen-demo",
                     "license": "CC0-1.0 (random-weight demo data)", "generator_license": "random weights made by "
                     "synthgen demo (no training data)", "intended_use": "Showing the synthgen pipeline end to end. "

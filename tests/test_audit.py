@@ -233,7 +233,8 @@ def test_folder_audit_with_cache_reuse(tmp_path, r18_weights, monkeypatch):
 
     monkeypatch.setattr(IResNetMatcher, "embed", counting)
     r2 = run_audit(AuditConfig(out=str(tmp_path / "o2"), **cfg))
-    assert calls["n"] == 0  # everything came from the cache (the unreadable file is retried: 0 readable)
+    probes = r2["matchers"][0]["decision"]["copy"]["probes"]  # the copy-level probe: authentic images + re-encodes
+    assert calls["n"] == 2 * probes  # everything else came from the cache (the unreadable file: 0 readable)
     assert r2["nearest"] == r["nearest"]
 
 

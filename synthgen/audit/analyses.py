@@ -264,3 +264,51 @@ def histograms(dist) -> dict:
                for name, (g, i) in dist.items()}}
 
 
+
+
+COPY_PROBES = 64  # authentic images re-encoded to measure what a near copy scores
+COPY_JPEG_QUALITY = 75  # the perturbation: a JPEG round trip (what re-publishing a photo does)
+COPY_DISTINCT_QUANTILE = 0.999  # of distinct authentic pairs: a copy must score above nearly all of them
+
+
+def copy_level(matcher, images, dist: dict, seed: int) -> dict | None:
+    """The score at and above which a synthetic image is a copy of the authentic image it matches:
+    the lowest score of COPY_PROBES authentic images against their own JPEG round trip (q 75), but
+    never below the COPY_DISTINCT_QUANTILE quantile of distinct authentic pairs (two photos; a copy
+    must be closer than nearly any two real photos are, the same person's included), nor above
+    1 - 1e-6 (an exact copy always qualifies). The bar is set by the matcher's own score range,
+    not by the null, so it holds however few authentic images there are. None for precomputed
+    embeddings (no images to probe)."""
+    import io
+
+    from PIL import Image
+
+    from .embed import _resize
+
+    if images is None or not len(images) or not getattr(matcher, "input_size", 0):
+        return None
+    rng = np.random.RandomState(seed + 7919)  # apart from the audit's own sampling: its draws are unchanged
+    idx = np.sort(rng.choice(len(images), min(COPY_PROBES, len(images)), replace=False))
+    orig, copies = [], []
+    for i in idx:
+        try:
+            img = _resize(images.read(int(i)), matcher.input_size)
+        except Exception:  # an unreadable image is reported elsewhere; it simply is not a probe
+            continue
+        buf = io.BytesIO()
+        Image.fromarray(img).save(buf, "JPEG", quality=COPY_JPEG_QUALITY)
+        orig.append(img)
+        copies.append(np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB")))
+    if not orig:
+        return None
+    a, b = matcher.embed(np.stack(orig)), matcher.embed(np.stack(copies))
+    sims = np.sum(a * b, axis=1)
+    gen, imp = dist.get("authentic vs authentic", (np.zeros(0), np.zeros(0)))
+    distinct = np.r_[gen, imp]
+    q = float(np.quantile(distinct, COPY_DISTINCT_QUANTILE)) if len(distinct) else -1.0
+    level = float(np.min(sims))
+    return {"threshold": min(max(level, q), 1 - 1e-6), "copy_level": level, "copy_median": float(np.median(sims)),
+            "probes": len(orig), "distinct_pairs": int(len(distinct)), "distinct_quantile": q,
+            "what": f"lowest score of {len(orig)} authentic images against their own JPEG (q {COPY_JPEG_QUALITY}) round "
+                    f"trip, raised to the {COPY_DISTINCT_QUANTILE:g} quantile of {len(distinct):,} distinct authentic "
+                    "pairs when higher"}

@@ -165,7 +165,7 @@ def run_audit(cfg: AuditConfig | None = None, **kwargs) -> dict:
             images = (syn_images, auth_images)
         if syn.emb.shape[1] != auth.emb.shape[1]:
             raise DataError(f"embedding dimensions differ: synthetic {syn.emb.shape[1]}, authentic {auth.emb.shape[1]}")
-        per.append(_analyse(cfg, name, matcher, syn, auth, device, rule, alpha_m))
+        per.append(_analyse(cfg, name, matcher, syn, auth, device, rule, alpha_m, auth_images))
 
     for m in per:
         bad = m["report"]["counts"].get("unreadable_authentic") or []
@@ -203,7 +203,7 @@ def run_audit(cfg: AuditConfig | None = None, **kwargs) -> dict:
                                "flagged_identities": v.get("flagged_identities")})
 
 
-def _analyse(cfg, name, matcher, syn, auth, device, rule, alpha) -> dict:
+def _analyse(cfg, name, matcher, syn, auth, device, rule, alpha, auth_images=None) -> dict:
     """One matcher: exclusions, calibration, searches, decision, summaries."""
     syn, bad_syn = A.drop_nonfinite(syn)
     auth, bad_auth = A.drop_nonfinite(auth)
@@ -224,6 +224,10 @@ def _analyse(cfg, name, matcher, syn, auth, device, rule, alpha) -> dict:
     else:
         thr = id_thr = pair_thr
         flag_img, flag_id = S["img_s"][:, 0] >= thr, S["id_s"][:, 0] >= thr
+    # Copies: an image at copy level against an authentic one is flagged whatever the null says
+    copy = A.copy_level(matcher, auth_images, dist, cfg.seed)
+    copies = S["img_s"][:, 0] >= copy["threshold"] if copy else np.zeros(len(syn.keys), bool)
+    flag_img = flag_img | copies
     a_gen, a_imp = dist["authentic vs authentic"]
     fn = A.rate(int((a_gen < thr).sum()), len(a_gen))
     fm = A.rate(int((a_imp >= thr).sum()), len(a_imp))
@@ -270,7 +274,7 @@ def _analyse(cfg, name, matcher, syn, auth, device, rule, alpha) -> dict:
                 "null_queries": null_n, "null_queries_needed": need if rule == "search" else None,
                 "identity_null_queries": int(len(S["id_null"])),
                 "tail_fit": fit, "identity_tail_fit": g["identity_fit"], "fit_note": fit_note,
-                "problems": problems}
+                "problems": problems, "copy": copy, "copies": int(copies.sum())}
     nearest = A.nearest_summary(d, S, thr, id_thr, flag_img, flag_id, pair_thr, calib["fmr_at_threshold"])
     order = np.argsort(-S["img_s"][:, 0])[:10]
     nearest["images"]["closest"] = [
@@ -298,6 +302,7 @@ def _analyse(cfg, name, matcher, syn, auth, device, rule, alpha) -> dict:
         "intra_class": A.intra_class(syn.emb, syn.identities),
     }
     return {"report": rep, "rows": rows, "dist": dist, "S": S, "decision": decision, "sides": d,
+            "copy_images": {syn.keys[r] for r in np.flatnonzero(copies)},
             "flag_images": {syn.keys[r] for r in np.flatnonzero(flag_img)},
             "flag_ids": {S["s_names"][r] for r in np.flatnonzero(flag_id)}}
 
@@ -312,7 +317,9 @@ def _verdict(cfg, rule, alpha_m, per) -> tuple[dict, list]:
     rows.sort(key=lambda r: (r["kind"] != "image", -r["score"]))
     problems = [p for m in per for p in m["decision"]["problems"]]
     notes = [m["decision"]["fit_note"] for m in per if m["decision"]["fit_note"]]
-    status = "inconclusive" if problems else ("leak" if imgs or ids else "pass")
+    copies = pick(*[m["copy_images"] for m in per])
+    # a copy of an authentic image is a leak whatever the null looks like: it wins over inconclusive
+    status = "leak" if copies else "inconclusive" if problems else ("leak" if imgs or ids else "pass")
     first = per[0]["decision"]
     if rule == "search":
         how = (f"search rule: each synthetic image's and identity's best score against the whole authentic set, "
@@ -327,20 +334,31 @@ def _verdict(cfg, rule, alpha_m, per) -> tuple[dict, list]:
                "authentic set's size")
     reasons = []
     found = None
-    if imgs or ids:
-        first_rows = rows[:3]
+    by_rule = (imgs - copies) | ids  # flagged by the search or pairwise rule, not (only) as copies
+    if by_rule:
+        first_rows = [r for r in rows if r["synthetic"] in by_rule][:3]
         ex = "; ".join(f"{r['synthetic']} ~ {r['authentic']} (score {_s(r['score'])}, p {r['p_value']:.2g})"
                        for r in first_rows)
-        parts = [_n(len(x), w) for x, w in ((imgs, "synthetic image"), (ids, "synthetic identity")) if x]
-        found = (f"{' and '.join(parts)} {'matches' if len(imgs) + len(ids) == 1 else 'match'} an authentic one "
+        parts = [_n(len(x), w) for x, w in ((imgs - copies, "synthetic image"), (ids, "synthetic identity")) if x]
+        found = (f"{' and '.join(parts)} {'matches' if len(by_rule) == 1 else 'match'} an authentic one "
                  f"({how}): {ex}.")
+    if copies:
+        lv = "; ".join(f"{m['report']['matcher']['name']} {_s(m['decision']['copy']['threshold'])}" for m in per
+                       if m["decision"]["copy"])
+        reasons.append(f"{_n(len(copies), 'synthetic image')} {'is a copy' if len(copies) == 1 else 'are copies'} of an "
+                       f"authentic image: best score at or above copy level ({lv}: what an authentic photo scores "
+                       f"against its own re-encoded copy, and above nearly all pairs of distinct photos), which is a "
+                       f"leak whatever the null says: {_list(sorted(copies))}.")
+        if problems:
+            reasons.append("The rest of the audit could not decide (listed below); the copies alone make it a leak.")
+            reasons += problems
     if status == "inconclusive":
         reasons += problems
         if found:
             reasons.append("Flagged anyway (listed in flagged.csv): " + found)
         else:
             reasons.append("Nothing was flagged, but under these conditions that is no evidence of no leak.")
-    elif status == "leak":
+    elif status == "leak" and found:
         reasons.append(found)
         if rule == "pairwise":
             ch = per[0]["report"]["nearest"]["images"]
