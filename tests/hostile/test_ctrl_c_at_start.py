@@ -41,5 +41,7 @@ def test_ctrl_c_at_any_moment_is_one_line_and_exit_130(delay):
     assert "Traceback" not in err, err[-2000:]
     if p.returncode == 0:  # finished before the signal arrived
         return
-    assert p.returncode == 130, (p.returncode, err[-500:])
+    # 130, or death by SIGINT itself (-2 here), which a shell reports as 130 too: seen once in ~40 runs,
+    # when the signal lands while Python is already exiting on the first one
+    assert p.returncode in (130, -signal.SIGINT), (p.returncode, err[-500:])
     assert err.strip().splitlines() == ["interrupted: rerun the same command to resume"], err
