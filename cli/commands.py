@@ -243,10 +243,10 @@ def audit(matchers, weights, quiet, as_json, **options):
         echo_json(v)
     else:
         click.echo(f"verdict: {v['status'].upper()}")
-        for reason in v["reasons"]:
-            click.echo(f"  - {reason}")
+        for reason in v["reasons"]:  # keys come from file names: escaped, one line each
+            click.echo(f"  - {escape_control(reason)}")
         for step in v["next_steps"]:
-            click.echo(f"  next: {step}")
+            click.echo(f"  next: {escape_control(step)}")
         click.echo(f"report: {options['out']}/report.html")
     if options["fail_on_leak"] and v["status"] != "pass":
         raise SystemExit(3 if v["status"] == "leak" else 4)
@@ -291,6 +291,8 @@ def run(config, out, network, authentic, overrides, overwrite, quiet, as_json):
         click.echo(f"{'stage':<10} {'status':<14} {'seconds':>8}  summary")
         for stage, st in record["stages"].items():
             click.echo(f"{stage:<10} {st.get('status', ''):<14} {st.get('seconds', ''):>8}  {brief_line(st.get('summary', {}))}")
+        for w in record["stages"].get("audit", {}).get("summary", {}).get("warnings", []) or []:
+            click.echo(f"warning: {escape_control(w)}", err=True)
         verdict = record["stages"].get("audit", {}).get("summary", {}).get("verdict")
         if verdict:  # the result, not just a table row: as `synthgen audit` prints it
             click.echo(f"audit: {verdict['status'].upper()}")

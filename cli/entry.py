@@ -14,7 +14,9 @@ def _interrupted_while_starting(signum, frame):
 
 
 def main():
-    previous = signal.signal(signal.SIGINT, _interrupted_while_starting)
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is signal.default_int_handler:  # leave an ignored SIGINT (a background job) ignored
+        signal.signal(signal.SIGINT, _interrupted_while_starting)
     from synthgen.cli.main import main as run
 
     signal.signal(signal.SIGINT, previous)

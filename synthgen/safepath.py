@@ -125,18 +125,28 @@ def open_inside(root, rel: str, limit: int | None = None) -> int:
         for p in parts[:-1]:
             try:
                 nxt = os.open(p, flags | getattr(os, "O_DIRECTORY", 0), dir_fd=fd)
+            except FileNotFoundError:
+                raise
             except OSError as e:
                 raise NotARegularFile(f"{rel}: {p} is not a real folder ({e.strerror})") from None
             os.close(fd)
             fd = nxt
         try:
             f = os.open(parts[-1], flags | getattr(os, "O_NONBLOCK", 0), dir_fd=fd)
+        except FileNotFoundError:
+            raise
         except OSError as e:
-            why = "a symlink" if e.errno in (40, 62) else e.strerror  # ELOOP: O_NOFOLLOW met a link
+            import errno
+
+            why = "a symlink" if e.errno in (errno.ELOOP, getattr(errno, "EMLINK", -1)) else e.strerror
             raise NotARegularFile(f"{rel}: cannot be opened as a plain file ({why})") from None
     finally:
         os.close(fd)
-    st = os.fstat(f)
+    try:
+        st = os.fstat(f)
+    except OSError:
+        os.close(f)
+        raise
     if not stat.S_ISREG(st.st_mode) or (limit is not None and st.st_size > limit):
         os.close(f)
         what = "not a regular file (a FIFO, device or folder)" if not stat.S_ISREG(st.st_mode) else \

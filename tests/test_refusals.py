@@ -186,6 +186,7 @@ def test_a_release_format_whose_package_is_missing_is_refused_before_any_work(tm
     assert r.exit_code == 2 and "needs pyarrow" in r.stderr and not (tmp_path / "rel").exists()
 
 
+@pytest.mark.slow  # an audit (~1.7 s)
 def test_unreadable_authentic_images_are_a_warning(tmp_path):
     faces(tmp_path / "syn")
     faces(tmp_path / "auth", seed=1)

@@ -286,8 +286,9 @@ def _align_into(cfg, inp, out, rels, skipped, template_name, template_pts, devic
     # What earlier runs of this config finished: the manifest of a complete run, then the journal
     # of an interrupted one. Images whose crop is there are not redone (a rerun is a no-op).
     prior = {**_read_journal(out / MANIFEST), **_read_journal(journal_path)}
-    _remove_crops_of_gone_inputs(out, prior, set(rels))
-    done = {k: r for k, r in prior.items() if k in set(rels) and ("path" not in r or (out / r["path"]).is_file())}
+    live = set(rels)
+    _remove_crops_of_gone_inputs(out, prior, live)
+    done = {k: r for k, r in prior.items() if k in live and ("path" not in r or (out / r["path"]).is_file())}
     todo = [r for r in rels if r not in done]
     t0 = time.time()
     _run(rels, cfg, template_pts, template_name, device, journal_path, done)

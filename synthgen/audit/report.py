@@ -199,7 +199,7 @@ def run_audit(cfg: AuditConfig | None = None, **kwargs) -> dict:
                                                        first["sides"]))
     v = report["verdict"]
     return StageSummary("audit", report, status=v["status"], config_hash=None,
-                        brief={"verdict": v, "flagged_images": v.get("flagged_images"),
+                        brief={"verdict": v, "warnings": report["warnings"], "flagged_images": v.get("flagged_images"),
                                "flagged_identities": v.get("flagged_identities")})
 
 
@@ -226,7 +226,8 @@ def _analyse(cfg, name, matcher, syn, auth, device, rule, alpha, auth_images=Non
         flag_img, flag_id = S["img_s"][:, 0] >= thr, S["id_s"][:, 0] >= thr
     # Copies: an image at copy level against an authentic one is flagged whatever the null says
     copy = A.copy_level(matcher, auth_images, dist, cfg.seed)
-    copies = S["img_s"][:, 0] >= copy["threshold"] if copy else np.zeros(len(syn.keys), bool)
+    copies = (S["img_s"][:, 0] >= copy["threshold"] if copy and copy["measurable"]
+              else np.zeros(len(syn.keys), bool))
     flag_img = flag_img | copies
     a_gen, a_imp = dist["authentic vs authentic"]
     fn = A.rate(int((a_gen < thr).sum()), len(a_gen))
@@ -344,10 +345,10 @@ def _verdict(cfg, rule, alpha_m, per) -> tuple[dict, list]:
                  f"({how}): {ex}.")
     if copies:
         lv = "; ".join(f"{m['report']['matcher']['name']} {_s(m['decision']['copy']['threshold'])}" for m in per
-                       if m["decision"]["copy"])
+                       if (m["decision"]["copy"] or {}).get("measurable"))
         reasons.append(f"{_n(len(copies), 'synthetic image')} {'is a copy' if len(copies) == 1 else 'are copies'} of an "
                        f"authentic image: best score at or above copy level ({lv}: what an authentic photo scores "
-                       f"against its own re-encoded copy, and above nearly all pairs of distinct photos), which is a "
+                       f"against its own re-encoded copy, well above what different people score), which is a "
                        f"leak whatever the null says: {_list(sorted(copies))}.")
         if problems:
             reasons.append("The rest of the audit could not decide (listed below); the copies alone make it a leak.")

@@ -69,6 +69,12 @@ def validate(cfg: EvaluateConfig) -> None:
         require_input(cfg.release, "--release", "a release folder (synthgen release --out)")
         if not is_release(cfg.release):
             raise UsageError(f"{cfg.release} is not a written release (no card.json + SHA256SUMS)", "--release")
+        from synthgen.release import verify_release
+
+        problems = verify_release(cfg.release)  # before any work: the numbers go only into an intact release
+        if problems:
+            raise DataError(f"{cfg.release}: the release does not verify ({problems[0]}); evaluate against an intact "
+                            "release")
     names = [Path(b).stem if Path(b).is_file() else Path(b).name for b in cfg.benches]
     if len(set(names)) != len(names):
         raise UsageError(f"two benchmarks share a name ({', '.join(names)}); the report keys them by name", "BENCH")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from synthgen.contract import MARKERS
 from synthgen.encodings import FILE_FORMATS
-from synthgen.errors import DataError, UsageError
+from synthgen.errors import UsageError
 from synthgen.options import check_choices, check_ranges, opt
 from synthgen.runs import check_device, check_types
 from synthgen.seeding import parse_int_list

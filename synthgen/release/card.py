@@ -258,6 +258,13 @@ def card_problems(card) -> list[str]:
                 out.append(f"configs.{stage}.{key} must be an object")
     for key in ("generator", "rebuild"):
         want(card, key, dict)
+    q = card.get("quality")
+    if q is not None and not (isinstance(q, dict) and isinstance(q.get("measured"), bool) and isinstance(q.get("ok"), bool)
+                              and (not q["measured"] or (all(_count(q.get(k)) for k in ("detected", "images"))
+                                                         and all(isinstance(q.get(k), (int, float)) and not
+                                                                 isinstance(q.get(k), bool) for k in ("rate", "floor"))))):
+        out.append("quality must be an object with measured and ok (true/false) and, when measured, detected, images, "
+                   "rate and floor numbers")
     if "utility" in card:  # written by `synthgen evaluate --release`
         u = want(card, "utility", dict)
         if u is not None and not (isinstance(u.get("benchmarks"), list) and isinstance(u.get("matcher"), dict)
