@@ -143,12 +143,17 @@ def validate_config(cfg: GenerateConfig, host: bool = True) -> None:
                 raise UsageError(e.message, "--align-template") from None
 
 
+MAX_CHUNK = 8192  # samples per network call (the CUDA default is 256)
+
+
 def resolve_chunk(cfg: GenerateConfig, device_type: str) -> int:
     """Samples per network call: --chunk-size, or the device type's default."""
     if cfg.chunk_size is None:
         return DEFAULT_CHUNK.get(device_type, DEFAULT_CHUNK["cpu"])
     if isinstance(cfg.chunk_size, bool) or not isinstance(cfg.chunk_size, int) or cfg.chunk_size < 1:
         raise UsageError(f"must be an integer >= 1, got {cfg.chunk_size!r}", "--chunk-size")
+    if cfg.chunk_size > MAX_CHUNK:  # one network call's memory grows with it (a card could ask for billions)
+        raise UsageError(f"must be at most {MAX_CHUNK}, got {cfg.chunk_size}", "--chunk-size")
     return cfg.chunk_size
 
 

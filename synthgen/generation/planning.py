@@ -65,6 +65,7 @@ def plan_items(cfg: GenerateConfig, G) -> list[Item]:
         n = len(seeds) if seeds else cfg.count
         if not n or n < 1:
             raise UsageError("an unconditional generator needs --count N (instances) or --seeds", "--count")
+        _bound(n * cfg.views, "--count")
         for i in range(n):
             seed = seeds[i] if seeds else seed_for("instance", i)
             for v in range(cfg.views):
@@ -86,11 +87,22 @@ def plan_items(cfg: GenerateConfig, G) -> list[Item]:
     n = len(seeds) if seeds else cfg.per_class
     if n < 1:
         raise UsageError(f"must be >= 1, got {cfg.per_class}", "--per-class")
+    _bound(n * len(classes), "--per-class")
     for c in classes:
         for k in range(n):
             seed = seeds[k] if seeds else seed_for(c, k)
             items.append(Item(f"{c:06d}/{k:06d}.{ext}", c, k, seed, derive_seed(cfg.seed, c, k, "noise") if rnd else None))
     return items
+
+
+def _bound(total: int, flag: str) -> None:
+    """A run of more than MAX_LIST images is refused before its work list is built (a card or
+    config asking for billions would otherwise allocate gigabytes first)."""
+    from .config import MAX_ITEMS
+
+    if total > MAX_ITEMS:  # each count alone is checked by validate_config; here their product
+        raise UsageError(f"{total:,} images asked for, more than {MAX_ITEMS:,} in one run; split the job with "
+                         "--classes ranges or ask for fewer", flag)
 
 
 def _mix_range(cfg, G) -> tuple[int, int]:

@@ -245,3 +245,28 @@ def test_unreadable_run_configs_are_one_line(tmp_path, content, needle):
     r = CliRunner().invoke(cli, ["run", str(p)])
     assert r.exit_code == 2
     one_error_line(r.stderr, "c.toml", needle)
+
+
+@pytest.mark.slow  # an interpreter start each (~3 s)
+@pytest.mark.parametrize("args, needle", [
+    (["--seeds", "0-4000000000"], "values"),
+    (["--classes", "0-3", "--per-class", "30000000"], "more than 100,000,000 in one run"),
+    (["--chunk-size", "100000000"], "at most 8192"),
+])
+def test_sizes_a_card_or_a_typo_asks_for_are_bounded_before_anything_is_allocated(tmp_path, args, needle):
+    """Issue 21, item 3: a 13 KB card with a huge seeds range, per_class or forward_chunk drove rebuild
+    past 4.8 GB; the same values from the command line are refused the same way, in one line."""
+    import resource
+    import subprocess
+    import sys
+
+    from conftest import MICRO
+
+    def cap():  # torch alone reserves ~3.5 GiB of address space; 5 GiB leaves no room for the lists
+        resource.setrlimit(resource.RLIMIT_AS, (5 << 30, 5 << 30))
+
+    r = subprocess.run([sys.executable, "-m", "synthgen", "generate", "--network", str(MICRO / "network-scrubbed-p4.pkl"),
+                        "--out", str(tmp_path / "o"), "--device", "cpu", *args], capture_output=True, text=True,
+                       timeout=120, preexec_fn=cap)
+    assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr, r.stderr[-500:]
+    assert not (tmp_path / "o").exists()
