@@ -559,3 +559,30 @@ def test_a_run_of_fallback_crops_is_never_certified(tmp_path, monkeypatch):
     assert verify_release(tmp_path / "rel") == []
     r = _release(run, tmp_path / "rel2", min_detection_rate=0.0)  # the floor is the user's to state
     assert r["certified"]
+
+
+@pytest.mark.slow
+def test_rebuild_takes_a_template_file_from_the_card_not_from_the_path(tmp_path, monkeypatch):
+    """Issue 21, item 3: a card's configs.align.config.template can be any path; rebuild opened it
+    (and echoed a value from it). The template is data now: its points come from the card's
+    alignment.template_points; the file is never opened, even when it is gone."""
+    from synthgen.alignment import ARCFACE_112, DETECTORS, ParityDetector  # noqa: F401
+    from synthgen.errors import SynthgenError
+    from synthgen.release import rebuild
+
+    tpl = tmp_path / "mytemplate.json"
+    tpl.write_text(json.dumps({"size": 112, "points": np.asarray(ARCFACE_112).tolist()}))
+    sections = {"align": {"detector": "parity", "size": 16, "on_miss": "skip", "device": "cpu", "template": str(tpl)}}
+    (tmp_path / "r").mkdir()
+    run, net, _ = _make_run(tmp_path / "r", "aligned", **sections)
+    _release(run, tmp_path / "rel", allow_inconclusive=True)
+    tpl.unlink()  # a rebuild elsewhere has no such file
+    rb = rebuild(tmp_path / "rel" / "card.json", net, tmp_path / "rb", progress=False)
+    assert rb["differ"] == [] and rb["matched"] == rb["files"]
+    card = json.loads((tmp_path / "rel" / "card.json").read_text())
+    card["configs"]["align"]["config"]["template"] = "/etc/passwd"
+    card["alignment"]["template_points"] = None
+    (tmp_path / "bad.json").write_text(json.dumps(card))
+    with pytest.raises(SynthgenError, match="template_points must be 5 finite") as e:
+        rebuild(tmp_path / "bad.json", net, tmp_path / "rb2", progress=False)
+    assert "root:" not in str(e.value)

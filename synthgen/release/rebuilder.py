@@ -17,6 +17,33 @@ from synthgen.fsutil import atomic_write_text, sha256_file
 from synthgen.safepath import require_input, show_path
 
 
+def _template(card: dict, spec, size, work: Path, card_path: Path) -> str:
+    """The alignment template as data. A built-in name stays; a template file the card names is never
+    opened (a card could name any path): its points come from the card's alignment.template_points,
+    written inside the rebuild's work folder under the same file name (the name is in the records)."""
+    import numpy as np
+
+    from synthgen.alignment.geometry import TEMPLATES
+    from synthgen.safepath import path_problem
+
+    if spec in TEMPLATES:
+        return spec
+    name = Path(str(spec)).name
+    pts = np.asarray((card.get("alignment") or {}).get("template_points") or [], dtype=object)
+    try:
+        pts = np.asarray(pts.tolist(), dtype=np.float64)
+    except (TypeError, ValueError):
+        pts = np.zeros(0)
+    if path_problem(name) or pts.shape != (5, 2) or not np.isfinite(pts).all() or not isinstance(size, int) \
+            or isinstance(size, bool) or not (0 < size <= 4096):
+        raise DataError(f"{show_path(card_path)}: alignment.template_points must be 5 finite [x, y] pairs for the "
+                        "template file the card's config names; use the card.json the release wrote")
+    path = work / "template" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps({"size": size, "points": pts.tolist()}))
+    return str(path)
+
+
 def _card(path: Path) -> dict:
     """card.json, opened as a plain file (never a FIFO or a link to /dev/zero) of bounded size."""
     from .source import read_json
@@ -59,12 +86,17 @@ def rebuild(card_path, network, out, progress: bool = True) -> dict:
         raise UsageError(f"{network}: sha256 differs from the card's generator ({want}); pass that file", "--network")
     gen = card["configs"]["generate"]
     gi = gen.get("identity") or {}
-    gen_meta = {"config": gen.get("config"), "identity": gi}
     work = out / ".work"
+    gen_meta = {"config": dict(gen.get("config") or {}), "identity": gi}
+    if gen_meta["config"].get("align"):  # generate --align: its template as data too
+        gen_meta["config"]["align_template"] = _template(card, gen_meta["config"].get("align_template", "arcface"),
+                                                         gen_meta["config"].get("align_size", 112), work, card_path)
     generate(generate_config_from(gen_meta, network, work / "raw", progress))
     al = card["configs"]["align"]
     if al.get("mode") is None:  # a separate align stage
-        align_meta = {"config": al.get("config"), "identity": al.get("identity")}
+        align_meta = {"config": dict(al.get("config") or {}), "identity": al.get("identity")}
+        align_meta["config"]["template"] = _template(card, align_meta["config"].get("template", "arcface"),
+                                                     align_meta["config"].get("size", 112), work, card_path)
         align(align_config_from(align_meta, work / "raw", work / "aligned", progress))
         src, mode = work / "aligned", "stage"
     elif al["mode"] in ("inline", "none"):
