@@ -61,7 +61,7 @@ def to_rgb_array(img) -> np.ndarray:
 MAX_PIXELS = 64_000_000  # a 64-megapixel photo (8000 x 8000); checked from the header, before decoding
 
 
-def load_rgb(path, still_only: bool = False) -> np.ndarray:
+def load_rgb(path, still_only: bool = False, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """RGB uint8 HWC pixels of an image file; `still_only` refuses animated images. The size is read
     from the header first: an image over MAX_PIXELS is refused before any pixel is decoded (a 0.5 MB
     PNG can declare 13000 x 13000 pixels, half a gigabyte once decoded)."""
@@ -75,8 +75,8 @@ def load_rgb(path, still_only: bool = False) -> np.ndarray:
             im = Image.open(path)
         with im:
             w, h = im.size
-            if w * h > MAX_PIXELS:
-                raise UnreadableImage(f"{path}: a {w}x{h} image ({w * h:,} pixels), over the {MAX_PIXELS:,}-pixel "
+            if w * h > max_pixels:
+                raise UnreadableImage(f"{path}: a {w}x{h} image ({w * h:,} pixels), over the {max_pixels:,}-pixel "
                                       "budget; downscale it or leave it out")
             if still_only and getattr(im, "is_animated", False):
                 raise NotAStillImage(f"{path}: an animated image ({im.n_frames} frames), expected a still image; "
@@ -90,10 +90,15 @@ def load_rgb(path, still_only: bool = False) -> np.ndarray:
 def image_size(path) -> tuple[int, int]:
     """(height, width) as load_rgb would return it (EXIF rotation applied), from the header only:
     no pixels are decoded. UnreadableImage when the file is not an image Pillow reads."""
+    import warnings
+
     from PIL import Image
 
     try:
-        with Image.open(path) as im:
+        with warnings.catch_warnings():  # sizes over Pillow's bomb limit are refused by the caller's budget
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)
+        with im:
             w, h = im.size
             if im.getexif().get(0x0112) in (5, 6, 7, 8):  # EXIF orientations that swap the sides
                 w, h = h, w

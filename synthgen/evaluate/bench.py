@@ -165,19 +165,14 @@ def check_images(bench: Bench) -> None:
     """Every image's header read (nothing decoded) before anything is written: one Pillow cannot
     open, one over MAX_PIXELS, or a benchmark averaging more than MEAN_PIXELS per image (one large
     image referenced by every slot makes a small file that decodes for hours) is refused now."""
-    import warnings
-
-    from PIL import Image
+    from synthgen.imageio import UnreadableImage, image_size
 
     total = 0
     for i, b in enumerate(bench.images):
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                with Image.open(io.BytesIO(b)) as im:
-                    w, h = im.size
-        except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as e:
-            raise DataError(f"{bench.path} image {i}: not an image Pillow can read ({type(e).__name__}); not a "
+            h, w = image_size(io.BytesIO(b))
+        except UnreadableImage as e:
+            raise DataError(f"{bench.path} image {i}: not an image Pillow can read ({str(e).split(': ', 2)[1]}); not a "
                             "verification benchmark") from None
         if w * h > MAX_PIXELS:
             raise DataError(f"{bench.path} image {i}: a {w}x{h} image, more than the {MAX_PIXELS:,}-pixel budget for "
@@ -189,24 +184,13 @@ def check_images(bench: Bench) -> None:
 
 
 def decode(image: bytes, where: str) -> np.ndarray:
-    """One benchmark image -> RGB uint8 HWC; its size is read from the header and checked against
-    MAX_PIXELS before any pixel is decoded."""
-    from PIL import Image
-
-    from synthgen.imageio import to_rgb_array
+    """One benchmark image -> RGB uint8 HWC (synthgen.imageio.load_rgb, with the benchmark budget)."""
+    from synthgen.imageio import UnreadableImage, load_rgb
 
     try:
-        with Image.open(io.BytesIO(image)) as im:
-            w, h = im.size
-            if w * h > MAX_PIXELS:
-                raise DataError(f"{where}: a {w}x{h} image, more than the {MAX_PIXELS:,}-pixel budget for a benchmark "
-                                "face crop")
-            im.load()
-            return to_rgb_array(im)
-    except DataError:
-        raise
-    except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as e:
-        raise DataError(f"{where}: not an image Pillow can read ({type(e).__name__}: {e})") from None
+        return load_rgb(io.BytesIO(image), max_pixels=MAX_PIXELS)
+    except UnreadableImage as e:
+        raise DataError(f"{where}: {str(e).split(': ', 1)[-1]}") from None
 
 
 # ----------------------------------------------------------------------------------------------
