@@ -62,23 +62,52 @@ def test_empirical_pvalues_and_critical_score():
 
 
 def test_tail_fit_recovers_known_tails_and_is_conservative_for_bounded_ones():
+    """The tail is fitted on t = -log(1 - cosine): known tails are given on that scale."""
     rng = np.random.RandomState(0)
-    fit = D.tail_fit(rng.exponential(0.05, 20000))
+    fit = D.tail_fit(np.vectorize(D.from_t)(rng.exponential(0.05, 20000)))
     assert fit["xi"] < 0.05 and fit["sigma"] == pytest.approx(0.05, rel=0.15) and fit["ks_pvalue"] > 0.01
     from scipy import stats
 
-    fit = D.tail_fit(stats.genpareto.rvs(0.25, scale=1.0, size=20000, random_state=1))
+    fit = D.tail_fit(np.vectorize(D.from_t)(stats.genpareto.rvs(0.25, scale=1.0, size=20000, random_state=1)))
     assert fit["xi"] == pytest.approx(0.25, abs=0.1) and fit["ks_pvalue"] > 0.01
-    # a bounded tail (uniform): the MLE says xi ~ -1; the model used is the exponential, whose
+    # a bounded tail (uniform on t): the MLE says xi ~ -1; the model used is the exponential, whose
     # p-values are LARGER than the truth there (conservative), never 0 inside the sampled range
     u = rng.uniform(0, 1, 5000)
-    fit = D.tail_fit(u)
+    us = np.vectorize(D.from_t)(u)
+    fit = D.tail_fit(us)
     assert fit["xi_unconstrained"] < -0.5 and fit["xi"] == 0.0
-    s = np.array([0.995, 0.999])
-    assert (D.pvalues(s, u, fit) >= 1 - s).all() and (D.pvalues(s, u, fit) > 0).all()
+    t = np.array([0.995, 0.999])
+    p = D.pvalues(np.vectorize(D.from_t)(t), us, fit)
+    assert (p >= 1 - t).all() and (p > 0).all()
     # p-values are continuous at u and the critical score inverts them
-    t = D.critical_score(1e-6, u, fit)
-    assert D.pvalues([t], u, fit)[0] == pytest.approx(1e-6, rel=1e-6)
+    c = D.critical_score(1e-6, us, fit)
+    assert D.pvalues([c], us, fit)[0] == pytest.approx(1e-6, rel=1e-6)
+
+
+def test_no_critical_score_reaches_the_cosine_bound():
+    """dlib-like compressed cosines (different people up to ~0.9): the old raw-scale exponential tail
+    put the operating score past 1; on the t scale it stays below 1 at any level, and an exact copy
+    (cosine 1, or 1 + rounding) gets a finite t and the smallest p-value."""
+    rng = np.random.RandomState(3)
+    null = np.clip(0.86 + 0.02 * rng.randn(5000) + rng.exponential(0.012, 5000), -1, 0.995)
+    fit = D.tail_fit(null)
+    for q in (1e-3, 1e-6, 1e-9, 1e-12):
+        c = D.critical_score(q, null, fit)
+        assert np.isfinite(c) and c < 1
+    p = D.pvalues([1.0, 1.0000001, 0.9], null, fit)
+    assert np.isfinite(D.to_t([1.0000001])).all() and p[0] == p[1] < 1e-6 < p[2]
+
+
+def test_weighted_holm_splits_alpha_between_families():
+    p = np.array([0.004, 0.3, 0.6, 0.02, 0.5])
+    w = np.array([0.5 / 3] * 3 + [0.25, 0.25])  # 3 images share half, 2 identities the other half
+    rej, adj = D.holm(p, 0.05, w)
+    # order by p / w: 0.024, 0.08, 1.8, 2.0, 3.6; step 1: 0.004 * 3 / 0.5 * 1 = 0.024; step 2: 0.02 / 0.25 *
+    # (1 - 1/6) = 0.0667 -> stop
+    np.testing.assert_allclose(adj[[0, 3]], [0.024, 0.02 / 0.25 * (5 / 6)])
+    assert rej.tolist() == [True, False, False, False, False]
+    np.testing.assert_allclose(D.holm(p, 0.05, np.ones(5))[1], D.holm(p, 0.05)[1])
+    assert not D.holm([1e-9, 0.5], 0.05, [0.0, 1.0])[0][0]  # a zero weight is never rejected
 
 
 def test_distinct_pairs_without_replacement_on_a_tiny_set():

@@ -110,11 +110,14 @@ def same_label(d: Sides, thr: float, label_map: str, max_pairs: int, rng, dist: 
     return out
 
 
-def searches(d: Sides, top_k: int, max_null_queries: int, rng, device, progress=False) -> dict:
+def searches(d: Sides, top_k: int, max_null_queries: int, rng, device, progress=False, dup_threshold=None) -> dict:
     """Every search the decision needs (none builds an N x M matrix):
-    synthetic images / identity templates -> top-k authentic; the null: authentic images against
-    the authentic gallery with their own identity left out (up to `max_null_queries` of them, drawn
-    without replacement), and authentic templates against the other authentic templates."""
+    synthetic images / identity templates -> top-k authentic; the authentic set's label issues and
+    the null: authentic images against the authentic gallery with their own cluster of labels left
+    out (up to `max_null_queries` of them, drawn without replacement), and authentic templates
+    against the other clusters' templates (`labels.find`)."""
+    from . import labels as L
+
     syn, auth = d.syn, d.auth
     k = max(1, min(top_k, len(auth.keys)))
     img_s, img_i = M.topk_search(syn.emb, auth.emb, k, device=device, progress=progress, desc="search synthetic")
@@ -123,12 +126,9 @@ def searches(d: Sides, top_k: int, max_null_queries: int, rng, device, progress=
     kt = max(1, min(top_k, len(a_tnames)))
     id_s, id_i = M.topk_search(s_tmpl, a_tmpl, kt, device=device)
     q = np.sort(rng.permutation(len(auth.keys))[:max_null_queries])
-    null, _ = M.leave_identity_out_best(auth.emb, d.a_lab, q, device=device, progress=progress,
-                                        desc="search authentic (null)")
-    id_null = (M.topk_search(a_tmpl, a_tmpl, 1, device=device, exclude_self=True)[0][:, 0] if len(a_tnames) > 1
-               else np.zeros(0, np.float32))
+    issues = L.find(auth.emb, d.a_lab, a_tnames, a_tmpl, auth.keys, q, dup_threshold, rng, device, progress)
     return {"k": k, "kt": kt, "img_s": img_s, "img_i": img_i, "s_names": s_names, "a_tnames": a_tnames,
-            "id_s": id_s, "id_i": id_i, "null": null, "id_null": id_null}
+            "id_s": id_s, "id_i": id_i, "null": issues["null"], "id_null": issues["id_null"], "labels": issues}
 
 
 def nearest_summary(d: Sides, S: dict, thr: float, id_thr: float, flag_img, flag_id, pairwise_thr: float,
@@ -326,3 +326,129 @@ def copy_level(matcher, images, dist: dict, seed: int) -> dict | None:
             "what": f"the {COPY_PROBE_QUANTILE:g} quantile of {len(orig)} authentic images scored against their own "
                     f"JPEG (q {COPY_JPEG_QUALITY}) round trip, at least the midpoint between 1 and the floor (the "
                     f"{COPY_FLOOR_QUANTILE:g} quantile of {len(imp):,} different-person authentic pairs)"}
+
+
+USELESS_EER = 0.25  # a matcher whose authentic per-pair EER is at least this cannot tell people apart
+LABEL_SENSITIVITY_MIN = 0.9  # below this, undetected label noise can still inflate the null
+
+
+def near_duplicate_level(copy: dict | None, dist: dict) -> float | None:
+    """The score at which two authentic photos under different labels are the same photo: the copy
+    level when it was measured, else the midpoint between 1 and the COPY_FLOOR_QUANTILE quantile of
+    different-person pairs (None when that floor crowds within 1e-3 of 1)."""
+    if copy and copy.get("measurable"):
+        return float(copy["threshold"])
+    imp = np.asarray(dist.get("authentic vs authentic", (np.zeros(0), np.zeros(0)))[1], np.float64)
+    if not len(imp):
+        return None
+    floor = float(np.quantile(imp, COPY_FLOOR_QUANTILE))
+    return floor + (1 - floor) / 2 if 1 - floor >= 1e-3 else None
+
+
+def smallest_leak(thr: float, id_thr: float, a_gen, g_t, id_level: bool) -> dict:
+    """What the audit can detect, per level: the operating score (a similarity) and the share of
+    authentic same-person pairs that reach it (single images; split-half templates)."""
+    def level(score, genuine, what):
+        ok = np.isfinite(score) and len(genuine)
+        return {"score": float(score) if np.isfinite(score) else None,
+                "same_person_share": float(np.mean(np.asarray(genuine) >= score)) if ok else None,
+                "same_person_pairs": int(len(genuine)), "pairs": what}
+    return {"image": level(thr, a_gen, "authentic same-person image pairs"),
+            "identity": level(id_thr, g_t, "authentic split-half template pairs") if id_level else None}
+
+
+def causes(name, cfg, rule, alpha, calib, dist, fn, fn_id, id_thr, thr, g_t, null_n, need, excluded, unreadable,
+           labels, tests) -> list[dict]:
+    """Why the audit cannot decide, one entry per cause: {"cause", "text", "fix"}.
+
+    holes               non-finite embeddings or unreadable synthetic images
+    too_few_authentic   a null too small for alpha, or no identity with two images
+    useless_matcher     authentic per-pair EER >= USELESS_EER
+    too_many_tests      the deciding level misses more than fnmr_bound of same-person pairs at its
+                        operating score (the smallest detectable leak is stated)
+    contaminated_null   with too_many_tests: label issues were found and the same-person rule finds
+                        fewer than LABEL_SENSITIVITY_MIN of split identities, so more may remain"""
+    from .matchers import WHEN_USELESS
+    from .wording import _ci, _g, _list, _n, _pct, _s
+
+    out = []
+    for side, bad in excluded.items():
+        if bad:
+            out.append({"cause": "holes", "fix": "Fix the matcher or inputs that produced NaN/inf embeddings, then "
+                                                 "audit again.",
+                        "text": f"{_n(len(bad), f'{side} embedding')} from {name} {'is' if len(bad) == 1 else 'are'} "
+                                f"NaN/inf or zero and {'was' if len(bad) == 1 else 'were'} excluded: {_list(bad)}; an "
+                                "audit with holes cannot pass."})
+    if unreadable:
+        out.append({"cause": "holes", "fix": "Fix or remove the unreadable synthetic images, then audit again.",
+                    "text": f"{_n(len(unreadable), 'synthetic image')} could not be read and "
+                            f"{'was' if len(unreadable) == 1 else 'were'} not audited: {_list(unreadable)}; an audit "
+                            "with holes cannot pass."})
+    few = "Audit against more authentic images (or raise --alpha / --fmr)."
+    if rule == "search" and null_n < need:
+        out.append({"cause": "too_few_authentic", "fix": few,
+                    "text": f"Only {_n(null_n, 'authentic image')} to calibrate the search null ({name}); a family-wise "
+                            f"rate of {_g(alpha)} needs at least {need:,} (rule of three, and 100 for the tail model)."})
+    a_gen, a_imp = dist["authentic vs authentic"]
+    if rule == "pairwise" and cfg.threshold is None and len(a_imp) < need:
+        out.append({"cause": "too_few_authentic", "fix": few,
+                    "text": f"Only {len(a_imp):,} distinct authentic imposter pairs ({name}); a per-pair FMR of "
+                            f"{_g(cfg.fmr)} needs at least {need:,} (rule of three)."})
+    if not len(a_gen):
+        out.append({"cause": "too_few_authentic", "fix": "Audit against authentic identities with several images each.",
+                    "text": f"No authentic identity has two images: {name}'s miss rate (FNMR) cannot be measured, so "
+                            "a clean result would mean nothing."})
+        return out
+    eer = calib.get("eer")
+    if eer is not None and eer >= USELESS_EER:
+        out.append({"cause": "useless_matcher", "fix": f"Matcher {name}: {WHEN_USELESS.get(name, 'use a trained face matcher')}.",
+                    "text": f"{name} cannot tell authentic people apart: its equal error rate on authentic pairs is "
+                            f"{_pct(eer)} (95 % CI {_ci(calib.get('eer_ci95'))}; a useful face matcher is far below "
+                            f"{_pct(USELESS_EER)}), so an unflagged image says nothing."})
+        return out
+    if any(c["cause"] == "too_few_authentic" for c in out):
+        return out
+    if fn_id is not None:
+        level, miss, ci, score, pairs = "identity templates", fn_id["rate"], fn_id["ci95"], id_thr, "split-half template"
+    else:
+        level, miss, ci, score, pairs = "images", fn["rate"], fn["ci95"], thr, "image"
+    if miss > cfg.fnmr_bound:
+        reach = "no score can reach it" if not np.isfinite(score) else (
+            f"only {_pct(1 - miss)} of authentic same-person {pairs} pairs reach it")
+        out.append({"cause": "too_many_tests",
+                    "fix": f"Use a matcher that separates these identities better than {name}, or accept a larger "
+                           "--alpha; auditing a sample would not certify the rest.",
+                    "text": f"{_n(tests, 'test')} are too many for {name}'s separation at the level that decides "
+                            f"({level}): the smallest leak it can detect scores {_s(score)}, and {reach} (FNMR "
+                            f"{_pct(miss)}, 95 % CI {_ci(ci)}; bound {_pct(cfg.fnmr_bound)}), so an unflagged "
+                            "identity says little."})
+        sens = labels.get("sensitivity")
+        if labels.get("identities_in_issues") and (sens is None or sens < LABEL_SENSITIVITY_MIN):
+            out.append({"cause": "contaminated_null",
+                        "fix": "Fix or remove the authentic identities listed in authentic_label_issues.csv, then "
+                               "audit again.",
+                        "text": f"The authentic set's own label noise may still inflate the null: "
+                                f"{_pct(labels['fraction'])} of its identities are in label issues found by {name}, and "
+                                f"its same-person rule finds only {_pct(sens or 0)} of split identities, so more "
+                                "same-person scores can remain among the null's different-label scores."})
+    return out
+
+
+def suspects(d: Sides, S: dict, pair_thr: float, flag_img, flag_id, p_img, p_id, limit: int = 1000) -> list[dict]:
+    """Synthetic images whose best score reaches the matcher's calibrated per-pair threshold, and
+    identities whose template reaches the authentic same-person template threshold (the per-pair
+    threshold when there is none): ranked by score, at most `limit`. Suspects, not a decision."""
+    tau = S["labels"]["same_person_threshold"]
+    id_thr = tau if tau is not None else pair_thr
+    rows = []
+    img_best, id_best = S["img_s"][:, 0], S["id_s"][:, 0]
+    for r in np.flatnonzero(img_best >= pair_thr):
+        rows.append({"kind": "image", "synthetic": d.syn.keys[r], "authentic": d.auth.keys[S["img_i"][r, 0]],
+                     "score": float(img_best[r]), "threshold": float(pair_thr), "p_value": float(p_img[r]),
+                     "flagged": bool(flag_img[r])})
+    for r in np.flatnonzero(id_best >= id_thr):
+        rows.append({"kind": "identity", "synthetic": S["s_names"][r], "authentic": S["a_tnames"][S["id_i"][r, 0]],
+                     "score": float(id_best[r]), "threshold": float(id_thr), "p_value": float(p_id[r]),
+                     "flagged": bool(flag_id[r])})
+    rows.sort(key=lambda r: (-r["score"], r["kind"], r["synthetic"]))
+    return rows[:limit]

@@ -149,8 +149,15 @@ def render_html(report, plots, flagged, syn_images, auth_images, sides=None, max
         t = [
             ("sizes", f"{cnt['synthetic_images']:,} synthetic images in {cnt['synthetic_identities']:,} identities; "
                       f"{cnt['authentic_images']:,} authentic images in {cnt['authentic_identities']:,} identities"),
-            ("decision rule", e(d["rule"]) + (f", alpha {d['alpha']:g} over {d['tests']:,} tests" if d["alpha"] else "")),
+            ("decision rule", e(d["rule"]) + (f", alpha {d['alpha']:g} over {d['tests']:,} tests (images "
+                                               f"{d.get('image_alpha', d['alpha']):g}, identities "
+                                               f"{d.get('identity_alpha') or 0:g}, weighted Holm)" if d["alpha"] else "")),
+            ("level that decides", e(d.get("deciding_level", "images"))),
             ("operating score (images / identities)", f"{_num(d['operating_score'])} / {_num(d['identity_operating_score'])}"),
+            ("FNMR at the identity operating score (split-half templates)",
+             f"{_pct(d.get('identity_fnmr_at_operating'))} (95 % CI {_ci(d.get('identity_fnmr_at_operating_ci95'))}; "
+             f"{d.get('identity_genuine_pairs', 0):,} identities)" if d.get("identity_fnmr_at_operating") is not None
+             else "not the deciding level"),
             ("FNMR at the operating score (authentic same-person pairs)",
              f"{_pct(d['fnmr_at_operating'])} (95 % CI {_ci(d['fnmr_at_operating_ci95'])}; {c['genuine_pairs']:,} pairs)"),
             ("FMR at the operating score (authentic imposter pairs)",
@@ -161,8 +168,11 @@ def render_html(report, plots, flagged, syn_images, auth_images, sides=None, max
             ("distinct pairs (used / available)", f"imposter {c['imposter_pairs']:,} / {c['imposter_pairs_distinct']:,}; "
                                                   f"genuine {c['genuine_pairs']:,} / {c['genuine_pairs_distinct']:,}; "
                                                   "sampled without replacement"),
-            ("null (leave-identity-out best scores)", f"{d['null_queries']:,} authentic images; "
-                                                      f"{d['identity_null_queries']:,} authentic identity templates"),
+            ("null (leave-cluster-out best scores)", f"{d['null_queries']:,} authentic images; "
+                                                     f"{d['identity_null_queries']:,} authentic identity templates"),
+            ("authentic label issues", _labels(m.get("label_issues"))),
+            ("suspects (not a decision)", f"{m.get('suspects', {}).get('images', 0):,} images, "
+                                          f"{m.get('suspects', {}).get('identities', 0):,} identities (suspects.csv)"),
             ("tail model", fit_s),
             ("flagged synthetic images", f"{ni['flagged']:,} / {ni['count']:,} ({_pct(ni['flagged_fraction'])}, 95 % CI "
                                          f"{_ci(ni['flagged_ci95'])}); chance at this score {_pct(ni['chance_fraction'])}; "
@@ -246,3 +256,15 @@ figure{{margin:0;font-size:11px;text-align:center}}figure img{{width:96px;height
 {head}{warn}{audited}{valid}{pairs}{figs}
 <p class='small'>synthgen {e(report['synthgen_version'])} &middot; {e(report['created'])} &middot; {report['seconds']} s.
 Full numbers: <code>report.json</code>; quarantine list: <code>flagged.csv</code>.</p></body></html>"""
+
+
+def _labels(ls) -> str:
+    if not ls:
+        return "not measured"
+    e = html.escape
+    thr = ls.get("same_person_threshold")
+    return (f"{ls['same_person_pairs']:,} label pairs scoring like one person, {ls['same_photo_pairs']:,} photos under two "
+            f"labels: {_pct(ls['fraction'])} of {ls['identities']:,} identities (95 % CI {_ci(ls['fraction_ci95'])}); "
+            + (f"same-person template threshold {thr:.4f} (finds {_pct(ls['sensitivity'])} of split identities)"
+               if thr is not None else e(f"no same-person threshold: {ls.get('why_no_threshold')}"))
+            + "; listed in authentic_label_issues.csv, each cluster left out of the null as one person")

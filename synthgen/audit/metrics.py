@@ -335,11 +335,22 @@ def leave_identity_out_best(emb, labels, q, device="cpu", progress=False, desc="
     return s[:, 0], i[:, 0]
 
 
+def group_sums(emb: np.ndarray, inv: np.ndarray, n: int) -> np.ndarray:
+    """Row sums of `emb` per group (float64, [n, D]) by one sort and np.add.reduceat."""
+    order = np.argsort(inv, kind="stable")
+    out = np.zeros((n, emb.shape[1]), np.float64)
+    if not len(order):
+        return out
+    srt = inv[order]
+    starts = np.flatnonzero(np.r_[True, srt[1:] != srt[:-1]])
+    out[srt[starts]] = np.add.reduceat(emb[order].astype(np.float64), starts, axis=0)
+    return out
+
+
 def templates(emb: np.ndarray, identities) -> tuple[list, np.ndarray]:
     """Per-identity mean embedding, L2-normalised. Returns (names sorted, [K, D])."""
     ids = np.asarray(identities)
     names, inv = np.unique(ids, return_inverse=True)
-    t = np.zeros((len(names), emb.shape[1]), np.float64)
-    np.add.at(t, inv, emb)
+    t = group_sums(emb, inv.ravel(), len(names))
     t /= np.maximum(np.linalg.norm(t, axis=1, keepdims=True), 1e-12)
     return names.tolist(), t.astype(np.float32)

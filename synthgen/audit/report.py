@@ -193,6 +193,12 @@ def run_audit(cfg: AuditConfig | None = None, **kwargs) -> dict:
     }
     out.mkdir(parents=True, exist_ok=True)
     _write_csv(out / "flagged.csv", rows, cfg.top_k)
+    _write_rows(out / "suspects.csv", ["matcher", "kind", "synthetic", "authentic", "score", "threshold", "p_value",
+                                       "flagged"],
+                [dict(r, matcher=m["report"]["matcher"]["name"]) for m in per for r in m["suspects"]])
+    _write_rows(out / "authentic_label_issues.csv", ["matcher", "kind", "identity_a", "identity_b", "image_a", "image_b",
+                                                      "score", "threshold"],
+                [dict(r, matcher=m["report"]["matcher"]["name"]) for m in per for r in m["label_rows"]])
     atomic_write_text(out / MARKERS["audit"], json.dumps(report, indent=1))
     plots = [(m["report"]["matcher"]["name"], m["dist"], m["S"], m["decision"]) for m in per]
     atomic_write_text(out / "report.html", render_html(report, plots, rows, images[0], images[1],
@@ -201,6 +207,16 @@ def run_audit(cfg: AuditConfig | None = None, **kwargs) -> dict:
     return StageSummary("audit", report, status=v["status"], config_hash=None,
                         brief={"verdict": v, "warnings": report["warnings"], "flagged_images": v.get("flagged_images"),
                                "flagged_identities": v.get("flagged_identities")})
+
+
+def decide_embedded(syn, auth, cfg: AuditConfig | None = None, device="cpu", **kwargs) -> tuple[dict, dict]:
+    """The audit's analyses and verdict on two `embed.Embedded` sets (one matcher's embeddings,
+    nothing read or written): (verdict, that matcher's analysis). The simulation harness
+    (benchmarks/sim_gate.py) calls this: exactly what `run_audit` decides with --matcher embeddings."""
+    cfg = cfg or AuditConfig(synthetic="-", authentic="-", out="-", matcher="embeddings", progress=False, **kwargs)
+    rule = _rule(cfg)
+    m = _analyse(cfg, "embeddings", None, syn, auth, device, rule, cfg.alpha)
+    return _verdict(cfg, rule, cfg.alpha, [m])[0], m
 
 
 def _analyse(cfg, name, matcher, syn, auth, device, rule, alpha, auth_images=None) -> dict:
@@ -216,7 +232,10 @@ def _analyse(cfg, name, matcher, syn, auth, device, rule, alpha, auth_images=Non
     calib = A.calibration(d, cfg.fmr, cfg.threshold, cfg.max_pairs, rng, dist)
     pair_thr = calib["threshold"]
     same_label = A.same_label(d, pair_thr, cfg.label_map, cfg.max_pairs, rng, dist)
-    S = A.searches(d, cfg.top_k, cfg.max_chance_queries, rng, device, progress=cfg.progress)
+    # Copies: an image at copy level against an authentic one is flagged whatever the null says
+    copy = A.copy_level(matcher, auth_images, dist, cfg.seed)
+    S = A.searches(d, cfg.top_k, cfg.max_chance_queries, rng, device, progress=cfg.progress,
+                   dup_threshold=A.near_duplicate_level(copy, dist))
     g = D.gate(S["img_s"][:, 0], S["null"], alpha, S["id_s"][:, 0], S["id_null"])
     if rule == "search":
         thr, id_thr = g["operating_score"], g["identity_operating_score"]
@@ -224,58 +243,56 @@ def _analyse(cfg, name, matcher, syn, auth, device, rule, alpha, auth_images=Non
     else:
         thr = id_thr = pair_thr
         flag_img, flag_id = S["img_s"][:, 0] >= thr, S["id_s"][:, 0] >= thr
-    # Copies: an image at copy level against an authentic one is flagged whatever the null says
-    copy = A.copy_level(matcher, auth_images, dist, cfg.seed)
     copies = (S["img_s"][:, 0] >= copy["threshold"] if copy and copy["measurable"]
               else np.zeros(len(syn.keys), bool))
     flag_img = flag_img | copies
     a_gen, a_imp = dist["authentic vs authentic"]
     fn = A.rate(int((a_gen < thr).sum()), len(a_gen))
     fm = A.rate(int((a_imp >= thr).sum()), len(a_imp))
+    lab = S["labels"]
+    g_t = lab["split_half"]
+    # The level that decides whether an identity leak would be found: identity templates when the
+    # identity tests carry alpha (a tailed identity null), else single images (the old rule).
+    id_level = rule == "search" and g["identity_alpha"] > 0
+    fn_id = A.rate(int((g_t < id_thr).sum()), len(g_t)) if id_level else None
     null_n = len(S["null"])
     need = max(math.ceil(3 / alpha), D.TAIL_MIN) if rule == "search" else math.ceil(3 / cfg.fmr)
-    problems = []
+    causes = A.causes(name, cfg, rule, alpha, calib, dist, fn, fn_id, id_thr, thr, g_t, null_n, need,
+                      {"synthetic": bad_syn, "authentic": bad_auth}, syn.unreadable, lab["summary"], g["tests"])
+    problems = [c["text"] for c in causes]
     excluded = {"synthetic": bad_syn, "authentic": bad_auth}
-    for side, bad in excluded.items():
-        if bad:
-            problems.append(f"{_n(len(bad), f'{side} embedding')} from {name} {'is' if len(bad) == 1 else 'are'} "
-                            f"NaN/inf or zero and {'was' if len(bad) == 1 else 'were'} excluded: "
-                            f"{_list(bad)}; an audit with holes cannot pass.")
-    if syn.unreadable:
-        problems.append(f"{_n(len(syn.unreadable), 'synthetic image')} could not be read and {'was' if len(syn.unreadable) == 1 else 'were'} "
-                        f"not audited: {_list(syn.unreadable)}; an audit with holes cannot pass.")
-    if rule == "search" and null_n < need:
-        problems.append(f"Only {_n(null_n, 'authentic image')} to calibrate the search null ({name}); a family-wise "
-                        f"rate of {_g(alpha)} needs at least {need:,} (rule of three, and {D.TAIL_MIN} for the tail "
-                        "model).")
-    if rule == "pairwise" and cfg.threshold is None and len(a_imp) < need:
-        problems.append(f"Only {len(a_imp):,} distinct authentic imposter pairs ({name}); a per-pair FMR of "
-                        f"{_g(cfg.fmr)} needs at least {need:,} (rule of three).")
-    if not len(a_gen):
-        problems.append(f"No authentic identity has two images: {name}'s miss rate (FNMR) cannot be measured, so "
-                        "a clean result would mean nothing.")
-    elif fn["rate"] > cfg.fnmr_bound:
-        problems.append(f"{name} cannot separate authentic identities: at its operating score {_s(thr)} it misses "
-                        f"{_pct(fn['rate'])} of same-person pairs (FNMR, 95 % CI {_ci(fn['ci95'])}; bound "
-                        f"{_pct(cfg.fnmr_bound)}), so an unflagged image says little.")
     fit = g["fit"]
     notes = []
-    if rule == "search" and len(S["id_null"]) < need:
-        notes.append(f"Only {_n(len(S['id_null']), 'authentic identity')} for the identity-level null ({name}): "
-                     "the identity-level test has little power; synthetic identities are judged mainly through "
-                     "their images.")
+    if rule == "search" and not id_level:
+        notes.append(f"Only {_n(len(S['id_null']), 'authentic identity')} (clusters of labels) for the identity-level "
+                     f"null ({name}; a tail needs {D.TAIL_MIN}): synthetic identities are judged through their images, "
+                     "and all of alpha goes to the image tests.")
     if fit and fit.get("ks_pvalue") is not None and fit["ks_pvalue"] < 0.01:
         notes.append(f"The tail model of {name}'s null fits poorly (Kolmogorov-Smirnov p {fit['ks_pvalue']:.2g}); "
                      "p-values beyond the sampled null are approximate.")
+    ls = lab["summary"]
+    if ls["identities_in_issues"]:
+        notes.append(f"The authentic set has label issues ({name}): {_n(ls['same_person_pairs'], 'pair')} of labels "
+                     f"that score like one person and {_n(ls['same_photo_pairs'], 'photo')} under two labels, "
+                     f"{_pct(ls['fraction'])} of identities (95 % CI {_ci(ls['fraction_ci95'])}); each cluster was left "
+                     "out of the null as one person. The list is in authentic_label_issues.csv.")
     fit_note = " ".join(notes) or None
+    detect = A.smallest_leak(thr, id_thr, a_gen, g_t, id_level)
     decision = {"rule": rule, "alpha": alpha if rule == "search" else None, "tests": g["tests"],
+                "image_alpha": g["image_alpha"] if rule == "search" else None,
+                "identity_alpha": g["identity_alpha"] if rule == "search" else None,
+                "deciding_level": "identity templates" if id_level else "images",
                 "operating_score": thr, "identity_operating_score": id_thr,
                 "fnmr_at_operating": fn["rate"], "fnmr_at_operating_ci95": fn["ci95"],
+                "identity_fnmr_at_operating": fn_id["rate"] if fn_id else None,
+                "identity_fnmr_at_operating_ci95": fn_id["ci95"] if fn_id else None,
+                "identity_genuine_pairs": int(len(g_t)),
                 "fmr_at_operating": fm["rate"], "fmr_at_operating_ci95": fm["ci95"],
+                "smallest_detectable_leak": detect,
                 "null_queries": null_n, "null_queries_needed": need if rule == "search" else None,
                 "identity_null_queries": int(len(S["id_null"])),
                 "tail_fit": fit, "identity_tail_fit": g["identity_fit"], "fit_note": fit_note,
-                "problems": problems, "copy": copy, "copies": int(copies.sum())}
+                "problems": problems, "causes": causes, "copy": copy, "copies": int(copies.sum())}
     nearest = A.nearest_summary(d, S, thr, id_thr, flag_img, flag_id, pair_thr, calib["fmr_at_threshold"])
     order = np.argsort(-S["img_s"][:, 0])[:10]
     nearest["images"]["closest"] = [
@@ -285,8 +302,9 @@ def _analyse(cfg, name, matcher, syn, auth, device, rule, alpha, auth_images=Non
     rows = A.flag_rows(d, S, flag_img, flag_id, g["image_p"], g["image_p_adjusted"], g["identity_p"],
                        g["identity_p_adjusted"], name)
     collisions = A.collisions(d, pair_thr, cfg.top_k, device)
+    suspects = A.suspects(d, S, pair_thr, flag_img, flag_id, g["image_p"], g["identity_p"])
     rep = {
-        "matcher": {"name": name, "id": matcher.id, "weights_sha256": getattr(matcher, "weights_sha256", None),
+        "matcher": {"name": name, "id": getattr(matcher, "id", name), "weights_sha256": getattr(matcher, "weights_sha256", None),
                     "device": str(device)},
         "excluded_nonfinite": excluded,
         "counts": {"synthetic_images": len(syn.keys), "synthetic_identities": nearest["identities"]["count"],
@@ -301,8 +319,15 @@ def _analyse(cfg, name, matcher, syn, auth, device, rule, alpha, auth_images=Non
                        "threshold_source": "the per-pair threshold: two synthetic identity templates scoring like "
                                            "one person", "pairs": collisions[:1000]},
         "intra_class": A.intra_class(syn.emb, syn.identities),
+        "label_issues": lab["summary"],
+        "suspects": {"images": sum(r["kind"] == "image" for r in suspects),
+                     "identities": sum(r["kind"] == "identity" for r in suspects),
+                     "what": "synthetic images at or above the calibrated per-pair threshold and identities at or above "
+                             "the authentic same-person template threshold, ranked by score (at most 1,000, in "
+                             "suspects.csv): candidates for a look, not a decision",
+                     "top": suspects[:20]},
     }
-    return {"report": rep, "rows": rows, "dist": dist, "S": S, "decision": decision, "sides": d,
+    return {"report": rep, "rows": rows, "suspects": suspects, "label_rows": lab["rows"], "dist": dist, "S": S, "decision": decision, "sides": d,
             "copy_images": {syn.keys[r] for r in np.flatnonzero(copies)},
             "flag_images": {syn.keys[r] for r in np.flatnonzero(flag_img)},
             "flag_ids": {S["s_names"][r] for r in np.flatnonzero(flag_id)}}
@@ -359,6 +384,14 @@ def _verdict(cfg, rule, alpha_m, per) -> tuple[dict, list]:
             reasons.append("Flagged anyway (listed in flagged.csv): " + found)
         else:
             reasons.append("Nothing was flagged, but under these conditions that is no evidence of no leak.")
+        sus = [r for m in per for r in m["suspects"]]
+        if sus:
+            top = sorted(sus, key=lambda r: -r["score"])[:3]
+            ex = "; ".join(f"{r['synthetic']} ~ {r['authentic']} ({r['kind']}, score {_s(r['score'])})" for r in top)
+            n_i = len({r["synthetic"] for r in sus if r["kind"] == "image"})
+            n_d = len({r["synthetic"] for r in sus if r["kind"] == "identity"})
+            reasons.append(f"Suspects, not a decision ({_n(n_i, 'image')} and {_n(n_d, 'identity')} at or above the "
+                           f"matcher's calibrated per-pair threshold, ranked in suspects.csv): {ex}.")
     elif status == "leak" and found:
         reasons.append(found)
         if rule == "pairwise":
@@ -384,13 +417,7 @@ def _verdict(cfg, rule, alpha_m, per) -> tuple[dict, list]:
         steps.append(f"Drop synthetic {'identity' if len(ids) == 1 else 'identities'} {_list(sorted(ids))} "
                      "(the identity template matches a real person).")
     if status == "inconclusive":
-        for p in problems:
-            if "NaN" in p:
-                steps.append("Fix the matcher or inputs that produced NaN/inf embeddings, then audit again.")
-            elif "calibrate" in p or "rule of three" in p:
-                steps.append("Audit against more authentic images (or raise --alpha / --fmr).")
-            elif "separate" in p or "two images" in p:
-                steps.append("Use a trained face matcher (--weights) and authentic identities with several images each.")
+        steps += [c["fix"] for m in per for c in m["decision"]["causes"]]
         steps = list(dict.fromkeys(steps))
     elif status == "pass":
         steps.append("Release: keep report.json (it names the audited dataset and matcher) with the dataset.")
@@ -414,3 +441,11 @@ def _write_csv(path: Path, rows, k) -> None:
             extra = [v for nb in r["neighbours"][1:] for v in (nb[0], f"{nb[1]:.6f}")]
             w.writerow([r["kind"], r["synthetic"], r["synthetic_identity"], f"{r['score']:.6f}", f"{r['p_value']:.6g}",
                         f"{r['p_adjusted']:.6g}", r["matcher"], r["authentic"], r["authentic_identity"]] + extra)
+
+
+def _write_rows(path: Path, cols, rows) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(cols)
+        for r in rows:
+            w.writerow([f"{r[c]:.6f}" if isinstance(r[c], float) else r[c] for c in cols])

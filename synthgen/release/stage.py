@@ -41,7 +41,7 @@ SUMS = "SHA256SUMS"
 QUARANTINE = "quarantine.csv"
 QUARANTINE_COLUMNS = ("round", "key", "class", "action", "reason", "score", "p_value", "matcher", "nearest_authentic",
                       "replacement_key", "replacement_seed", "replacement_attempt")
-AUDIT_FILES = (MARKERS["audit"], "flagged.csv", "report.html")
+AUDIT_FILES = (MARKERS["audit"], "flagged.csv", "report.html", "suspects.csv", "authentic_label_issues.csv")
 
 
 def release(cfg: ReleaseConfig | None = None, **kwargs) -> StageSummary:

@@ -36,6 +36,17 @@ REGISTRY = {
     "pixels": lambda w, a, d: _cls("double", "PixelProjectionMatcher")(),
 }
 MATCHERS = tuple(REGISTRY)
+# what to do when a matcher cannot tell the authentic people apart (the audit's advice)
+WHEN_USELESS = {
+    "facenet-vggface2": "give the trained release weights (--weights), or use --matcher dlib / facenet-casia",
+    "facenet-casia": "give the trained release weights (--weights), or use --matcher dlib / facenet-casia",
+    "iresnet": "give trained arcface_torch weights (--weights) and the matching --arch",
+    "onnx": "give a trained recognition model (--weights)",
+    "dlib": "dlib is trained: check that both sets are aligned face crops of people (not noise or non-faces)",
+    "embeddings": "the embedding files came from a matcher that cannot tell these people apart: embed them with a "
+                  "trained face matcher",
+    "pixels": "pixels is a test double, not a face matcher: use --matcher dlib or facenet-casia",
+}
 
 
 def make_matcher(name: str, weights=None, arch="r100", device="cpu"):

@@ -1,0 +1,142 @@
+"""Issue 20: the authentic set's label noise, the leave-cluster-out null, the reasons by cause and
+the suspects of an inconclusive verdict, on embeddings from the simulation harness's world."""
+
+import csv
+import importlib.util
+import os
+
+import numpy as np
+import pytest
+
+from synthgen.audit import labels as L
+from synthgen.audit import metrics as M
+from synthgen.audit.embed import Embedded
+from synthgen.audit.report import decide_embedded
+
+_spec = importlib.util.spec_from_file_location(
+    "sim_gate", os.path.join(os.path.dirname(__file__), "..", "benchmarks", "sim_gate.py"))
+G = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(G)
+
+
+def _emb(e, lab, prefix):
+    return Embedded([f"{prefix}{l}/{k}.png" for k, l in enumerate(lab)], [f"{prefix}{l}" for l in lab],
+                    np.ascontiguousarray(e, np.float32), [])
+
+
+def _find(e, lab, q=None, dup=None):
+    names, tmpl = M.templates(e, lab)
+    a_lab = np.unique(lab, return_inverse=True)[1]
+    q = np.arange(len(e)) if q is None else q
+    return L.find(e, a_lab, names, tmpl, [str(i) for i in range(len(e))], q, dup, np.random.RandomState(0))
+
+
+@pytest.mark.slow
+def test_split_labels_are_found_and_the_null_is_what_clean_labels_give():
+    """10 of 100 identities split under two labels: every split is found as one pair, and the null
+    equals, value for value, the null of the same images under their true labels."""
+    w = G.World("arcface", 1)
+    e = w.images(w.centres(100), 10)
+    true = np.repeat(np.arange(100), 10)
+    noisy = true.copy()
+    rng = np.random.RandomState(2)
+    for c in range(0, 100, 10):
+        rows = np.flatnonzero(true == c)
+        noisy[rng.permutation(rows)[:5]] = 100 + c
+    clean, got = _find(e, true), _find(e, noisy)
+    pairs = {(r["identity_a"], r["identity_b"]) for r in got["rows"]}
+    assert pairs == {(c, 100 + c) for c in range(0, 100, 10)} and not clean["rows"]
+    assert got["summary"]["identities_in_issues"] == 20 and got["summary"]["sensitivity"] > 0.95
+    np.testing.assert_array_equal(got["null"], clean["null"])
+    # what the old leave-identity-out null did: same-person scores at the top
+    old, _ = M.leave_identity_out_best(e, np.unique(noisy, return_inverse=True)[1], np.arange(len(e)))
+    assert old.max() > 0.5 > clean["null"].max()
+
+
+def test_the_same_photo_under_two_labels_is_found_and_left_out():
+    w = G.World("arcface", 3)
+    e = w.images(w.centres(60), 10)
+    lab = np.repeat(np.arange(60), 10)
+    e[5] = e[300]  # identity 0 holds a photo of identity 30
+    got = _find(e, lab, dup=0.95)
+    dup = [r for r in got["rows"] if r["kind"].startswith("same photo")]
+    assert [(r["image_a"], r["image_b"]) for r in dup] == [("5", "300")] and dup[0]["score"] > 0.999
+    assert got["null"].max() < 0.5  # both labels are one cluster now: the copy is not in the null
+
+
+@pytest.mark.slow
+def test_label_noise_leaves_the_gate_its_power():
+    """10 % label noise at the 1k size: clean passes, copies and whole leaked classes are flagged
+    (the old null: inconclusive on every such run, copies unflagged)."""
+    v, m = decide_embedded(*G.make("arcface", "1k", "label10", None, 11)[:2], max_pairs=5_000)
+    assert v["status"] == "pass", v["reasons"]
+    assert m["report"]["label_issues"]["same_person_pairs"] == 10
+    for leak in ("copy", "class"):
+        syn, auth, planted, planted_ids = G.make("arcface", "1k", "label10", leak, 11)
+        v, _ = decide_embedded(syn, auth, max_pairs=5_000)
+        assert v["status"] == "leak"
+        assert set(planted) <= set(v["flagged_image_keys"]) and set(planted_ids) <= set(v["flagged_identity_names"])
+
+
+@pytest.mark.slow
+def test_a_small_authentic_set_is_inconclusive_and_names_its_suspects(tmp_path):
+    """37 authentic images of 12 people, 50 synthetic images of which 6 are other photos of authentic
+    people: too few for the null (inconclusive), and the 6 are the top suspects, by name."""
+    w = G.World("arcface", 5)
+    ca = w.centres(12)
+    a = np.concatenate([w.images(ca, 3), w.images(ca[:1], 1)])
+    a_lab = np.r_[np.repeat(np.arange(12), 3), 0]
+    s = w.images(w.centres(10), 5)
+    for k in range(6):
+        s[5 * k] = w.images(ca[[k]], 1)[0]
+    v, m = decide_embedded(_emb(s, np.repeat(np.arange(10), 5), "s"), _emb(a, a_lab, "a"))
+    assert v["status"] == "inconclusive"
+    assert [c["cause"] for c in m["decision"]["causes"]] == ["too_few_authentic"]
+    top = {r["synthetic"] for r in m["suspects"][:6]}
+    assert top == {f"s{k}/{5 * k}.png" for k in range(6)}
+    assert any(r.startswith("Suspects, not a decision") for r in v["reasons"])
+
+
+def test_a_matcher_that_cannot_tell_people_apart_is_named_with_advice_that_fits_it():
+    rng = np.random.RandomState(0)
+    noise = lambda n: rng.randn(n, 64) / 8
+    a, s = noise(1000), noise(500)
+    a /= np.linalg.norm(a, axis=1, keepdims=True)
+    s /= np.linalg.norm(s, axis=1, keepdims=True)
+    v, m = decide_embedded(_emb(s, np.repeat(np.arange(50), 10), "s"), _emb(a, np.repeat(np.arange(100), 10), "a"),
+                          max_pairs=5_000)
+    assert v["status"] == "inconclusive"
+    assert [c["cause"] for c in m["decision"]["causes"]] == ["useless_matcher"]
+    assert not any("--weights" in step for step in v["next_steps"])  # embeddings take no weights
+
+
+def test_too_many_tests_for_a_weak_matcher_says_what_it_could_detect():
+    """Few authentic identities (the image level decides) and a weak matcher (same-person ~0.3):
+    the smallest detectable leak is stated as a score and as a share of same-person pairs."""
+    w = G.World("arcface", 8)
+    w.sigma = 1.6
+    a = w.images(w.centres(60), 10)
+    s = w.images(w.centres(400), 10)
+    v, m = decide_embedded(_emb(s, np.repeat(np.arange(400), 10), "s"), _emb(a, np.repeat(np.arange(60), 10), "a"),
+                          max_pairs=5_000)
+    d = m["decision"]
+    assert v["status"] == "inconclusive" and d["deciding_level"] == "images"
+    assert [c["cause"] for c in d["causes"]] == ["too_many_tests"]
+    leak = d["smallest_detectable_leak"]["image"]
+    assert leak["score"] == d["operating_score"] and leak["same_person_share"] < 0.5
+    assert "smallest leak it can detect scores" in v["reasons"][0]
+
+
+@pytest.mark.slow
+def test_run_audit_writes_suspects_and_label_issues(tmp_path):
+    from synthgen.audit.report import run_audit
+
+    syn, auth, _, _ = G.make("arcface", "1k", "label10", "copy", 2)
+    for name, e in (("syn", syn), ("auth", auth)):
+        np.savez(tmp_path / f"{name}.npz", embeddings=e.emb, keys=np.array(e.keys), labels=np.array(e.identities))
+    run_audit(synthetic=str(tmp_path / "syn.npz"), authentic=str(tmp_path / "auth.npz"), out=str(tmp_path / "out"),
+              matcher="embeddings", progress=False, max_pairs=5_000)
+    issues = list(csv.DictReader(open(tmp_path / "out" / "authentic_label_issues.csv")))
+    assert len(issues) == 10 and all(r["kind"] == "same person under two labels" for r in issues)
+    sus = list(csv.DictReader(open(tmp_path / "out" / "suspects.csv")))
+    assert sus and sus[0]["flagged"] == "True" and float(sus[0]["score"]) > 0.999
