@@ -287,7 +287,8 @@ def test_uninformative_matcher_is_inconclusive(tmp_path):
     r = audit(tmp_path, tmp_path / "s.npz", tmp_path / "a.npz", "o")
     dec = r["matchers"][0]["decision"]
     assert dec["fnmr_at_operating"] > 0.9 and r["verdict"]["status"] == "inconclusive"
-    assert "cannot separate authentic identities" in " ".join(r["verdict"]["reasons"])
+    assert "cannot tell authentic people apart" in " ".join(r["verdict"]["reasons"])
+    assert [c["cause"] for c in dec["causes"]] == ["useless_matcher"]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -408,20 +408,25 @@ def causes(name, cfg, rule, alpha, calib, dist, fn, fn_id, id_thr, thr, g_t, nul
         return out
     if any(c["cause"] == "too_few_authentic" for c in out):
         return out
-    if fn_id is not None:
-        level, miss, ci, score, pairs = "identity templates", fn_id["rate"], fn_id["ci95"], id_thr, "split-half template"
-    else:
-        level, miss, ci, score, pairs = "images", fn["rate"], fn["ci95"], thr, "image"
+    # An identity leak is found through its template or through its images: the level with the
+    # lower miss rate decides, and the audit cannot decide when both miss more than the bound.
+    img = ("images", fn["rate"], fn["ci95"], thr, "image")
+    lv = [img] if fn_id is None else sorted([("identity templates", fn_id["rate"], fn_id["ci95"], id_thr,
+                                              "split-half template"), img], key=lambda x: x[1])
+    level, miss, ci, score, pairs = lv[0]
     if miss > cfg.fnmr_bound:
         reach = "no score can reach it" if not np.isfinite(score) else (
             f"only {_pct(1 - miss)} of authentic same-person {pairs} pairs reach it")
+        other = "" if len(lv) == 1 else (f"; single images do no better (FNMR {_pct(lv[1][1])} at {_s(lv[1][3])})"
+                                         if lv[1][0] == "images" else
+                                         f"; identity templates do no better (FNMR {_pct(lv[1][1])} at {_s(lv[1][3])})")
         out.append({"cause": "too_many_tests",
                     "fix": f"Use a matcher that separates these identities better than {name}, or accept a larger "
                            "--alpha; auditing a sample would not certify the rest.",
-                    "text": f"{_n(tests, 'test')} are too many for {name}'s separation at the level that decides "
-                            f"({level}): the smallest leak it can detect scores {_s(score)}, and {reach} (FNMR "
-                            f"{_pct(miss)}, 95 % CI {_ci(ci)}; bound {_pct(cfg.fnmr_bound)}), so an unflagged "
-                            "identity says little."})
+                    "text": f"{_n(tests, 'test')} are too many for {name}'s separation: at its best level ({level}) "
+                            f"the smallest leak it can detect scores {_s(score)}, and {reach} (FNMR {_pct(miss)}, "
+                            f"95 % CI {_ci(ci)}; bound {_pct(cfg.fnmr_bound)}){other}, so an unflagged identity says "
+                            "little."})
         sens = labels.get("sensitivity")
         if labels.get("identities_in_issues") and (sens is None or sens < LABEL_SENSITIVITY_MIN):
             out.append({"cause": "contaminated_null",

@@ -251,8 +251,8 @@ def _analyse(cfg, name, matcher, syn, auth, device, rule, alpha, auth_images=Non
     fm = A.rate(int((a_imp >= thr).sum()), len(a_imp))
     lab = S["labels"]
     g_t = lab["split_half"]
-    # The level that decides whether an identity leak would be found: identity templates when the
-    # identity tests carry alpha (a tailed identity null), else single images (the old rule).
+    # Whether an identity leak would be found: through its template (when the identity tests carry
+    # alpha: a tailed identity null) or through its images; the level that misses less decides.
     id_level = rule == "search" and g["identity_alpha"] > 0
     fn_id = A.rate(int((g_t < id_thr).sum()), len(g_t)) if id_level else None
     null_n = len(S["null"])
@@ -281,7 +281,7 @@ def _analyse(cfg, name, matcher, syn, auth, device, rule, alpha, auth_images=Non
     decision = {"rule": rule, "alpha": alpha if rule == "search" else None, "tests": g["tests"],
                 "image_alpha": g["image_alpha"] if rule == "search" else None,
                 "identity_alpha": g["identity_alpha"] if rule == "search" else None,
-                "deciding_level": "identity templates" if id_level else "images",
+                "deciding_level": "identity templates" if fn_id and fn_id["rate"] <= fn["rate"] else "images",
                 "operating_score": thr, "identity_operating_score": id_thr,
                 "fnmr_at_operating": fn["rate"], "fnmr_at_operating_ci95": fn["ci95"],
                 "identity_fnmr_at_operating": fn_id["rate"] if fn_id else None,
