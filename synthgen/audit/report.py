@@ -257,8 +257,12 @@ def _analyse(cfg, name, matcher, syn, auth, device, rule, alpha, auth_images=Non
     fn_id = A.rate(int((g_t < id_thr).sum()), len(g_t)) if id_level else None
     null_n = len(S["null"])
     need = max(math.ceil(3 / alpha), D.TAIL_MIN) if rule == "search" else math.ceil(3 / cfg.fmr)
+    shifted = [(what, float(np.median(sc)), float(np.quantile(nl, 0.9))) for what, sc, nl in
+               (("images", S["img_s"][:, 0], S["null"]), ("identity templates", S["id_s"][:, 0], S["id_null"]))
+               if rule == "search" and len(sc) and len(nl) >= D.TAIL_MIN and np.median(sc) > np.quantile(nl, 0.9)]
     causes = A.causes(name, cfg, rule, alpha, calib, dist, fn, fn_id, id_thr, thr, g_t, null_n, need,
-                      {"synthetic": bad_syn, "authentic": bad_auth}, syn.unreadable, lab["summary"], g["tests"])
+                      {"synthetic": bad_syn, "authentic": bad_auth}, syn.unreadable, lab["summary"], g["tests"],
+                      shifted)
     problems = [c["text"] for c in causes]
     excluded = {"synthetic": bad_syn, "authentic": bad_auth}
     fit = g["fit"]
@@ -280,6 +284,7 @@ def _analyse(cfg, name, matcher, syn, auth, device, rule, alpha, auth_images=Non
     detect = A.smallest_leak(thr, id_thr, a_gen, g_t, id_level)
     decision = {"rule": rule, "alpha": alpha if rule == "search" else None, "tests": g["tests"],
                 "image_alpha": g["image_alpha"] if rule == "search" else None,
+                "image_shift": g["image_shift"], "identity_shift": g["identity_shift"],
                 "identity_alpha": g["identity_alpha"] if rule == "search" else None,
                 "deciding_level": "identity templates" if fn_id and fn_id["rate"] <= fn["rate"] else "images",
                 "operating_score": thr, "identity_operating_score": id_thr,
