@@ -335,15 +335,17 @@ def leave_identity_out_best(emb, labels, q, device="cpu", progress=False, desc="
     return s[:, 0], i[:, 0]
 
 
-def group_sums(emb: np.ndarray, inv: np.ndarray, n: int) -> np.ndarray:
-    """Row sums of `emb` per group (float64, [n, D]) by one sort and np.add.reduceat."""
+def group_sums(emb: np.ndarray, inv: np.ndarray, n: int, cols: int = 64) -> np.ndarray:
+    """Row sums of `emb` per group (float64, [n, D]) by one sort and np.add.reduceat, `cols` columns
+    at a time (a float64 copy of an SFace-size set would be 2 GB)."""
     order = np.argsort(inv, kind="stable")
     out = np.zeros((n, emb.shape[1]), np.float64)
     if not len(order):
         return out
     srt = inv[order]
     starts = np.flatnonzero(np.r_[True, srt[1:] != srt[:-1]])
-    out[srt[starts]] = np.add.reduceat(emb[order].astype(np.float64), starts, axis=0)
+    for c in range(0, emb.shape[1], cols):
+        out[srt[starts], c : c + cols] = np.add.reduceat(emb[order, c : c + cols].astype(np.float64), starts, axis=0)
     return out
 
 

@@ -30,6 +30,12 @@ def _round(out: Path, r: dict) -> dict:
                    "null_queries_needed": d.get("null_queries_needed"),
                    "fnmr_at_operating": d.get("fnmr_at_operating"), "fnmr_ci95": d.get("fnmr_at_operating_ci95"),
                    "fmr_at_operating": d.get("fmr_at_operating"), "fmr_ci95": d.get("fmr_at_operating_ci95"),
+                   "identity_operating_score": d.get("identity_operating_score"),
+                   "identity_fnmr_at_operating": d.get("identity_fnmr_at_operating"),
+                   "identity_fnmr_ci95": d.get("identity_fnmr_at_operating_ci95"),
+                   "deciding_level": d.get("deciding_level"),
+                   "authentic_label_issues": {k: (m.get("label_issues") or {}).get(k) for k in
+                                              ("identities_in_issues", "fraction", "fraction_ci95")},
                    "calibration_pairs": {k: (m.get("calibration") or {}).get(k) for k in
                                          ("genuine_pairs", "imposter_pairs")}})
     from synthgen.fsutil import sha256_file
@@ -353,7 +359,12 @@ def card_markdown(card: dict) -> str:
     for m in fin["matchers"]:
         lines.append(f"- {m['name']}: operating score {m['operating_score']}, null from {m['null_queries']} authentic "
                      f"images (needed {m['null_queries_needed']}); FNMR {_pct(m['fnmr_at_operating'])} (95 % CI "
-                     f"{_ci(m['fnmr_ci95'])}), FMR {_pct(m['fmr_at_operating'])} (95 % CI {_ci(m['fmr_ci95'])}).")
+                     f"{_ci(m['fnmr_ci95'])}), FMR {_pct(m['fmr_at_operating'])} (95 % CI {_ci(m['fmr_ci95'])})"
+                     + (f"; identity templates: operating score {m['identity_operating_score']}, FNMR "
+                        f"{_pct(m['identity_fnmr_at_operating'])} (95 % CI {_ci(m['identity_fnmr_ci95'])}); the level "
+                        f"that decides: {m['deciding_level']}" if m.get("identity_fnmr_at_operating") is not None else "")
+                     + (f"; authentic label issues: {_pct(m['authentic_label_issues']['fraction'])} of identities"
+                        if (m.get("authentic_label_issues") or {}).get("fraction") else "") + ".")
     lines += [""] + [f"- {r}" for r in fin["reasons"]]
     lines += ["", "## Checking this release", "",
               "The release's id is the sha256 of `card.json`. Every other file is bound to it: the data files by "
