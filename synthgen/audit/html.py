@@ -87,6 +87,8 @@ def _plots(plots) -> list[tuple[str, str]]:
         for name, (g, i) in dist.items():
             if len(g) and len(i):
                 _, fmr, fnmr = M.error_rates(g, i)
+                keep = np.unique(len(fmr) - np.geomspace(1, len(fmr), 3000).astype(np.int64))  # dense at low FMR
+                fmr, fnmr = fmr[keep], fnmr[keep]
                 a1.plot(fmr, 1 - fnmr, label=name)
                 a2.plot(np.maximum(fmr, 1e-6), np.maximum(fnmr, 1e-6), label=name)
         a1.set(xscale="log", xlim=(1e-5, 1), xlabel="false-match rate (FMR)", ylabel="true-match rate (1 - FNMR)",
