@@ -159,3 +159,17 @@ def test_the_simulated_world_at_1k_every_departure():
     for leak in ("copy", "class"):
         r = G.one("dlib", "1k", "clean", leak, 961)
         assert r["status"] == "leak" and r["found"] == 3, r
+
+
+def test_a_set_that_mostly_leaks_is_never_a_pass():
+    """The null is moved up by the median shift of the synthetic scores; when most synthetic classes
+    ARE authentic people that shift would hide them, so the audit says `shifted` (or leak), never pass."""
+    w = G.World("arcface", 12)
+    ca = w.centres(100)
+    a = w.images(ca, 10)
+    s = np.concatenate([w.images(ca[:70], 5), w.images(w.centres(30), 5)])  # 70 of 100 classes leak
+    v, m = decide_embedded(_emb(s, np.repeat(np.arange(100), 5), "s"), _emb(a, np.repeat(np.arange(100), 10), "a"),
+                           max_pairs=5_000)
+    assert v["status"] != "pass"
+    assert "shifted" in [c["cause"] for c in m["decision"]["causes"]] or v["status"] == "leak"
+    assert m["decision"]["identity_shift"] > 0

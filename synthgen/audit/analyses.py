@@ -364,8 +364,9 @@ def causes(name, cfg, rule, alpha, calib, dist, fn, fn_id, id_thr, thr, g_t, nul
     holes               non-finite embeddings or unreadable synthetic images
     too_few_authentic   a null too small for alpha, or no identity with two images
     useless_matcher     authentic per-pair EER >= USELESS_EER
-    shifted             the median synthetic best score (images or identity templates) is above the
-                        null's 90th percentile: most of the set leaks, or its faces crowd together
+    shifted             the median synthetic best score (images or identity templates) reaches the
+                        median authentic same-person score: most of the set leaks (the median shift
+                        of the null would otherwise hide it)
     too_many_tests      the deciding level misses more than fnmr_bound of same-person pairs at its
                         operating score (the smallest detectable leak is stated)
     contaminated_null   with too_many_tests: label issues were found and the same-person rule finds
@@ -410,15 +411,16 @@ def causes(name, cfg, rule, alpha, calib, dist, fn, fn_id, id_thr, thr, g_t, nul
         return out
     if any(c["cause"] == "too_few_authentic" for c in out):
         return out
-    for what, sc, nl in shifted:
+    for what, sc, gen in shifted:
         out.append({"cause": "shifted",
-                    "fix": "Look at the suspects and the score histograms: if many synthetic identities are authentic "
-                           "people, regenerate; if the generator's faces crowd toward an average face, that is a "
-                           "quality problem to fix before any privacy verdict.",
-                    "text": f"Synthetic {what} score much higher against the authentic set than authentic people score "
-                            f"against each other ({name}: median best score {_s(sc)}, above 90 % of the null, whose "
-                            f"90th percentile is {_s(nl)}): either most of the set leaks or the generator's faces crowd "
-                            "toward an average face, and the null cannot tell which."})
+                    "fix": "Look at the suspects (suspects.csv): if most synthetic identities are authentic people, "
+                           "the generator memorised its training set; regenerate before any release.",
+                    "text": f"Most synthetic {what} score like the same person as an authentic one ({name}: median best "
+                            f"score {_s(sc)}, at or above the median authentic same-person score {_s(gen)}): the null, "
+                            "moved up by that median, cannot test them; either most of the set leaks or its faces "
+                            "all look alike to this matcher."})
+    if shifted:
+        return out  # the operating scores were computed against the moved null: their power says nothing more
     # An identity leak is found through its template or through its images: the level with the
     # lower miss rate decides, and the audit cannot decide when both miss more than the bound.
     img = ("images", fn["rate"], fn["ci95"], thr, "image")
