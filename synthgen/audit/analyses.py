@@ -140,12 +140,13 @@ def nearest_summary(d: Sides, S: dict, thr: float, id_thr: float, flag_img, flag
     ch = int(np.sum(null >= thr))
     chp = int(np.sum(null >= pairwise_thr))
     chd = int(np.sum(id_null >= id_thr)) if len(id_null) else 0
+    nn = max(len(null), 1)  # an empty null (every label one cluster) is inconclusive; its fractions are 0
     return {
         "images": {"count": len(img_best), "flagged": ni, "flagged_fraction": ni / len(img_best),
                    "flagged_ci95": M.clopper_pearson(ni, len(img_best)),
-                   "chance_fraction": ch / len(null), "chance_ci95": M.clopper_pearson(ch, len(null)),
+                   "chance_fraction": ch / nn, "chance_ci95": M.clopper_pearson(ch, len(null)),
                    "chance_queries": int(len(null)),
-                   "chance_fraction_pairwise_threshold": chp / len(null),
+                   "chance_fraction_pairwise_threshold": chp / nn,
                    "chance_pairwise_ci95": M.clopper_pearson(chp, len(null)),
                    "best_score_mean": float(img_best.mean()), "best_score_max": float(img_best.max())},
         "identities": {"count": len(id_best), "flagged": nd, "flagged_fraction": nd / len(id_best),
@@ -313,7 +314,7 @@ def copy_level(matcher, images, dist: dict, seed: int) -> dict | None:
     sims = np.sum(a.astype(np.float64) * b, axis=1)
     imp = np.asarray(dist.get("authentic vs authentic", (np.zeros(0), np.zeros(0)))[1], np.float64)
     level = float(np.quantile(sims, COPY_PROBE_QUANTILE))
-    floor = float(np.quantile(imp, COPY_FLOOR_QUANTILE)) if len(imp) else None
+    floor = _floor(imp, level)
     measurable = floor is not None and 1 - floor >= 1e-3
     why = None if measurable else (
         "no different-person authentic pairs to set the floor" if floor is None else
@@ -330,6 +331,16 @@ def copy_level(matcher, images, dist: dict, seed: int) -> dict | None:
 
 USELESS_EER = 0.25  # a matcher whose authentic per-pair EER is at least this cannot tell people apart
 LABEL_SENSITIVITY_MIN = 0.9  # below this, undetected label noise can still inflate the null
+COPY_UNDETECTED = 0.99  # an image operating score at or above this cannot be trusted to catch copies
+
+
+def _floor(imp, copy_at: float) -> float | None:
+    """The COPY_FLOOR_QUANTILE quantile of different-label pairs scoring below `copy_at`: pairs at
+    copy level are one photo under two labels (a scraper's placeholder image under many labels made
+    0.1 % of pairs score 1.0 and switched the copy rule off), not two people."""
+    imp = np.asarray(imp, np.float64)
+    imp = imp[imp < copy_at]
+    return float(np.quantile(imp, COPY_FLOOR_QUANTILE)) if len(imp) else None
 
 
 def near_duplicate_level(copy: dict | None, dist: dict) -> float | None:
@@ -339,10 +350,8 @@ def near_duplicate_level(copy: dict | None, dist: dict) -> float | None:
     if copy and copy.get("measurable"):
         return float(copy["threshold"])
     imp = np.asarray(dist.get("authentic vs authentic", (np.zeros(0), np.zeros(0)))[1], np.float64)
-    if not len(imp):
-        return None
-    floor = float(np.quantile(imp, COPY_FLOOR_QUANTILE))
-    return floor + (1 - floor) / 2 if 1 - floor >= 1e-3 else None
+    floor = _floor(imp, 1 - 1e-6)  # without probes, only exact duplicates are known copies
+    return floor + (1 - floor) / 2 if floor is not None and 1 - floor >= 1e-3 else None
 
 
 def smallest_leak(thr: float, id_thr: float, a_gen, g_t, id_level: bool) -> dict:
@@ -358,7 +367,7 @@ def smallest_leak(thr: float, id_thr: float, a_gen, g_t, id_level: bool) -> dict
 
 
 def causes(name, cfg, rule, alpha, calib, dist, fn, fn_id, id_thr, thr, g_t, null_n, need, excluded, unreadable,
-           labels, tests, shifted=()) -> list[dict]:
+           labels, tests, shifted=(), fit=None, copy=None) -> list[dict]:
     """Why the audit cannot decide, one entry per cause: {"cause", "text", "fix"}.
 
     holes               non-finite embeddings or unreadable synthetic images
@@ -369,6 +378,7 @@ def causes(name, cfg, rule, alpha, calib, dist, fn, fn_id, id_thr, thr, g_t, nul
                         of the null would otherwise hide it)
     too_many_tests      the deciding level misses more than fnmr_bound of same-person pairs at its
                         operating score (the smallest detectable leak is stated)
+    copies_undetectable no copy level and an image operating score >= COPY_UNDETECTED (or none)
     contaminated_null   with too_many_tests: label issues were found and the same-person rule finds
                         fewer than LABEL_SENSITIVITY_MIN of split identities, so more may remain"""
     from .matchers import WHEN_USELESS
@@ -392,6 +402,11 @@ def causes(name, cfg, rule, alpha, calib, dist, fn, fn_id, id_thr, thr, g_t, nul
         out.append({"cause": "too_few_authentic", "fix": few,
                     "text": f"Only {_n(null_n, 'authentic image')} to calibrate the search null ({name}); a family-wise "
                             f"rate of {_g(alpha)} needs at least {need:,} (rule of three, and 100 for the tail model)."})
+    if rule == "search" and null_n >= need and fit is not None and fit.get("degenerate"):
+        out.append({"cause": "too_few_authentic", "fix": "Audit against more authentic identities (not more photos "
+                                                         "of the same people).",
+                    "text": f"The search null has no usable tail ({name}): {fit['why']}, so no p-value can go below "
+                            f"1 / {null_n + 1:,} and nothing can be tested at the level alpha needs."})
     a_gen, a_imp = dist["authentic vs authentic"]
     if rule == "pairwise" and cfg.threshold is None and len(a_imp) < need:
         out.append({"cause": "too_few_authentic", "fix": few,
@@ -421,6 +436,16 @@ def causes(name, cfg, rule, alpha, calib, dist, fn, fn_id, id_thr, thr, g_t, nul
                             "all look alike to this matcher."})
     if shifted:
         return out  # the operating scores were computed against the moved null: their power says nothing more
+    # A copy of an authentic photo must be detectable: by the copy rule, or by the image test
+    no_copy_rule = not (copy and copy.get("measurable"))
+    if rule == "search" and no_copy_rule and not (np.isfinite(thr) and thr < COPY_UNDETECTED):
+        why = (copy or {}).get("why_not") or "precomputed embeddings carry no images to probe"
+        out.append({"cause": "copies_undetectable",
+                    "fix": "Find out why the authentic set's different-person pairs score like copies (duplicate photos "
+                           "under many labels?), fix it, and audit again; give images (not embeddings) so the copy "
+                           "level can be measured.",
+                    "text": f"{name} could not detect an exact copy of an authentic photo: no copy level ({why}), and "
+                            f"the image test's operating score is {_s(thr)}."})
     # An identity leak is found through its template or through its images: the level with the
     # lower miss rate decides, and the audit cannot decide when both miss more than the bound.
     img = ("images", fn["rate"], fn["ci95"], thr, "image")
@@ -428,7 +453,7 @@ def causes(name, cfg, rule, alpha, calib, dist, fn, fn_id, id_thr, thr, g_t, nul
                                               "split-half template"), img], key=lambda x: x[1])
     level, miss, ci, score, pairs = lv[0]
     if miss > cfg.fnmr_bound:
-        reach = "no score can reach it" if not np.isfinite(score) else (
+        reach = "no score can reach the p-value it needs" if not np.isfinite(score) else (
             f"only {_pct(1 - miss)} of authentic same-person {pairs} pairs reach it")
         other = "" if len(lv) == 1 else (f"; single images do no better (FNMR {_pct(lv[1][1])} at {_s(lv[1][3])})"
                                          if lv[1][0] == "images" else
@@ -437,7 +462,7 @@ def causes(name, cfg, rule, alpha, calib, dist, fn, fn_id, id_thr, thr, g_t, nul
                     "fix": f"Use a matcher that separates these identities better than {name}, or accept a larger "
                            "--alpha; auditing a sample would not certify the rest.",
                     "text": f"{_n(tests, 'test')} are too many for {name}'s separation: at its best level ({level}) "
-                            f"the smallest leak it can detect scores {_s(score)}, and {reach} (FNMR {_pct(miss)}, "
+                            f"the smallest leak it can detect scores {_s(score) if np.isfinite(score) else 'nothing'}, and {reach} (FNMR {_pct(miss)}, "
                             f"95 % CI {_ci(ci)}; bound {_pct(cfg.fnmr_bound)}){other}, so an unflagged identity says "
                             "little."})
         sens = labels.get("sensitivity")

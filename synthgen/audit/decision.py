@@ -69,12 +69,21 @@ def n_exceedances(n: int) -> int:
     return int(min(max(n // 10, 50), 1000, n - 1))
 
 
-def tail_fit(null) -> dict | None:
-    """GPD fitted by maximum likelihood to the top exceedances of the null on the t scale; None when
-    N < TAIL_MIN. `u` is on the t scale, `u_score` the same point as a cosine."""
+TAIL_GROUPS = 20  # the top k must come from at least this many authentic identity clusters
+
+
+def tail_fit(null, groups=None) -> dict | None:
+    """Exponential tail on the t scale over the top exceedances of the null; None when N < TAIL_MIN.
+    `u` is on the t scale, `u_score` the same point as a cosine. Degenerate (no tail model used: the
+    p-values stay empirical) when the exceedances have no spread, or, with `groups` (the authentic
+    cluster of each null value), when they come from fewer than TAIL_GROUPS clusters: 12 people with
+    100 near-identical photos each are 12 observations, not 1,200 (their tied top made sigma ~ 0
+    and p = 0 for clean images)."""
     from scipy import stats
 
-    x = np.sort(to_t(null))
+    t = to_t(null)
+    order = np.argsort(t, kind="stable")
+    x = t[order]
     n = len(x)
     if n < TAIL_MIN:
         return None
@@ -82,16 +91,20 @@ def tail_fit(null) -> dict | None:
     u = float(x[n - k - 1])
     y = np.maximum(x[n - k :] - u, 0.0)
     base = {"scale": "t = -log(1 - cosine)", "n": n, "k": k, "u": u, "u_score": from_t(u)}
-    if not (y > 0).any():
-        return {**base, "model": "generalized Pareto", "xi": 0.0, "sigma": 0.0, "degenerate": True,
-                "ks_statistic": None, "ks_pvalue": None}
+    n_groups = int(len(np.unique(np.asarray(groups)[order[n - k :]]))) if groups is not None else None
+    why = ("the top null scores have no spread" if float(y.mean()) < 1e-9 else
+           f"the top {k} null scores come from only {n_groups} authentic identities (at least {TAIL_GROUPS} needed)"
+           if n_groups is not None and n_groups < TAIL_GROUPS else None)
+    if why:
+        return {**base, "model": "none: " + why, "xi": 0.0, "sigma": 0.0, "degenerate": True, "why": why,
+                "groups": n_groups, "ks_statistic": None, "ks_pvalue": None}
     xi_mle, _, _ = stats.genpareto.fit(y, floc=0)
-    xi, sigma = 0.0, float(y.mean())
+    sigma = float(y.mean())
     ks = stats.kstest(y, "expon", args=(0, sigma))
     return {**base, "model": "exponential on the t scale (generalized Pareto with xi = 0)",
             "method": "maximum likelihood (the mean excess) on the k exceedances over u; the generalized Pareto "
                       "shape xi is fitted only as a check",
-            "xi": xi, "sigma": sigma, "xi_unconstrained": float(xi_mle),
+            "xi": 0.0, "sigma": sigma, "xi_unconstrained": float(xi_mle), "groups": n_groups,
             "degenerate": False, "ks_statistic": float(ks.statistic), "ks_pvalue": float(ks.pvalue)}
 
 
@@ -112,7 +125,7 @@ def pvalues(scores, null, fit: dict | None) -> np.ndarray:
     t = to_t(scores)
     n = len(x)
     p = (1 + n - np.searchsorted(x, t, side="left")) / (n + 1)
-    if fit is not None:
+    if fit is not None and not fit.get("degenerate"):
         above = t > fit["u"]
         scale = (fit["k"] + 1) / (n + 1)
         p[above] = scale * _gpd_sf(t[above] - fit["u"], fit["xi"], fit["sigma"])
@@ -123,7 +136,7 @@ def critical_score(q: float, null, fit: dict | None) -> float:
     """The smallest score whose p-value is <= q: a cosine below 1, or inf when no score can reach q."""
     x = np.sort(np.asarray(null, np.float64))
     n = len(x)
-    if fit is not None and q < (fit["k"] + 1) / (n + 1):
+    if fit is not None and not fit.get("degenerate") and q < (fit["k"] + 1) / (n + 1):
         r = q / ((fit["k"] + 1) / (n + 1))
         xi, sigma = fit["xi"], fit["sigma"]
         if sigma <= 0:
@@ -149,6 +162,8 @@ def holm(p, alpha: float, weights=None) -> tuple[np.ndarray, np.ndarray]:
     if m == 0:
         return np.zeros(0, bool), np.zeros(0)
     w = np.ones(m) if weights is None else np.asarray(weights, np.float64)
+    if not w.sum() > 0:
+        return np.zeros(m, bool), np.ones(m)
     w = w / w.sum()
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(w > 0, p / w, np.inf)
@@ -176,7 +191,8 @@ def _down(scores, d: float) -> np.ndarray:
     return -np.expm1(-(to_t(scores) - d)) if d else np.asarray(scores, np.float64)
 
 
-def gate(image_scores, null, alpha: float, identity_scores=(), identity_null=()) -> dict:
+def gate(image_scores, null, alpha: float, identity_scores=(), identity_null=(), null_groups=None,
+         identity_groups=None) -> dict:
     """The search rule on one matcher's best scores: p-values, weighted Holm across images + identities.
 
     Each family's null is first moved up by `shift` (scores are tested as if that much lower), so
@@ -186,12 +202,13 @@ def gate(image_scores, null, alpha: float, identity_scores=(), identity_null=())
     img = np.asarray(image_scores, np.float64)
     ids = np.asarray(identity_scores, np.float64)
     d_img, d_id = shift(img, null), shift(ids, identity_null)
-    fit = tail_fit(null)
+    fit = tail_fit(null, null_groups)
     p_img = pvalues(_down(img, d_img), null, fit)
-    id_fit = tail_fit(identity_null) if len(identity_null) else None
+    id_fit = tail_fit(identity_null, identity_groups) if len(identity_null) else None
     p_id = (pvalues(_down(ids, d_id), identity_null, id_fit) if len(ids) and len(identity_null)
             else np.ones(len(ids)))
-    share = IDENTITY_SHARE if (len(ids) and id_fit is not None and len(img)) else (1.0 if not len(img) else 0.0)
+    id_tail = id_fit is not None and not id_fit["degenerate"]
+    share = IDENTITY_SHARE if (len(ids) and id_tail and len(img)) else (1.0 if not len(img) else 0.0)
     a_img, a_id = alpha * (1 - share), alpha * share
     w = np.r_[np.full(len(img), (1 - share) / max(len(img), 1)), np.full(len(ids), share / max(len(ids), 1))]
     m = len(img) + len(ids)

@@ -127,7 +127,7 @@ def find(auth_emb, a_lab, a_names, a_tmpl, keys, q, dup_threshold: float | None,
             s, i2 = M.leave_identity_out_best(auth_emb, cl[a_lab], q[redo], device=device)
             null[redo], arg[redo] = s, i2
     # the identity null: each template's best score against other clusters' templates
-    id_null = np.zeros(0, np.float64)
+    id_null, id_groups = np.zeros(0, np.float64), np.zeros(0, np.int64)
     if n_id > 1:
         size = np.bincount(cl, minlength=n_id)
         k = int(min(n_id, size.max() + 1, 64))
@@ -140,9 +140,10 @@ def find(auth_emb, a_lab, a_names, a_tmpl, keys, q, dup_threshold: float | None,
             ms, _ = M.topk_search(a_tmpl[miss], a_tmpl, 1, device=device, q_labels=cl[miss], g_labels=cl,
                                   exclude_same_label=True, backend="torch")
             id_null[miss] = ms[:, 0]
-        id_null = id_null[np.isfinite(id_null)]  # a cluster holding every identity has no other
+        fin = np.isfinite(id_null)  # a cluster holding every identity has no other
+        id_null, id_groups = id_null[fin], cl[fin]
     keep = np.isfinite(null)  # a query whose cluster holds every identity has nothing to score against
-    null, arg = null[keep], arg[keep]
+    null, arg, groups = null[keep], arg[keep], cl[a_lab[q]][keep]
     merged = np.bincount(cl, minlength=n_id)[cl] > 1
     k_issue = int(merged.sum())
     rows.sort(key=lambda r: (r["kind"], -r["score"]))
@@ -164,5 +165,5 @@ def find(auth_emb, a_lab, a_names, a_tmpl, keys, q, dup_threshold: float | None,
             "split-half templates of one person score no higher than different people's templates" if kt >= 1
             else "only one authentic identity"),
     }
-    return {"null": null, "null_index": arg, "id_null": id_null, "id_cluster": cl, "split_half": g_t,
+    return {"null": null, "null_index": arg, "null_groups": groups, "id_null": id_null, "id_groups": id_groups, "id_cluster": cl, "split_half": g_t,
             "same_person_threshold": tau, "rows": rows, "summary": summary}

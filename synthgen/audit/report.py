@@ -236,7 +236,8 @@ def _analyse(cfg, name, matcher, syn, auth, device, rule, alpha, auth_images=Non
     copy = A.copy_level(matcher, auth_images, dist, cfg.seed)
     S = A.searches(d, cfg.top_k, cfg.max_chance_queries, rng, device, progress=cfg.progress,
                    dup_threshold=A.near_duplicate_level(copy, dist))
-    g = D.gate(S["img_s"][:, 0], S["null"], alpha, S["id_s"][:, 0], S["id_null"])
+    g = D.gate(S["img_s"][:, 0], S["null"], alpha, S["id_s"][:, 0], S["id_null"], S["labels"]["null_groups"],
+               S["labels"]["id_groups"])
     if rule == "search":
         thr, id_thr = g["operating_score"], g["identity_operating_score"]
         flag_img, flag_id = g["image_flag"], g["identity_flag"]
@@ -254,7 +255,7 @@ def _analyse(cfg, name, matcher, syn, auth, device, rule, alpha, auth_images=Non
     # Whether an identity leak would be found: through its template (when the identity tests carry
     # alpha: a tailed identity null) or through its images; the level that misses less decides.
     id_level = rule == "search" and g["identity_alpha"] > 0
-    fn_id = A.rate(int((g_t < id_thr).sum()), len(g_t)) if id_level else None
+    fn_id = A.rate(int((g_t < id_thr).sum()), len(g_t)) if id_level and len(g_t) else None
     null_n = len(S["null"])
     need = max(math.ceil(3 / alpha), D.TAIL_MIN) if rule == "search" else math.ceil(3 / cfg.fmr)
     # most of the set at the same-person level: the median shift would hide it, so the audit says so
@@ -263,7 +264,7 @@ def _analyse(cfg, name, matcher, syn, auth, device, rule, alpha, auth_images=Non
                if rule == "search" and len(sc) and len(gen) and np.median(sc) >= np.median(gen)]
     causes = A.causes(name, cfg, rule, alpha, calib, dist, fn, fn_id, id_thr, thr, g_t, null_n, need,
                       {"synthetic": bad_syn, "authentic": bad_auth}, syn.unreadable, lab["summary"], g["tests"],
-                      shifted)
+                      shifted, g["fit"] if rule == "search" else None, copy)
     problems = [c["text"] for c in causes]
     excluded = {"synthetic": bad_syn, "authentic": bad_auth}
     fit = g["fit"]
@@ -287,7 +288,8 @@ def _analyse(cfg, name, matcher, syn, auth, device, rule, alpha, auth_images=Non
                 "image_alpha": g["image_alpha"] if rule == "search" else None,
                 "image_shift": g["image_shift"], "identity_shift": g["identity_shift"],
                 "identity_alpha": g["identity_alpha"] if rule == "search" else None,
-                "deciding_level": "identity templates" if fn_id and fn_id["rate"] <= fn["rate"] else "images",
+                "deciding_level": ("identity templates" if fn_id and fn_id["rate"] is not None and
+                                   (fn["rate"] is None or fn_id["rate"] <= fn["rate"]) else "images"),
                 "operating_score": thr, "identity_operating_score": id_thr,
                 "fnmr_at_operating": fn["rate"], "fnmr_at_operating_ci95": fn["ci95"],
                 "identity_fnmr_at_operating": fn_id["rate"] if fn_id else None,
@@ -318,7 +320,8 @@ def _analyse(cfg, name, matcher, syn, auth, device, rule, alpha, auth_images=Non
                    "unreadable_synthetic": syn.unreadable, "unreadable_authentic": auth.unreadable},
         "decision": decision, "calibration": calib,
         "null": {"what": "best score of an authentic image against the authentic gallery with its own identity left out",
-                 "queries": null_n, "mean": float(S["null"].mean()), "max": float(S["null"].max()),
+                 "queries": null_n, "mean": float(S["null"].mean()) if null_n else None,
+                 "max": min(float(S["null"].max()), 1.0) if null_n else None,
                  "identity_queries": int(len(S["id_null"])), "fit": fit},
         "same_label": same_label, "nearest": nearest,
         "collisions": {"count": len(collisions), "threshold": pair_thr,
