@@ -173,3 +173,50 @@ def test_a_set_that_mostly_leaks_is_never_a_pass():
     assert v["status"] != "pass"
     assert "shifted" in [c["cause"] for c in m["decision"]["causes"]] or v["status"] == "leak"
     assert m["decision"]["identity_shift"] > 0
+
+
+# ------------------------------------------------------------------------------ the red-team pass
+
+
+def _unit(x):
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.mark.slow
+def test_a_placeholder_photo_under_most_labels_does_not_hide_leaks():
+    """One photo under 70 % of the authentic labels made 0.1 % of different-label pairs score 1.0:
+    the near-duplicate level vanished, the image null held 1.0s and planted near copies passed.
+    Pairs at copy level are now one photo, not two people: the labels merge and the leaks are found."""
+    for leak in ("near0.9", "newimg"):
+        syn, auth, planted, _ = G.make("arcface", "1k", "clean", leak, 3)
+        emb, rng = auth.emb.copy(), np.random.RandomState(0)
+        ph = _unit(rng.randn(1, emb.shape[1]))[0]
+        emb[np.arange(0, 700, 10)] = ph  # the first photo of 70 of the 100 identities
+        v, m = decide_embedded(syn, Embedded(auth.keys, auth.identities, emb, []), max_pairs=20_000)
+        assert v["status"] == "leak" and set(planted) <= set(v["flagged_image_keys"]), (leak, v["reasons"])
+        assert m["report"]["label_issues"]["same_photo_pairs"] >= 69
+
+
+def test_a_tied_null_from_few_people_is_not_a_tail():
+    """12 people x 100 near-identical photos: the top of the null came from 12 (tied) people, sigma
+    ~ 0, p = 0 for clean images, 52-74 false flags. Now the tail is unused and the audit says why."""
+    rng = np.random.RandomState(0)
+    c = _unit(rng.randn(12, 64))
+    a = _unit(np.repeat(c, 100, 0) + 1e-3 * rng.randn(1200, 64))
+    s = _unit(rng.randn(1100, 64))
+    v, m = decide_embedded(_emb(s, np.repeat(np.arange(110), 10), "s"), _emb(a, np.repeat(np.arange(12), 100), "a"),
+                           max_pairs=5_000)
+    assert v["status"] == "inconclusive" and not v["flagged_images"]
+    assert m["decision"]["tail_fit"]["degenerate"] and m["decision"]["causes"][0]["cause"] == "too_few_authentic"
+    assert (m["decision"]["tail_fit"]["groups"] or 0) < 20
+
+
+def test_degenerate_authentic_sets_are_inconclusive_not_a_crash():
+    rng = np.random.RandomState(0)
+    s, sl = _unit(rng.randn(100, 64)), np.repeat(np.arange(10), 10)
+    a = _unit(np.repeat(rng.randn(2, 64), 300, 0) + 0.8 * rng.randn(600, 64))
+    a[599] = a[0]  # one photo under both labels: every label is one cluster, the null is empty
+    v, m = decide_embedded(_emb(s, sl, "s"), _emb(a, np.repeat([0, 1], 300), "a"), max_pairs=5_000)
+    assert v["status"] == "inconclusive" and "too_few_authentic" in [c["cause"] for c in m["decision"]["causes"]]
+    v, m = decide_embedded(_emb(s, sl, "s"), _emb(_unit(rng.randn(1500, 64)), np.arange(1500), "a"), max_pairs=5_000)
+    assert v["status"] == "inconclusive" and "two images" in " ".join(v["reasons"])  # no identity with two images
