@@ -1,0 +1,149 @@
+"""Time opening a StyleGAN2-ADA .pkl as a ready torch module: synthgen's no-code reader against
+NVIDIA's own (unsafe: it runs the source stored in the pickle) `legacy.load_network_pkl`.
+
+    python benchmarks/bench_pickle_load.py --pkl /tmp/sface_like.pkl --nvidia-src /tmp/nv --reps 7
+
+Each repetition runs each loader in a fresh Python process (torch and the loader's modules are
+imported before the clock starts), alternating synthgen and NVIDIA, so a shared machine's load
+drifts over both alike; the file is read once before timing so both find it in the page cache.
+Reported: median and range (min-max) of the seconds from the path to a module on the CPU.
+
+synthgen's path is the one `generate` uses: `synthgen.generators.load_generator(PKL, device="cpu")`
+(the file's sha256 for provenance included). NVIDIA's is generate.py's:
+`legacy.load_network_pkl(f)["G_ema"].to("cpu")`.
+
+NVIDIA's code is not part of synthgen (non-commercial licence). To include it, clone it outside
+this repository and pass its folder:
+
+    git clone https://github.com/NVlabs/stylegan2-ada-pytorch /tmp/nv   # commit d72cc7d was used
+    python benchmarks/bench_pickle_load.py --pkl /tmp/sface_like.pkl --nvidia-src /tmp/nv --make
+
+--make writes PKL first (if absent) with NVIDIA's classes: a snapshot shaped like SFace's (128 px,
+10,572 classes, --cfg auto: channel_base 16384, 2 mapping layers, 4 fp16 resolutions; G, D, G_ema
+and an augment pipe, as the training loop writes them; about 356 MB), random weights.
+Without --nvidia-src only synthgen is timed (PKL must exist).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+_MAKE = r"""
+import copy, pickle, sys
+sys.path.insert(0, sys.argv[1])
+import torch, dnnlib
+from training.networks import Generator, Discriminator
+from training.augment import AugmentPipe
+torch.manual_seed(0)
+common = dict(c_dim=10572, img_resolution=128, img_channels=3)
+sk = dict(channel_base=16384, channel_max=512, num_fp16_res=4, conv_clamp=256)
+G = Generator(z_dim=512, w_dim=512, mapping_kwargs=dnnlib.EasyDict(num_layers=2),
+              synthesis_kwargs=dnnlib.EasyDict(sk), **common)
+D = Discriminator(block_kwargs=dnnlib.EasyDict(), mapping_kwargs=dnnlib.EasyDict(),
+                  epilogue_kwargs=dnnlib.EasyDict(mbstd_group_size=4), **sk, **common)
+aug = AugmentPipe(xflip=1, rotate90=1, xint=1, scale=1, rotate=1, aniso=1, xfrac=1, brightness=1, contrast=1,
+                  lumaflip=1, hue=1, saturation=1)
+data = dict(training_set_kwargs=dict(class_name='training.dataset.ImageFolderDataset', path='casia.zip',
+                                     use_labels=True, max_size=None, xflip=False, resolution=128))
+for name, m in [('G', G), ('D', D), ('G_ema', copy.deepcopy(G)), ('augment_pipe', aug)]:
+    data[name] = copy.deepcopy(m).eval().requires_grad_(False)
+with open(sys.argv[2], 'wb') as f:
+    pickle.dump(data, f)
+"""
+
+_OURS = r"""
+import json, sys, time
+sys.path.insert(0, sys.argv[1])
+import torch
+from synthgen.generators import load_generator
+import synthgen.generators.stylegan2ada.pkl
+torch.set_num_threads(int(sys.argv[3]))
+t = time.perf_counter()
+G = load_generator(sys.argv[2], device="cpu")
+dt = time.perf_counter() - t
+import resource
+print(json.dumps({"s": dt, "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "params": sum(p.numel() for p in G.net.parameters())}))
+"""
+
+_NVIDIA = r"""
+import json, sys, time, warnings
+sys.path.insert(0, sys.argv[1])
+warnings.filterwarnings("ignore")
+import torch
+import dnnlib, legacy
+torch.set_num_threads(int(sys.argv[3]))
+t = time.perf_counter()
+with open(sys.argv[2], "rb") as f:
+    G = legacy.load_network_pkl(f)["G_ema"].to("cpu")
+dt = time.perf_counter() - t
+import resource
+print(json.dumps({"s": dt, "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "params": sum(p.numel() for p in G.parameters())}))
+"""
+
+
+def _child(code: str, *args) -> dict:
+    r = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, timeout=600)
+    if r.returncode != 0:
+        raise SystemExit(f"loader failed:\n{r.stderr[-3000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def _summary(xs: list) -> str:
+    return f"{statistics.median(xs):.2f} s ({min(xs):.2f}-{max(xs):.2f})"
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--pkl", required=True, help="StyleGAN2-ADA network pickle to load (see --make).")
+    ap.add_argument("--nvidia-src", default=None, metavar="DIR",
+                    help="A checkout of NVlabs/stylegan2-ada-pytorch (outside this repo); omit to time synthgen only.")
+    ap.add_argument("--make", action="store_true", help="Write --pkl with NVIDIA's classes first if it is absent.")
+    ap.add_argument("--reps", type=int, default=5, help="Repetitions (each: one synthgen and one NVIDIA load).")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads in each loader process.")
+    ap.add_argument("--json", default=None, metavar="FILE", help="Also write every timing here.")
+    a = ap.parse_args(argv)
+    pkl = Path(a.pkl)
+    if a.make and not pkl.exists():
+        if not a.nvidia_src:
+            raise SystemExit("--make needs --nvidia-src (the pickle is written by NVIDIA's classes)")
+        subprocess.run([sys.executable, "-c", _MAKE, a.nvidia_src, str(pkl)], check=True, timeout=600)
+    if not pkl.is_file():
+        raise SystemExit(f"{pkl}: not found (pass --make with --nvidia-src to write one)")
+    pkl.read_bytes()  # into the page cache, for both loaders alike
+    rows = {"synthgen": [], "nvidia": []}
+    rss = {"synthgen": [], "nvidia": []}
+    for i in range(a.reps):
+        order = [("synthgen", _OURS, ROOT)] + ([("nvidia", _NVIDIA, a.nvidia_src)] if a.nvidia_src else [])
+        if i % 2:
+            order.reverse()
+        for name, code, src in order:
+            r = _child(code, src, pkl, a.threads)
+            rows[name].append(r["s"])
+            rss[name].append(r["rss_mib"])
+            print(f"rep {i + 1}/{a.reps} {name:8s} {r['s']:.3f} s  peak RSS {r['rss_mib']:.0f} MiB  "
+                  f"({r['params']:,} parameters)", flush=True)
+    size = pkl.stat().st_size / 1e6
+    print(f"\n{pkl} ({size:.0f} MB), {a.reps} repetitions, {a.threads} torch threads; median (min-max):")
+    print("| loader | load to a CPU module | peak RSS (MiB) |\n|---|---|---|")
+    for name in rows:
+        if rows[name]:
+            print(f"| {name} | {_summary(rows[name])} | {statistics.median(rss[name]):.0f} |")
+    if rows["nvidia"]:
+        print(f"synthgen / NVIDIA time: {statistics.median(rows['synthgen']) / statistics.median(rows['nvidia']):.2f}x")
+    if a.json:
+        Path(a.json).write_text(json.dumps({"pkl": str(pkl), "bytes": pkl.stat().st_size, "seconds": rows,
+                                            "rss_mib": rss, "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}))
+
+
+if __name__ == "__main__":
+    main()
