@@ -10,7 +10,8 @@ an integer in range, and the config must ask for the run the card's own counts d
   original_images = images + removed_images, original_classes = classes + removed_classes, and the
   shards listed in `files` hold exactly `images` at the shard config's shard_size;
 - rebuild.must_match agrees with the generate identity (generator sha256, device type, precision,
-  forward chunk), and the forward chunk is the one the config resolves to;
+  forward chunk), and the forward chunk is the one the config resolves to, no larger than the run
+  (or than the CUDA default, 256);
 - the images the generate config plans are the images the run kept: at most original_images when
   nothing can be lost at alignment (no alignment, or an align stage that writes a fallback crop),
   at most MAX_LOSS times that when misses are dropped (align stage with on_miss skip, or
@@ -184,10 +185,10 @@ def check_rebuild_card(card: dict, path) -> None:
                (f" and dropped at most {MAX_LOSS - 1}x as many at alignment" if drops else
                 " and its alignment drops nothing"))
         ck.refuse(where + field, c.get(field), f"a run of at most {most:,} images ({how} = {planned:,} asked for; {why})")
-    if chunk > max(DEFAULT_CHUNK[device], planned):  # every network call renders the whole chunk (padded)
+    most_chunk = max(max(DEFAULT_CHUNK.values()), planned)
+    if chunk > most_chunk:  # every network call renders the whole chunk (padded)
         ck.refuse("configs.generate.identity.forward_chunk", chunk,
-                  f"at most {max(DEFAULT_CHUNK[device], planned):,} (the run's {planned:,} images, or the {device} "
-                  "default)")
+                  f"at most {most_chunk:,} (the run's {planned:,} images, or the CUDA default)")
     pool = size_of("seed_pool", 2**32 - 1)
     if pool is not None and pool > max(MAX_POOL, planned):
         ck.refuse(where + "seed_pool", c.get("seed_pool"), f"at most {max(MAX_POOL, planned):,} values")

@@ -96,6 +96,18 @@ def _check_configs(card: dict, path: Path) -> None:
         raise DataError(f"{show_path(path)}: configs.{stage}.config: {e}; use the card.json the release wrote") from None
 
 
+def _check_generator(card: dict, path: Path, network) -> None:
+    """The card's plan was checked with its generator's c_dim (classes 'all' = c_dim classes): the
+    network the card names (sha256 already equal) must have the c_dim, z_dim and resolution the card says."""
+    from synthgen.generators import load_generator
+
+    G = load_generator(network, device="cpu")
+    for key, have in (("c_dim", G.c_dim), ("z_dim", G.z_dim), ("resolution", G.resolution)):
+        if card["generator"].get(key) != have:
+            raise DataError(f"{show_path(path)}: generator.{key} is {card['generator'].get(key)!r}, but the generator "
+                            f"it names has {have}; use the card.json the release wrote")
+
+
 def _clamp(conf: dict, most: dict) -> None:
     """Settings that never change an output byte (images per step, writer threads) are capped
     rather than taken from the card: a card could ask for a step of millions of images."""
@@ -131,6 +143,7 @@ def rebuild(card_path, network, out, progress: bool = True) -> dict:
         raise UsageError(f"{network}: not found, expected the generator file the card names (sha256 {want})", "--network")
     if sha256_file(network) != want:
         raise UsageError(f"{network}: sha256 differs from the card's generator ({want}); pass that file", "--network")
+    _check_generator(card, card_path, network)
     gen = card["configs"]["generate"]
     gi = gen.get("identity") or {}
     work = out / ".work"

@@ -57,7 +57,7 @@ CASES = {
     # the attack's three numbers
     "huge forward_chunk": (lambda c: _chunk(c, 10**8), "forward_chunk", "8,192"),
     # bounded and self-consistent, but every network call renders (and pads to) the whole chunk
-    "forward_chunk over the run": (lambda c: _chunk(c, 8192), "forward_chunk", "at most 24 (the run's 24 images"),
+    "forward_chunk over the run": (lambda c: _chunk(c, 8192), "forward_chunk", "at most 256 (the run's 24 images"),
     "huge per_class": (lambda c: _gen(c).update(per_class=10**7), "configs.generate.config.per_class",
                        "counts.original_images"),
     "per_class over its counts": (lambda c: _gen(c).update(per_class=13), "per_class", "at most 51 images"),
@@ -120,3 +120,15 @@ def test_the_base_card_passes_the_checks():
 
     _check_configs(_base(), Path("card.json"))
     _check_configs(json.loads((ROOT / "docs" / "demo-card.json").read_text()), Path("card.json"))
+
+
+def test_a_card_that_understates_its_generators_classes_is_refused(tmp_path):
+    """classes 'all' plans c_dim classes: the card's c_dim was what bounded the plan, so it must be the
+    network's (the micro net has 4 classes; a card saying 2 would have let per_class double)."""
+    card = _base()
+    card["generator"]["c_dim"] = 2
+    _gen(card)["per_class"] = 12  # 2 x 12 = 24 passes the card's own bound; the network would make 48
+    r, out = _rebuild(tmp_path, card)
+    assert r.exit_code == 1, r.stderr
+    one_error_line(r.stderr, "generator.c_dim is 2", "has 4")
+    assert not (out / ".work").exists()
