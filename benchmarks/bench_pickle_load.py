@@ -61,7 +61,16 @@ with open(sys.argv[2], 'wb') as f:
 
 _OURS = r"""
 import json, sys, time
+from importlib.util import spec_from_file_location
+from pathlib import Path
 sys.path.insert(0, sys.argv[1])
+_MAP = {"synthgen.generators": Path(sys.argv[1]) / "generators", "synthgen.cli": Path(sys.argv[1]) / "cli"}
+class _Checkout:  # this checkout's generators/ and cli/, whatever an editable install maps them to
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
+        if name in _MAP:
+            return spec_from_file_location(name, _MAP[name] / "__init__.py", submodule_search_locations=[str(_MAP[name])])
+sys.meta_path.insert(0, _Checkout)
 import torch
 from synthgen.generators import load_generator
 import synthgen.generators.stylegan2ada.pkl
@@ -91,6 +100,67 @@ print(json.dumps({"s": dt, "rss_mib": resource.getrusage(resource.RUSAGE_SELF).r
 """
 
 
+# NVIDIA's generate.py as it is, except for the device it hard-codes (cuda -> cpu) and fp32 (its
+# default on a CPU would run the fp16 blocks in half precision; synthgen's CPU default is fp32)
+_NVIDIA_GENERATE = r"""
+import sys, warnings
+warnings.filterwarnings("ignore")
+sys.path.insert(0, sys.argv[1])
+import legacy
+real = legacy.load_network_pkl
+def load(f, **kw):
+    d = real(f, **kw)
+    fwd = d["G_ema"].forward
+    d["G_ema"].forward = lambda *a, **k: fwd(*a, **{**k, "force_fp32": True})
+    return d
+legacy.load_network_pkl = load
+src = open(sys.argv[1] + "/generate.py").read().replace("torch.device('cuda')", "torch.device('cpu')")
+sys.argv = ["generate.py", "--network", sys.argv[2], "--seeds", "0-%d" % (int(sys.argv[3]) - 1), "--class", "0",
+            "--outdir", sys.argv[4]]
+exec(compile(src, "generate.py", "exec"), {"__name__": "__main__"})
+"""
+
+
+def _whole(cmd: list, env=None) -> float:
+    t = time.perf_counter()
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=1200, env=env)
+    dt = time.perf_counter() - t
+    if r.returncode != 0:
+        raise SystemExit(f"{cmd[:4]} failed:\n{r.stderr[-3000:]}")
+    return dt
+
+
+def generate_runs(a, pkl: Path) -> None:
+    """--generate N: whole processes (start, imports, load, N images written as PNG), alternately."""
+    import os
+    import shutil
+    import tempfile
+
+    env = dict(os.environ, OMP_NUM_THREADS=str(a.threads))
+    # the synthgen CLI from this checkout, whatever an editable install maps generators/ and cli/ to
+    ours_code = _OURS.split("import torch")[0] + "from synthgen.cli.entry import main\nsys.argv = ['synthgen'] + sys.argv[2:]\nmain()\n"
+    rows = {"synthgen": [], "nvidia": []}
+    for i in range(a.reps):
+        order = ["synthgen", "nvidia"] if i % 2 == 0 else ["nvidia", "synthgen"]
+        for name in order:
+            out = Path(tempfile.mkdtemp(prefix="bench-gen-"))
+            if name == "synthgen":
+                cmd = [sys.executable, "-c", ours_code, str(ROOT), "generate", "--network", str(pkl), "--classes",
+                       f"0-{a.generate - 1}", "--per-class", "1", "--out", str(out / "o"), "--device", "cpu", "--quiet"]
+            else:
+                cmd = [sys.executable, "-c", _NVIDIA_GENERATE, a.nvidia_src, str(pkl), str(a.generate), str(out / "o")]
+            dt = _whole(cmd, env)
+            n = len(list((out / "o").rglob("*.png")))
+            shutil.rmtree(out, ignore_errors=True)
+            assert n == a.generate, (name, n)
+            rows[name].append(dt)
+            print(f"rep {i + 1}/{a.reps} {name:8s} {dt:.2f} s for {n} images, whole process", flush=True)
+    print(f"\n{a.generate}-image generate, whole process, {a.reps} repetitions; median (min-max):")
+    for name, xs in rows.items():
+        print(f"| {name} | {_summary(xs)} |")
+    print(f"synthgen speed / NVIDIA speed: {statistics.median(rows['nvidia']) / statistics.median(rows['synthgen']):.2f}x")
+
+
 def _child(code: str, *args) -> dict:
     r = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, timeout=600)
     if r.returncode != 0:
@@ -107,10 +177,15 @@ def main(argv=None) -> None:
     ap.add_argument("--pkl", required=True, help="StyleGAN2-ADA network pickle to load (see --make).")
     ap.add_argument("--nvidia-src", default=None, metavar="DIR",
                     help="A checkout of NVlabs/stylegan2-ada-pytorch (outside this repo); omit to time synthgen only.")
+    ap.add_argument("--compare-src", default=None, metavar="DIR",
+                    help="Another synthgen checkout (e.g. a git worktree of an older commit) timed too, as 'before'.")
     ap.add_argument("--make", action="store_true", help="Write --pkl with NVIDIA's classes first if it is absent.")
     ap.add_argument("--reps", type=int, default=5, help="Repetitions (each: one synthgen and one NVIDIA load).")
     ap.add_argument("--threads", type=int, default=2, help="torch threads in each loader process.")
     ap.add_argument("--json", default=None, metavar="FILE", help="Also write every timing here.")
+    ap.add_argument("--generate", type=int, default=0, metavar="N",
+                    help="Instead: time whole processes writing N images (synthgen generate, fp32 CPU, N classes x 1, "
+                         "against NVIDIA's generate.py run on the CPU in fp32, N seeds); needs --nvidia-src.")
     a = ap.parse_args(argv)
     pkl = Path(a.pkl)
     if a.make and not pkl.exists():
@@ -120,10 +195,15 @@ def main(argv=None) -> None:
     if not pkl.is_file():
         raise SystemExit(f"{pkl}: not found (pass --make with --nvidia-src to write one)")
     pkl.read_bytes()  # into the page cache, for both loaders alike
-    rows = {"synthgen": [], "nvidia": []}
-    rss = {"synthgen": [], "nvidia": []}
+    if a.generate:
+        if not a.nvidia_src:
+            raise SystemExit("--generate needs --nvidia-src")
+        return generate_runs(a, pkl)
+    rows = {"synthgen": [], "before": [], "nvidia": []}
+    rss = {k: [] for k in rows}
     for i in range(a.reps):
-        order = [("synthgen", _OURS, ROOT)] + ([("nvidia", _NVIDIA, a.nvidia_src)] if a.nvidia_src else [])
+        order = ([("synthgen", _OURS, ROOT)] + ([("before", _OURS, a.compare_src)] if a.compare_src else [])
+                 + ([("nvidia", _NVIDIA, a.nvidia_src)] if a.nvidia_src else []))
         if i % 2:
             order.reverse()
         for name, code, src in order:
@@ -138,8 +218,9 @@ def main(argv=None) -> None:
     for name in rows:
         if rows[name]:
             print(f"| {name} | {_summary(rows[name])} | {statistics.median(rss[name]):.0f} |")
-    if rows["nvidia"]:
-        print(f"synthgen / NVIDIA time: {statistics.median(rows['synthgen']) / statistics.median(rows['nvidia']):.2f}x")
+    for other in ("before", "nvidia"):
+        if rows[other]:
+            print(f"synthgen / {other} time: {statistics.median(rows['synthgen']) / statistics.median(rows[other]):.2f}x")
     if a.json:
         Path(a.json).write_text(json.dumps({"pkl": str(pkl), "bytes": pkl.stat().st_size, "seconds": rows,
                                             "rss_mib": rss, "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}))
