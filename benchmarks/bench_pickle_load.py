@@ -22,6 +22,11 @@ this repository and pass its folder:
 10,572 classes, --cfg auto: channel_base 16384, 2 mapping layers, 4 fp16 resolutions; G, D, G_ema
 and an augment pipe, as the training loop writes them; about 356 MB), random weights.
 Without --nvidia-src only synthgen is timed (PKL must exist).
+
+--compare-src DIR also times another synthgen checkout (e.g. `git archive OLDCOMMIT | tar -x -C DIR`)
+as "before". --generate N times whole processes instead: `synthgen generate` writing N images
+(N classes x 1, fp32 CPU) against NVIDIA's generate.py writing N seeds (run on the CPU in fp32:
+the script replaces its hard-coded CUDA device and passes force_fp32, nothing else).
 """
 
 from __future__ import annotations

@@ -99,7 +99,7 @@ def add_utility(rel, report: dict, report_file) -> str:
     from .card import bound_files, card_markdown
     from .verify import release_id, verify_release, write_sums
 
-    rel = Path(rel)
+    rel = Path(os.path.abspath(rel))  # 'REL/' or '.' name their folder (never resolving a link)
     for what in ("new", "old"):  # left by an interrupted evaluate --release (REL itself verifies)
         shutil.rmtree(_side(rel, what), ignore_errors=True)
     problems = verify_release(rel)
@@ -121,8 +121,11 @@ def add_utility(rel, report: dict, report_file) -> str:
         if problems:
             raise DataError(f"{rel}: the release with its utility section does not verify ({problems[0]}); REL is "
                             "unchanged")
-    except Exception:
+    except Exception as e:
         shutil.rmtree(new, ignore_errors=True)
+        if isinstance(e, OSError):
+            raise DataError(f"{rel}: cannot write the new release beside it in {rel.parent} "
+                            f"({e.strerror or type(e).__name__}); the release is unchanged") from None
         raise
     new_id = release_id(new)
     if _exchange(new, rel):  # one atomic step: REL is the new release, `new` holds the old one
