@@ -34,9 +34,9 @@ def _randn(*shape) -> torch.Tensor:
 @contextmanager
 def uninitialized():
     """Build networks whose random-normal parameters are left unfilled (torch.empty): for a network
-    that loads every tensor from a file next, or only gives shapes. Drawing 28 M normals for an
-    SFace-sized net costs ~0.35 s; the meta device costs more, since its first ops import
-    torch._dynamo and sympy (~2 s)."""
+    that loads every tensor from a file next (drawing 28 M normals for an SFace-sized net costs
+    ~0.35 s), or, on the meta device, only gives shapes: there no random or arithmetic op may run,
+    since the first one imports torch._dynamo and sympy (~2 s)."""
     old, _INIT[0] = _INIT[0], False
     try:
         yield
@@ -472,10 +472,12 @@ class SynthesisBlock(nn.Module):
 
 
 def make_filter(taps) -> torch.Tensor:
-    f = torch.as_tensor(taps, dtype=torch.float32)
+    """The normalised 2-D resampling filter, computed on the CPU and moved to the default device:
+    arithmetic on the meta device (check_state's shape-only network) imports torch._dynamo (~2 s)."""
+    f = torch.as_tensor(taps, dtype=torch.float32, device="cpu")
     if f.ndim == 1:
         f = torch.outer(f, f)
-    return f / f.sum()
+    return (f / f.sum()).to(torch.get_default_device())
 
 
 class SynthesisNetwork(nn.Module):
