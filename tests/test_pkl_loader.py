@@ -238,7 +238,9 @@ def test_uninitialized_networks_leave_random_init_alone():
 @pytest.mark.slow  # an interpreter start (~3 s)
 def test_loading_a_pickle_imports_no_compiler():
     """A meta-device shape check imported torch._dynamo and sympy (~2 s of a 4 s load)."""
-    code = ("import sys, torch; from synthgen.generators import load_generator; "
+    here = os.path.dirname(os.path.abspath(__file__))
+    code = (f"import sys; sys.path[:0] = [{os.path.dirname(here)!r}, {here!r}]; import conftest; "  # this checkout
+            "import torch; from synthgen.generators import load_generator; "
             f"load_generator({str(MICRO / 'network-scrubbed-p4.pkl')!r}); "
             "print('torch._dynamo' in sys.modules, 'sympy' in sys.modules)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
