@@ -1,7 +1,29 @@
+import sys
+from importlib.util import spec_from_file_location
 from pathlib import Path
 
 import pytest
 import torch
+
+_ROOT = Path(__file__).resolve().parents[1]
+
+
+class _ThisCheckout:
+    """setup.cfg installs generators/ and cli/ as synthgen.generators and synthgen.cli; an editable
+    install made from another checkout (a shared venv, a git worktree) maps them to *its* folders,
+    so a worktree's tests silently ran another checkout's generators and CLI. In-process imports of
+    those two packages come from this checkout (subprocesses still follow the install)."""
+
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
+        if name in ("synthgen.generators", "synthgen.cli"):
+            folder = _ROOT / name.split(".")[1]
+            return spec_from_file_location(name, folder / "__init__.py", submodule_search_locations=[str(folder)])
+        return None
+
+
+if "synthgen.generators" not in sys.modules and "synthgen.cli" not in sys.modules:
+    sys.meta_path.insert(0, _ThisCheckout)
 
 torch.set_num_threads(1)  # 2 shared cores: avoid oversubscription slowdowns
 

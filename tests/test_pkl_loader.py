@@ -188,3 +188,60 @@ def test_stylegan3_refused(tmp_path, monkeypatch):
     p = _patched_snapshot(tmp_path, monkeypatch, mutate)
     with pytest.raises(DataError, match="StyleGAN3"):
         load_generator(p)
+
+
+def test_storages_are_views_of_the_file_buffer_and_still_charged(monkeypatch):
+    """The reader copies the file once: each storage's tensor views the file's buffer (no per-storage
+    copies), and every storage is still charged to the load's budget."""
+    from synthgen.generators.stylegan2ada import pickle_values
+
+    charged, views = [], []
+    real_charge, real_frombuffer = pickle_values._Budget.charge, torch.frombuffer
+
+    def charge(self, n, where):
+        charged.append(n)
+        return real_charge(self, n, where)
+
+    def frombuffer(buf, **kw):
+        t = real_frombuffer(buf, **kw)
+        if t.numel() * t.element_size() > 4096:  # smaller storages are copied (fewer than 4 KiB in the pickle)
+            views.append((type(buf).__name__, "offset" in kw))
+        return t
+
+    monkeypatch.setattr(pickle_values._Budget, "charge", charge)
+    monkeypatch.setattr(pickle_values.torch, "frombuffer", frombuffer)
+    snap = read_pickle(MICRO / "network-scrubbed-p4.pkl")
+    state = snap["G_ema"].tensors()
+    assert views and set(views) == {("ndarray", True)}  # the file's buffer at an offset, never a copy
+    assert sum(charged) >= sum(t.numel() * t.element_size() for t in state.values())
+
+
+def test_contiguous_strides_match_torch():
+    from synthgen.generators.stylegan2ada.pickle_values import _contiguous_strides
+
+    for size in [(), (3,), (2, 3, 4), (0, 3), (3, 0, 2), (1, 1, 5), (5, 1)]:
+        assert _contiguous_strides(size) == tuple(torch.empty(size).stride())
+
+
+def test_uninitialized_networks_leave_random_init_alone():
+    from synthgen.generators.stylegan2ada.network import StyleGAN2Config, random_init, uninitialized
+
+    cfg = StyleGAN2Config.from_hyperparams(z_dim=8, c_dim=2, w_dim=8, img_resolution=8, mapping_layers=1,
+                                           channel_base=64, channel_max=16)
+    a = random_init(cfg, 3).state_dict()
+    with uninitialized():
+        pass
+    b = random_init(cfg, 3).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow  # an interpreter start (~3 s)
+def test_loading_a_pickle_imports_no_compiler():
+    """A meta-device shape check imported torch._dynamo and sympy (~2 s of a 4 s load)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    code = (f"import sys; sys.path[:0] = [{os.path.dirname(here)!r}, {here!r}]; import conftest; "  # this checkout
+            "import torch; from synthgen.generators import load_generator; "
+            f"load_generator({str(MICRO / 'network-scrubbed-p4.pkl')!r}); "
+            "print('torch._dynamo' in sys.modules, 'sympy' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.stdout.split() == ["False", "False"], r.stderr[-2000:]

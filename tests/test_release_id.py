@@ -228,3 +228,93 @@ def test_evaluate_adds_its_numbers_to_a_release_card_under_a_new_id(released, tm
     assert "utility/report.json" in card["bound"] and "## Utility" in (rel / "DATASET_CARD.md").read_text()
     assert _verify(rel, new_id) == []
     assert any("not the expected release id" in p for p in _verify(rel, old_id))
+
+
+class _Killed(BaseException):
+    """A simulated crash: not an Exception, so no handler of the code under test runs (as with SIGKILL)."""
+
+
+def _utility_report(tmp_path) -> Path:
+    import io
+    import pickle
+
+    from PIL import Image
+
+    from synthgen.cli.main import cli
+
+    rng = np.random.RandomState(0)
+    imgs = []
+    for _ in range(40):
+        buf = io.BytesIO()
+        Image.fromarray(rng.randint(0, 256, (16, 16, 3), dtype=np.uint8)).save(buf, "PNG")
+        imgs.append(buf.getvalue())
+    (tmp_path / "b.bin").write_bytes(pickle.dumps((imgs, [True, False] * 10), protocol=4))
+    r = CliRunner().invoke(cli, ["evaluate", str(tmp_path / "b.bin"), "--matcher", "pixels", "--folds", "2",
+                                 "--out", str(tmp_path / "e")])
+    assert r.exit_code == 0, r.output
+    return tmp_path / "e" / "report.json"
+
+
+def test_evaluate_release_is_crash_safe_at_every_step(released, tmp_path, monkeypatch):
+    """issue 21 follow-up: evaluate --release rewrote card.json, DATASET_CARD.md, SHA256SUMS (and the bound
+    report) one by one; a crash between them left a release that looked complete but did not verify.
+    Here the process "dies" at each file-system step in turn (every rename, link, copy, folder swap and
+    removal): REL then verifies as the old release or as the new one, nothing else, and the next
+    evaluate --release finishes the job with the same new id."""
+    from synthgen.release import utility
+
+    rel_dir, old_id = released
+    report_file = _utility_report(tmp_path)
+    report = json.loads(report_file.read_text())
+    clean = _copy(rel_dir, tmp_path / "clean" / "rel")
+    new_id = utility.add_utility(clean, report, report_file)
+    assert new_id != old_id and _verify(clean, new_id) == []
+    assert sorted(p.name for p in clean.parent.iterdir()) == ["rel"]  # no side folder left
+
+    real = {"replace": os.replace, "rename": os.rename, "link": os.link, "copy2": shutil.copy2,
+            "rmtree": shutil.rmtree, "exchange": getattr(utility, "_exchange", None)}
+    seen = {"old": 0, "new": 0}
+    k = 0
+    while True:
+        rel = _copy(rel_dir, tmp_path / f"k{k}" / "rel")
+        calls = [0]
+
+        def dying(name):
+            def f(*a, **kw):
+                calls[0] += 1
+                if calls[0] > k:
+                    raise _Killed(name)
+                return real[name](*a, **kw)
+            return f
+
+        for name, (obj, attr) in {"replace": (os, "replace"), "rename": (os, "rename"), "link": (os, "link"),
+                                  "copy2": (shutil, "copy2"), "rmtree": (shutil, "rmtree"),
+                                  "exchange": (utility, "_exchange")}.items():
+            monkeypatch.setattr(obj, attr, dying(name), raising=False)
+        try:
+            utility.add_utility(rel, report, report_file)
+            finished = True
+        except _Killed:
+            finished = False
+        monkeypatch.undo()
+        if finished:
+            break
+        state = "old" if _verify(rel, old_id) == [] else "new" if _verify(rel, new_id) == [] else None
+        assert state, (k, _verify(rel))
+        seen[state] += 1
+        assert utility.add_utility(rel, report, report_file) == new_id  # the next run finishes it
+        assert _verify(rel, new_id) == [] and sorted(p.name for p in rel.parent.iterdir()) == ["rel"]
+        k += 1
+    assert seen["old"] > 5 and seen["new"] >= 1, seen  # crashes before and after the swap were both tried
+
+
+def test_evaluate_release_without_an_atomic_swap_renames_aside(released, tmp_path, monkeypatch):
+    """Where renameat2's exchange is missing, REL is renamed aside and the new folder renamed in."""
+    from synthgen.release import utility
+
+    rel_dir, old_id = released
+    report_file = _utility_report(tmp_path)
+    rel = _copy(rel_dir, tmp_path / "x" / "rel")
+    monkeypatch.setattr(utility, "_exchange", lambda a, b: False)
+    new_id = utility.add_utility(rel, json.loads(report_file.read_text()), report_file)
+    assert new_id != old_id and _verify(rel, new_id) == [] and sorted(p.name for p in rel.parent.iterdir()) == ["rel"]

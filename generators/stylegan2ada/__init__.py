@@ -221,15 +221,29 @@ def read_network(path):
 
 def load(path, device="cpu", force_fp32=False, precision="auto") -> StyleGAN2ADAGenerator:
     resolve_precision(precision, torch.device("cpu"), force_fp32)  # a bad value fails before the file is read
-    cfg, state, provenance = read_network(path)
-    net = StyleGAN2Network(cfg)
-    result = net.load_state_dict(state, strict=False)
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .network import uninitialized
+
+    if not Path(path).is_file():  # (never hash a FIFO or a folder: read_network says what is wrong)
+        read_network(path)
+    # the provenance hash reads and hashes beside the parse (both release the GIL; 2 cores: ~0.4 s)
+    pool = ThreadPoolExecutor(1)
+    try:
+        sha = pool.submit(sha256_file, path)
+        cfg, state, provenance = read_network(path)
+        with uninitialized():  # every tensor is loaded from the file below (strict)
+            net = StyleGAN2Network(cfg)
+        result = net.load_state_dict(state, strict=False)
+        sha = sha.result()
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
     if result.missing_keys or result.unexpected_keys:
         raise DataError(
             f"{path}: weights do not fit the architecture (missing: {result.missing_keys[:5]}, "
             f"unexpected: {result.unexpected_keys[:5]})"
         )
-    g = StyleGAN2ADAGenerator(net, device, force_fp32, sha256=sha256_file(path), source=path, provenance=provenance,
+    g = StyleGAN2ADAGenerator(net, device, force_fp32, sha256=sha, source=path, provenance=provenance,
                               precision=precision)
     g.source_format = ("stylegan2-ada-pkl" if _file_kind(Path(path)) == "pkl"
                        else f"synthgen-checkpoint, from {provenance.get('source_format', 'unknown')}")

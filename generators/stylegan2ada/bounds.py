@@ -16,7 +16,7 @@ import torch
 
 from synthgen.errors import DataError
 
-from .network import StyleGAN2Config, StyleGAN2Network
+from .network import StyleGAN2Config, StyleGAN2Network, uninitialized
 
 # Generous limits: StyleGAN2-ADA's largest released nets are 1024 px, 512-d, 8 mapping layers.
 MAX_RESOLUTION = 4096
@@ -80,7 +80,7 @@ def check_state(cfg: StyleGAN2Config, state: dict, where: str) -> None:
     nothing else is; no tensor is a view larger than its storage."""
     if not isinstance(state, dict):
         raise DataError(f"{where}: weights are a {type(state).__name__}, expected a dict of tensors")
-    with torch.device("meta"):
+    with torch.device("meta"), uninitialized():  # shapes only, no memory; no meta op that imports torch._dynamo
         expected = StyleGAN2Network(cfg).state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(map(str, set(state) - set(expected)))

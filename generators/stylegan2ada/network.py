@@ -17,11 +17,31 @@ ops (`conv2d`, `conv_transpose2d`, depthwise FIR via grouped `conv2d`).
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+_INIT = [True]  # False inside uninitialized(): parameters are allocated, not filled
+
+
+def _randn(*shape) -> torch.Tensor:
+    return torch.randn(*shape) if _INIT[0] else torch.empty(*shape)
+
+
+@contextmanager
+def uninitialized():
+    """Build networks whose random-normal parameters are left unfilled (torch.empty): for a network
+    that loads every tensor from a file next (drawing 28 M normals for an SFace-sized net costs
+    ~0.35 s), or, on the meta device, only gives shapes: there no random or arithmetic op may run,
+    since the first one imports torch._dynamo and sympy (~2 s)."""
+    old, _INIT[0] = _INIT[0], False
+    try:
+        yield
+    finally:
+        _INIT[0] = old
 
 LRELU_SLOPE = 0.2
 ACTIVATION_GAIN = {"linear": 1.0, "lrelu": math.sqrt(2.0)}
@@ -301,7 +321,8 @@ class FullyConnectedLayer(nn.Module):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         self.activation = activation
-        self.weight = nn.Parameter(torch.randn(out_features, in_features) / lr_multiplier)
+        self.weight = nn.Parameter(_randn(out_features, in_features) / lr_multiplier if _INIT[0] else
+                                   torch.empty(out_features, in_features))
         self.bias = nn.Parameter(torch.full([out_features], float(bias_init)))
         self.weight_gain = lr_multiplier / math.sqrt(in_features)
         self.bias_gain = lr_multiplier
@@ -357,9 +378,9 @@ class SynthesisLayer(nn.Module):
         self.activation = "lrelu"
         self.act_gain = ACTIVATION_GAIN[self.activation]
         self.affine = FullyConnectedLayer(w_dim, in_ch, bias_init=1)
-        self.weight = nn.Parameter(torch.randn(out_ch, in_ch, kernel_size, kernel_size))
+        self.weight = nn.Parameter(_randn(out_ch, in_ch, kernel_size, kernel_size))
         if use_noise:
-            self.register_buffer("noise_const", torch.randn(resolution, resolution))
+            self.register_buffer("noise_const", _randn(resolution, resolution))
             self.noise_strength = nn.Parameter(torch.zeros([]))
         self.bias = nn.Parameter(torch.zeros([out_ch]))
         self.register_buffer("resample_filter", torch.zeros(4, 4))  # set by the block
@@ -401,7 +422,7 @@ class ToRGBLayer(nn.Module):
         super().__init__()
         self.conv_clamp = conv_clamp
         self.affine = FullyConnectedLayer(w_dim, in_ch, bias_init=1)
-        self.weight = nn.Parameter(torch.randn(out_ch, in_ch, kernel_size, kernel_size))
+        self.weight = nn.Parameter(_randn(out_ch, in_ch, kernel_size, kernel_size))
         self.bias = nn.Parameter(torch.zeros([out_ch]))
         self.weight_gain = 1 / math.sqrt(in_ch * kernel_size * kernel_size)
 
@@ -421,7 +442,7 @@ class SynthesisBlock(nn.Module):
         self.register_buffer("resample_filter", make_filter(cfg.resample_filter))
         clamp = cfg.conv_clamp
         if in_ch == 0:
-            self.const = nn.Parameter(torch.randn(out_ch, resolution, resolution))
+            self.const = nn.Parameter(_randn(out_ch, resolution, resolution))
         else:
             self.conv0 = SynthesisLayer(in_ch, out_ch, w_dim, resolution, 2, cfg.use_noise, clamp)
         self.conv1 = SynthesisLayer(out_ch, out_ch, w_dim, resolution, 1, cfg.use_noise, clamp)
@@ -451,10 +472,12 @@ class SynthesisBlock(nn.Module):
 
 
 def make_filter(taps) -> torch.Tensor:
-    f = torch.as_tensor(taps, dtype=torch.float32)
+    """The normalised 2-D resampling filter, computed on the CPU and moved to the default device:
+    arithmetic on the meta device (check_state's shape-only network) imports torch._dynamo (~2 s)."""
+    f = torch.as_tensor(taps, dtype=torch.float32, device="cpu")
     if f.ndim == 1:
         f = torch.outer(f, f)
-    return f / f.sum()
+    return (f / f.sum()).to(torch.get_default_device())
 
 
 class SynthesisNetwork(nn.Module):

@@ -146,8 +146,12 @@ def _storage_type(name):
     return token
 
 
-def _parse_storage(blob: bytes, where: str, budget: _Budget) -> _StorageRecord:
-    """One legacy `torch.save(storage)` stream: five small pickles, int64 count, raw data."""
+def _parse_storage(blob, where: str, budget: _Budget) -> _StorageRecord:
+    """One legacy `torch.save(storage)` stream: five small pickles, int64 count, raw data.
+
+    `blob` is bytes, or a read-only memoryview of the file's buffer (read_pickle reads the file
+    into one bytearray); the storage's tensor then views that buffer instead of copying it. Its
+    size is still charged to the budget, so a crafted file cannot allocate more than before."""
     globals_ = {("torch", n): _storage_type(n) for n in _STORAGE_DTYPES}
     refs = []
 
@@ -185,7 +189,19 @@ def _parse_storage(blob: bytes, where: str, budget: _Budget) -> _StorageRecord:
         raise DataError(f"{sub}: storage declares {ref.numel} elements but holds "
                         f"{'no count' if count is None else count} / {len(data)} bytes of data; truncated or forged")
     budget.charge(len(data), where)
-    flat = torch.frombuffer(bytearray(data), dtype=ref.dtype) if len(data) else torch.empty(0, dtype=ref.dtype)
+    if not len(data):
+        return _StorageRecord(torch.empty(0, dtype=ref.dtype))
+    if isinstance(blob, memoryview) and isinstance(blob.obj, np.ndarray) and blob.obj.dtype == np.uint8 \
+            and blob.obj.ndim == 1 and blob.obj.flags.writeable:
+        # a view of the file's own (writable) buffer: no copy. torch needs a writable buffer object,
+        # so the tensor views that array at the blob's offset (the VM hands out read-only views)
+        whole = blob.obj
+        start = np.frombuffer(data, np.uint8).ctypes.data - whole.ctypes.data
+        if not 0 <= start <= len(whole) - data.nbytes:
+            raise DataError(f"{sub}: storage outside the file's buffer")
+        flat = torch.frombuffer(whole, dtype=ref.dtype, count=ref.numel, offset=start)
+    else:
+        flat = torch.frombuffer(bytearray(data), dtype=ref.dtype)
     return _StorageRecord(flat)
 
 
@@ -195,9 +211,19 @@ def _ints(x, what) -> tuple:
     return x
 
 
+def _contiguous_strides(size: tuple) -> tuple:
+    """torch's strides of a contiguous tensor of `size` (a meta tensor would say the same, but its
+    first use imports torch._dynamo, ~2 s)."""
+    out, step = [], 1
+    for n in reversed(size):
+        out.append(step)
+        step *= max(n, 1)
+    return tuple(reversed(out))
+
+
 def _make_tensor_builders(where: str, budget: _Budget):
     def load_from_bytes(blob):
-        if not isinstance(blob, bytes):
+        if not isinstance(blob, (bytes, memoryview)):
             raise UnsafePickleError("torch.storage._load_from_bytes of something other than bytes is refused")
         return _parse_storage(blob, where, budget)
 
@@ -219,7 +245,7 @@ def _make_tensor_builders(where: str, budget: _Budget):
         if numel > flat.numel():
             raise DataError(f"{where}: a tensor of shape {list(size)} would expand a storage of {flat.numel()} "
                             "elements (overlapping strides); not a genuine snapshot")
-        contiguous = tuple(torch.empty(size, device="meta").stride()) == stride
+        contiguous = stride == _contiguous_strides(size)
         if offset == 0 and numel == flat.numel() and contiguous and not storage.claimed:
             storage.claimed = True  # the first whole view shares the storage's (already charged) memory
             return flat.view(size)

@@ -60,6 +60,62 @@ def _check_card(card: dict, path: Path) -> None:
         raise DataError(f"{show_path(path)}: {problems[0]}; use the card.json the release wrote")
 
 
+def _check_configs(card: dict, path: Path) -> None:
+    """Bounds and consistency (cardcheck), then each stage's own validation of the card's configs,
+    its refusals as card errors (exit 1) naming the card's field, all before anything is written."""
+    import dataclasses
+
+    from synthgen.errors import UsageError
+
+    from .cardcheck import check_rebuild_card
+    from .source import generate_config_from
+
+    check_rebuild_card(card, path)
+    stage = "generate"
+    try:
+        from synthgen.generation.config import validate_config
+
+        gen = card["configs"]["generate"]
+        validate_config(generate_config_from({"config": gen["config"], "identity": gen.get("identity")}, "net", "out"),
+                        host=False)
+        if card["configs"]["align"].get("mode") is None:
+            from synthgen.alignment.stage import AlignConfig, validate_config as check_align
+
+            stage = "align"
+            names = {f.name for f in dataclasses.fields(AlignConfig)}
+            conf = {k: v for k, v in (card["configs"]["align"].get("config") or {}).items() if k in names}
+            conf.update(inp="in", out="out", workers=1, device="cpu")
+            if isinstance(conf.get("thresholds"), list):
+                conf["thresholds"] = tuple(conf["thresholds"])
+            check_align(AlignConfig(**conf), host=False)
+    except UsageError as e:
+        field = (e.flag or "").lstrip("-").replace("-", "_") or "?"
+        raise DataError(f"{show_path(path)}: configs.{stage}.config.{field}: {e.message}; use the card.json the "
+                        "release wrote") from None
+    except TypeError as e:  # a field the dataclass does not take
+        raise DataError(f"{show_path(path)}: configs.{stage}.config: {e}; use the card.json the release wrote") from None
+
+
+def _check_generator(card: dict, path: Path, network) -> None:
+    """The card's plan was checked with its generator's c_dim (classes 'all' = c_dim classes): the
+    network the card names (sha256 already equal) must have the c_dim, z_dim and resolution the card says."""
+    from synthgen.generators import load_generator
+
+    G = load_generator(network, device="cpu")
+    for key, have in (("c_dim", G.c_dim), ("z_dim", G.z_dim), ("resolution", G.resolution)):
+        if card["generator"].get(key) != have:
+            raise DataError(f"{show_path(path)}: generator.{key} is {card['generator'].get(key)!r}, but the generator "
+                            f"it names has {have}; use the card.json the release wrote")
+
+
+def _clamp(conf: dict, most: dict) -> None:
+    """Settings that never change an output byte (images per step, writer threads) are capped
+    rather than taken from the card: a card could ask for a step of millions of images."""
+    for k, m in most.items():
+        if isinstance(conf.get(k), int) and not isinstance(conf[k], bool):
+            conf[k] = min(conf[k], m)
+
+
 def rebuild(card_path, network, out, progress: bool = True) -> dict:
     """Python API of `synthgen rebuild`; DataError if any data file differs from the card."""
     from synthgen.alignment import align
@@ -76,6 +132,9 @@ def rebuild(card_path, network, out, progress: bool = True) -> dict:
     _check_card(card, card_path)
     if not card["rebuild"].get("rebuildable"):
         raise DataError(f"{show_path(card_path)}: this release cannot be rebuilt: {card['rebuild'].get('why_not')}")
+    if not card["files"]:
+        raise DataError(f"{show_path(card_path)}: lists no data files to compare; use the card.json the release wrote")
+    _check_configs(card, card_path)
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / ".work").is_dir()
                                                and not (out / "rebuild.json").is_file())):
         raise UsageError(f"{show_path(out)} exists and is not an earlier rebuild; use a new folder", "--out")
@@ -84,10 +143,12 @@ def rebuild(card_path, network, out, progress: bool = True) -> dict:
         raise UsageError(f"{network}: not found, expected the generator file the card names (sha256 {want})", "--network")
     if sha256_file(network) != want:
         raise UsageError(f"{network}: sha256 differs from the card's generator ({want}); pass that file", "--network")
+    _check_generator(card, card_path, network)
     gen = card["configs"]["generate"]
     gi = gen.get("identity") or {}
     work = out / ".work"
     gen_meta = {"config": dict(gen.get("config") or {}), "identity": gi}
+    _clamp(gen_meta["config"], {"batch_size": 256, "writers": 8})
     if gen_meta["config"].get("align"):  # generate --align: its template as data too
         gen_meta["config"]["align_template"] = _template(card, gen_meta["config"].get("align_template", "arcface"),
                                                          gen_meta["config"].get("align_size", 112), work, card_path)
@@ -95,6 +156,7 @@ def rebuild(card_path, network, out, progress: bool = True) -> dict:
     al = card["configs"]["align"]
     if al.get("mode") is None:  # a separate align stage
         align_meta = {"config": dict(al.get("config") or {}), "identity": al.get("identity")}
+        _clamp(align_meta["config"], {"batch_size": 256})
         align_meta["config"]["template"] = _template(card, align_meta["config"].get("template", "arcface"),
                                                      align_meta["config"].get("size", 112), work, card_path)
         align(align_config_from(align_meta, work / "raw", work / "aligned", progress))

@@ -41,7 +41,7 @@ class PickleVM:
     """
 
     def __init__(self, data, where: str, globals_: dict, newobj: dict | None = None, build=None, persistent=None,
-                 kind: str = "network snapshot", py2_str: str = "ascii"):
+                 kind: str = "network snapshot", py2_str: str = "ascii", view_bytes_from: int | None = None):
         self.data = memoryview(data)
         # Objects a load may create: ~16 bytes of file each (plus slack). A genuine snapshot
         # creates about one object per kilobyte; 1-byte opcodes like EMPTY_SET would otherwise
@@ -54,6 +54,9 @@ class PickleVM:
         self.persistent = persistent
         self.kind = kind
         self.py2_str = py2_str
+        # BINBYTES/BINBYTES8 payloads of at least this many bytes are pushed as read-only memoryviews
+        # of `data` (no copy) instead of bytes; for callers whose builders take them (tensor storages)
+        self.view_bytes_from = view_bytes_from
 
     # -- byte reading ------------------------------------------------------------------------
     def _take(self, n: int) -> memoryview:
@@ -219,11 +222,16 @@ class PickleVM:
     def op_SHORT_BINBYTES(self):
         self.stack.append(bytes(self._take(self._take(1)[0])))
 
+    def _bytes(self, n):
+        b = self._take(n)
+        self.stack.append(b.toreadonly() if self.view_bytes_from is not None and n >= self.view_bytes_from
+                          else bytes(b))
+
     def op_BINBYTES(self):
-        self.stack.append(bytes(self._take(self._u("<I"))))
+        self._bytes(self._u("<I"))
 
     def op_BINBYTES8(self):
-        self.stack.append(bytes(self._take(self._u("<Q"))))
+        self._bytes(self._u("<Q"))
 
     def op_SHORT_BINSTRING(self):  # Python 2 str: ASCII text (pickle's default) or bytes (py2_str)
         self._ascii(self._take(1)[0])
