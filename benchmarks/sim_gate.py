@@ -12,7 +12,8 @@ matchers   arcface   512-d, identities' centres in a 204-d subspace: different-p
            dlib      128-d, a strong shared direction: different people 0.8 +- 0.03 (up to ~0.9),
                      same person about 0.95 (dlib's compressed cosines)
 departures clean; label2 / label10: 2 % / 10 % of authentic identities split under two labels;
-           lookalike: 20 % of authentic identities paired with a look-alike (centre cosine 0.6);
+           lookalike: 20 % of authentic identities paired with a look-alike (centre cosine 0.6), and
+           10 % of synthetic identities look-alikes of authentic ones (different people: no leak);
            hubs: 2 % of authentic identities pulled toward the shared direction (they score high
            against everyone); pull: synthetic faces pulled toward the mean face; tight: synthetic
            classes tighter than authentic ones (same-person ~0.75)
@@ -115,6 +116,13 @@ def make(matcher, size, departure, leak, seed):
             a_lab[move] = new
             new += 1
     cs = w.centres(n_s)
+    if departure == "lookalike":  # the same population on both sides: 10 % of synthetic people look like an
+        for j in range(n_s // 10):  # authentic one (centre cosine 0.6: different people, not a leak)
+            v = ca[w.rng.randint(n_a)]
+            v = v / np.linalg.norm(v)
+            u = w.centres(1)[0]
+            u -= (u @ v) * v
+            cs[j] = (0.6 * v + 0.8 * u / np.linalg.norm(u)) * np.linalg.norm(cs[j])
     s = w.images(cs, per_s, sigma=0.6 if departure == "tight" else None, pull=0.35 if departure == "pull" else 0.0)
     s_lab = np.repeat(np.arange(n_s), per_s)
     planted, planted_ids = [], []

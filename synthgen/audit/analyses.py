@@ -477,21 +477,39 @@ def causes(name, cfg, rule, alpha, calib, dist, fn, fn_id, id_thr, thr, g_t, nul
     return out
 
 
-def suspects(d: Sides, S: dict, pair_thr: float, flag_img, flag_id, p_img, p_id, limit: int = 1000) -> list[dict]:
-    """Synthetic images whose best score reaches the matcher's calibrated per-pair threshold, and
-    identities whose template reaches the authentic same-person template threshold (the per-pair
-    threshold when there is none): ranked by score, at most `limit`. Suspects, not a decision."""
+def suspects(d: Sides, S: dict, g: dict, alpha: float, pair_thr: float, flag_img, flag_id,
+             limit: int = 1000) -> tuple[list[dict], dict]:
+    """Suspects, not a decision: synthetic images (identities) whose own p-value against the null,
+    before any multiple-testing correction, is <= alpha; where the null cannot give a p-value that
+    small (too few authentic images, no usable tail), those at or above the calibrated per-pair
+    threshold (identities: the authentic same-person template threshold). Returns (the `limit` best
+    rows by p-value then score, counts before the cut). At scale nearly every clean image is over a
+    per-pair threshold (9,999 of 10,000 at 10k), so that rule applies only where p-values cannot speak."""
+    def pick(p, scores, fit, null_n, fallback):
+        can = fit is not None and not fit.get("degenerate") or 1 / (null_n + 1) <= alpha
+        return (np.asarray(p) <= alpha) if can else (np.asarray(scores) >= fallback), can
+
     tau = S["labels"]["same_person_threshold"]
-    id_thr = tau if tau is not None else pair_thr
-    rows = []
     img_best, id_best = S["img_s"][:, 0], S["id_s"][:, 0]
-    for r in np.flatnonzero(img_best >= pair_thr):
-        rows.append({"kind": "image", "synthetic": d.syn.keys[r], "authentic": d.auth.keys[S["img_i"][r, 0]],
-                     "score": float(img_best[r]), "threshold": float(pair_thr), "p_value": float(p_img[r]),
-                     "flagged": bool(flag_img[r])})
-    for r in np.flatnonzero(id_best >= id_thr):
-        rows.append({"kind": "identity", "synthetic": S["s_names"][r], "authentic": S["a_tnames"][S["id_i"][r, 0]],
-                     "score": float(id_best[r]), "threshold": float(id_thr), "p_value": float(p_id[r]),
-                     "flagged": bool(flag_id[r])})
-    rows.sort(key=lambda r: (-r["score"], r["kind"], r["synthetic"]))
-    return rows[:limit]
+    mi, img_by_p = pick(g["image_p"], img_best, g["fit"], len(S["null"]), pair_thr)
+    md, id_by_p = pick(g["identity_p"], id_best, g["identity_fit"], len(S["id_null"]),
+                       tau if tau is not None else pair_thr)
+    rows = []
+    for kind, mask, p, best, flags, by_p, thr in (
+            ("image", mi, g["image_p"], img_best, flag_img, img_by_p, pair_thr),
+            ("identity", md, g["identity_p"], id_best, flag_id, id_by_p, tau if tau is not None else pair_thr)):
+        idx = np.flatnonzero(mask)
+        if len(idx) > limit:  # the best `limit` by (p, -score), without sorting everything
+            key = np.lexsort((-best[idx], p[idx]))
+            idx = idx[key[:limit]]
+        for r in idx:
+            syn = d.syn.keys[r] if kind == "image" else S["s_names"][r]
+            auth = d.auth.keys[S["img_i"][r, 0]] if kind == "image" else S["a_tnames"][S["id_i"][r, 0]]
+            rows.append({"kind": kind, "synthetic": syn, "authentic": auth, "score": float(best[r]),
+                         "threshold": float(alpha) if by_p else float(thr), "p_value": float(p[r]),
+                         "flagged": bool(flags[r]), "by": "p-value <= alpha" if by_p else "score >= threshold"})
+    rows.sort(key=lambda r: (r["p_value"], -r["score"], r["kind"], r["synthetic"]))
+    counts = {"images": int(mi.sum()), "identities": int(md.sum()),
+              "images_by": "p-value" if img_by_p else "per-pair threshold",
+              "identities_by": "p-value" if id_by_p else "same-person template threshold"}
+    return rows[:limit], counts

@@ -29,7 +29,7 @@ class AuditConfig:
     max_per_class: int | None = opt(None, range=(1, None), metavar="N", help="Use at most N images per identity.")
     top_k: int = opt(5, range=(1, None), metavar="K", help="Neighbours listed per flagged item.")
     max_pairs: int = 200_000  # cap on distinct sampled pairs per score distribution
-    max_chance_queries: int = 20_000  # authentic queries of the leave-identity-out null (the chance rate)
+    max_chance_queries: int = 20_000  # authentic queries of the leave-cluster-out null (the chance rate)
     label_map: str = opt("auto", choices=("auto", "name", "index"), help="How synthetic class i finds authentic "
                          "class i.")
     cache_dir: str | None = opt(None, path="dir", metavar="DIR", help="Embeddings cache [default: OUT/embeddings].")

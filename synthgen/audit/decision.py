@@ -180,8 +180,8 @@ def holm(p, alpha: float, weights=None) -> tuple[np.ndarray, np.ndarray]:
 def shift(scores, null) -> float:
     """How much higher, on the t scale, the median synthetic best score sits than the null's median
     (0 when it does not): a generator whose faces are pulled toward an average face scores higher
-    against everybody, which the authentic null cannot know. The median is moved by leaks only when
-    at least half of the tests leak."""
+    against everybody, which the authentic null cannot know. Leaks move the median a little (0.04 on
+    t at 45 % leaked, in review) and only raise the null: the gate gets stricter, never laxer."""
     if not len(scores) or not len(null):
         return 0.0
     return max(0.0, float(np.median(to_t(scores)) - np.median(to_t(null))))

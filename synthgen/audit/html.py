@@ -74,7 +74,7 @@ def _plots(plots) -> list[tuple[str, str]]:
             ax.legend(fontsize=7)
         ax = axes[0][-1]
         ax.hist(S["null"], bins=bins, density=True, alpha=0.6, color="tab:gray",
-                label="null: authentic best score, own identity left out")
+                label="null: authentic best score, own cluster of labels left out")
         ax.hist(S["img_s"][:, 0], bins=bins, density=True, alpha=0.6, color="tab:red", label="synthetic best score")
         if math.isfinite(dec["operating_score"]):
             ax.axvline(dec["operating_score"], color="k", ls="--", lw=1, label="operating score")

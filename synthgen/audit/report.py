@@ -193,8 +193,8 @@ def run_audit(cfg: AuditConfig | None = None, **kwargs) -> dict:
     }
     out.mkdir(parents=True, exist_ok=True)
     _write_csv(out / "flagged.csv", rows, cfg.top_k)
-    _write_rows(out / "suspects.csv", ["matcher", "kind", "synthetic", "authentic", "score", "threshold", "p_value",
-                                       "flagged"],
+    _write_rows(out / "suspects.csv", ["matcher", "kind", "synthetic", "authentic", "score", "p_value", "by",
+                                       "threshold", "flagged"],
                 [dict(r, matcher=m["report"]["matcher"]["name"]) for m in per for r in m["suspects"]])
     _write_rows(out / "authentic_label_issues.csv", ["matcher", "kind", "identity_a", "identity_b", "image_a", "image_b",
                                                       "score", "threshold"],
@@ -310,7 +310,7 @@ def _analyse(cfg, name, matcher, syn, auth, device, rule, alpha, auth_images=Non
     rows = A.flag_rows(d, S, flag_img, flag_id, g["image_p"], g["image_p_adjusted"], g["identity_p"],
                        g["identity_p_adjusted"], name)
     collisions = A.collisions(d, pair_thr, cfg.top_k, device)
-    suspects = A.suspects(d, S, pair_thr, flag_img, flag_id, g["image_p"], g["identity_p"])
+    suspects, sus_n = A.suspects(d, S, g, alpha if rule == "search" else cfg.alpha, pair_thr, flag_img, flag_id)
     rep = {
         "matcher": {"name": name, "id": getattr(matcher, "id", name), "weights_sha256": getattr(matcher, "weights_sha256", None),
                     "device": str(device)},
@@ -319,7 +319,7 @@ def _analyse(cfg, name, matcher, syn, auth, device, rule, alpha, auth_images=Non
                    "authentic_images": len(auth.keys), "authentic_identities": len(d.a_names),
                    "unreadable_synthetic": syn.unreadable, "unreadable_authentic": auth.unreadable},
         "decision": decision, "calibration": calib,
-        "null": {"what": "best score of an authentic image against the authentic gallery with its own identity left out",
+        "null": {"what": "best score of an authentic image against the authentic gallery with its own cluster of labels left out",
                  "queries": null_n, "mean": float(S["null"].mean()) if null_n else None,
                  "max": min(float(S["null"].max()), 1.0) if null_n else None,
                  "identity_queries": int(len(S["id_null"])), "fit": fit},
@@ -329,11 +329,11 @@ def _analyse(cfg, name, matcher, syn, auth, device, rule, alpha, auth_images=Non
                                            "one person", "pairs": collisions[:1000]},
         "intra_class": A.intra_class(syn.emb, syn.identities),
         "label_issues": lab["summary"],
-        "suspects": {"images": sum(r["kind"] == "image" for r in suspects),
-                     "identities": sum(r["kind"] == "identity" for r in suspects),
-                     "what": "synthetic images at or above the calibrated per-pair threshold and identities at or above "
-                             "the authentic same-person template threshold, ranked by score (at most 1,000, in "
-                             "suspects.csv): candidates for a look, not a decision",
+        "suspects": {**sus_n,
+                     "what": "synthetic images and identities whose own p-value against the null (no multiple-testing "
+                             "correction) is <= alpha; where the null cannot give one that small, those at or above "
+                             "the calibrated per-pair (images) or same-person template (identities) threshold. The "
+                             "1,000 best by p-value are in suspects.csv: candidates for a look, not a decision",
                      "top": suspects[:20]},
     }
     return {"report": rep, "rows": rows, "suspects": suspects, "label_rows": lab["rows"], "dist": dist, "S": S, "decision": decision, "sides": d,
@@ -358,7 +358,8 @@ def _verdict(cfg, rule, alpha_m, per) -> tuple[dict, list]:
     first = per[0]["decision"]
     if rule == "search":
         how = (f"search rule: each synthetic image's and identity's best score against the whole authentic set, "
-               f"as a p-value against the leave-identity-out null, Holm across all {_n(first['tests'], 'test')} at "
+               f"as a p-value against the leave-cluster-out null, weighted Holm (half to images, half to identities) "
+               f"across all {_n(first['tests'], 'test')} at "
                f"alpha {_g(alpha_m)}")
         if len(per) > 1:
             how += f" per matcher ({'Bonferroni across' if cfg.combine == 'any' else 'all of'} {len(per)} matchers, "
@@ -395,12 +396,13 @@ def _verdict(cfg, rule, alpha_m, per) -> tuple[dict, list]:
             reasons.append("Nothing was flagged, but under these conditions that is no evidence of no leak.")
         sus = [r for m in per for r in m["suspects"]]
         if sus:
-            top = sorted(sus, key=lambda r: -r["score"])[:3]
-            ex = "; ".join(f"{r['synthetic']} ~ {r['authentic']} ({r['kind']}, score {_s(r['score'])})" for r in top)
-            n_i = len({r["synthetic"] for r in sus if r["kind"] == "image"})
-            n_d = len({r["synthetic"] for r in sus if r["kind"] == "identity"})
-            reasons.append(f"Suspects, not a decision ({_n(n_i, 'image')} and {_n(n_d, 'identity')} at or above the "
-                           f"matcher's calibrated per-pair threshold, ranked in suspects.csv): {ex}.")
+            top = sorted(sus, key=lambda r: (r["p_value"], -r["score"]))[:3]
+            ex = "; ".join(f"{r['synthetic']} ~ {r['authentic']} ({r['kind']}, score {_s(r['score'])}, "
+                           f"p {r['p_value']:.2g})" for r in top)
+            c = per[0]["report"]["suspects"]
+            reasons.append(f"Suspects, not a decision ({_n(c['images'], 'image')} by {c['images_by']} and "
+                           f"{_n(c['identities'], 'identity')} by {c['identities_by']}, for {names[0]}; the best "
+                           f"1,000 in suspects.csv): {ex}.")
     elif status == "leak" and found:
         reasons.append(found)
         if rule == "pairwise":
@@ -413,9 +415,20 @@ def _verdict(cfg, rule, alpha_m, per) -> tuple[dict, list]:
                        f"{_pct(cfg.alpha)}." if rule == "search" else f"Nothing flagged ({how}).")
     for m in per:
         dd = m["decision"]
-        reasons.append(f"Matcher {m['report']['matcher']['name']}: at its operating score {_s(dd['operating_score'])} "
-                       f"it misses {_pct(dd['fnmr_at_operating'])} of authentic same-person pairs (FNMR, 95 % CI "
-                       f"{_ci(dd['fnmr_at_operating_ci95'])}); null from {_n(dd['null_queries'], 'authentic image')}.")
+        img = (f"single images: operating score {_s(dd['operating_score'])}, it misses "
+               f"{_pct(dd['fnmr_at_operating'])} of authentic same-person image pairs (FNMR, 95 % CI "
+               f"{_ci(dd['fnmr_at_operating_ci95'])})")
+        if dd.get("identity_fnmr_at_operating") is not None:
+            ids = (f"identity templates: operating score {_s(dd['identity_operating_score'])}, it misses "
+                   f"{_pct(dd['identity_fnmr_at_operating'])} of split-half same-person templates (95 % CI "
+                   f"{_ci(dd['identity_fnmr_at_operating_ci95'])})")
+            first_, second = (ids, img) if dd["deciding_level"] == "identity templates" else (img, ids)
+            lv = (f"the level that decides is {dd['deciding_level']}: {first_}; at the other level, {second} (a "
+                  "single new photo of an authentic person is found only above the image operating score)")
+        else:
+            lv = img
+        reasons.append(f"Matcher {m['report']['matcher']['name']}: {lv}; null from "
+                       f"{_n(dd['null_queries'], 'authentic image')}.")
     reasons += notes
     steps = []
     img_list = sorted(imgs)
