@@ -5,6 +5,34 @@ import torch
 
 torch.set_num_threads(1)  # 2 shared cores: avoid oversubscription slowdowns
 
+
+def _import_this_checkout():
+    """`synthgen.cli` and `synthgen.generators` live in cli/ and generators/ (setup.cfg's package_dir).
+    An editable install maps them to the checkout it was made from; a second checkout (a git
+    worktree) run with that venv imports its own synthgen/ but the other checkout's cli/ and
+    generators/. Load this checkout's, so the tests test the code they sit next to."""
+    import importlib.util
+    import sys
+
+    import synthgen
+
+    root = Path(__file__).resolve().parents[1]
+    if Path(synthgen.__file__).resolve().parent != root / "synthgen":
+        return  # an installed synthgen (not this checkout's): leave it alone
+    for name, folder in (("synthgen.generators", root / "generators"), ("synthgen.cli", root / "cli")):
+        mod = sys.modules.get(name)
+        if mod is not None and Path(mod.__file__).resolve().parent == folder:
+            continue
+        spec = importlib.util.spec_from_file_location(name, folder / "__init__.py",
+                                                      submodule_search_locations=[str(folder)])
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[name] = mod
+        spec.loader.exec_module(mod)
+        setattr(synthgen, name.rsplit(".", 1)[1], mod)
+
+
+_import_this_checkout()
+
 DATA = Path(__file__).parent / "data"
 MICRO = DATA / "stylegan2ada_micro"
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
