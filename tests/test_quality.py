@@ -217,3 +217,32 @@ def test_cli_end_to_end_writes_every_file_and_refuses_another_config(tmp_path):
     assert r.exit_code == 2 and "--out" in r.stderr and "different config" in r.stderr
     r = CliRunner().invoke(cli, args + ["--no-fallback", "--min-sharpness", "1", "--json"])  # the same: redone
     assert r.exit_code == 0 and json.loads(r.stdout)["filters"]["kept"] == 10
+
+
+@pytest.mark.slow  # a whole run (~5 s)
+def test_run_measures_quality_after_align_then_skips_it(tmp_path):
+    from conftest import MICRO
+    from synthgen.pipeline import run_pipeline
+
+    cfg = {"out": str(tmp_path / "run"),
+           "generate": {"network": str(MICRO / "network-scrubbed-p4.pkl"), "classes": "0-1", "per_class": 3,
+                        "device": "cpu"},
+           "align": {"size": 64, "on_miss": "center-crop", "device": "cpu"},
+           "quality": {"enabled": True, "matcher": "pixels", "device": "cpu", "no_fallback": True},
+           "audit": {"enabled": False}}
+    logs = []
+    rec = run_pipeline(cfg, progress=False, log=logs.append)
+    assert list(rec["stages"])[:3] == ["generate", "align", "quality"]
+    q = rec["stages"]["quality"]
+    assert q["status"] == "complete" and q["summary"]["images"] == 6 and q["summary"]["dropped"] == 6  # noise: no face
+    assert (tmp_path / "run" / "quality" / "decisions.csv").is_file()
+    assert rec["stages"]["shard"]["summary"]["total"] == 6  # shard reads the aligned crops, not quality's folder
+    logs.clear()
+    run_pipeline(cfg, progress=False, log=logs.append)
+    assert "[quality] complete for this config, skipped" in logs
+    cfg["quality"]["matcher"] = "dlib"
+    cfg["align"]["enabled"] = False
+    from synthgen.errors import UsageError
+
+    with pytest.raises(UsageError, match="needs \\[align\\]"):
+        run_pipeline(cfg, progress=False, log=logs.append)

@@ -51,10 +51,9 @@ def thresholds_of(cfg: QualityConfig) -> dict:
 
 
 def validate(cfg: QualityConfig, host: bool = True) -> None:
-    """Every check that writes nothing: types, choices, ranges, filters that need a matcher; with
-    `host`, that IN exists and the device is available."""
-    from synthgen.safepath import require_input
-
+    """Every check that writes nothing and needs no input: types, choices, ranges, filters that
+    need a matcher; with `host`, the device and the matcher (weights, packages: `synthgen run`
+    refuses a missing dlib before generate starts). IN is checked by `check_input`."""
     check_types(cfg)
     check_choices(cfg, ("matcher", "arch"))
     check_ranges(cfg, ("batch_size", "min_det_prob", "max_yaw", "max_pitch", "min_sharpness", "min_consistency",
@@ -67,17 +66,35 @@ def validate(cfg: QualityConfig, host: bool = True) -> None:
                                  "drop the filter", flag)
     if isinstance(cfg.weights, str) and not cfg.weights.strip():
         raise UsageError("an empty path; give the weights file or leave the setting out", "--weights")
+    if cfg.matcher in ("iresnet", "onnx") and not cfg.weights:
+        raise UsageError(f"--matcher {cfg.matcher} needs --weights FILE", "--weights")
     check_device(cfg.device, "--device", host)
-    if host and cfg.inp:
-        require_input(cfg.inp, "IN", "an aligned folder (synthgen align --out) or a shard folder")
-        if not Path(cfg.inp).is_dir():
-            raise UsageError(f"{cfg.inp} is a file, expected an aligned folder (synthgen align --out) or a shard "
-                             "folder", "IN")
     if cfg.inp and cfg.out:
         inp, out = Path(cfg.inp).resolve(), Path(cfg.out).resolve()
         if out == inp or inp in out.parents:
             raise UsageError(f"{cfg.out} must not be inside the input folder {cfg.inp} (its files would be read as "
                              "images); choose another folder", "--out")
+    if host:
+        build_matcher(cfg)
+
+
+def build_matcher(cfg: QualityConfig, device="cpu"):
+    """The matcher of the config (None for `none`), built: what can refuse it refuses here."""
+    if cfg.matcher == "none":
+        return None
+    from synthgen.audit.matchers import make_matcher
+
+    return make_matcher(cfg.matcher, cfg.weights, cfg.arch, device)
+
+
+def check_input(cfg: QualityConfig) -> None:
+    """IN exists and is a folder (a missing path is a usage error, exit 2)."""
+    from synthgen.safepath import require_input
+
+    require_input(cfg.inp, "IN", "an aligned folder (synthgen align --out) or a shard folder")
+    if not Path(cfg.inp).is_dir():
+        raise UsageError(f"{cfg.inp} is a file, expected an aligned folder (synthgen align --out) or a shard folder",
+                         "IN")
 
 
 def _identity(cfg: QualityConfig, matcher_id: str | None) -> dict:
@@ -225,14 +242,12 @@ def quality(cfg: QualityConfig | None = None, **kwargs) -> StageSummary:
     from synthgen.device import resolve_device
 
     cfg = cfg or QualityConfig(**kwargs)
-    validate(cfg)
+    validate(cfg, host=False)
+    check_device(cfg.device, "--device", True)
+    check_input(cfg)
     device = resolve_device(cfg.device)
     images = _open_set(cfg)  # a missing or empty set is refused before OUT exists
-    matcher = None
-    if cfg.matcher != "none":
-        from synthgen.audit.matchers import make_matcher
-
-        matcher = make_matcher(cfg.matcher, cfg.weights, cfg.arch, device)  # weights, packages: refused now
+    matcher = build_matcher(cfg, device)  # weights, packages: refused before OUT exists
     out = Path(cfg.out)
     ident = _identity(cfg, getattr(matcher, "id", None))
     chash = config_hash(ident)
