@@ -189,6 +189,9 @@ def test_cli_errors_name_the_input(tmp_path):
     r = CliRunner().invoke(cli, ["quality", str(tmp_path / "empty"), "--out", str(tmp_path / "q"), "--matcher", "none",
                                  "--min-consistency", "0.5"])
     assert r.exit_code == 2 and "--min-consistency" in r.stderr and "matcher" in r.stderr
+    r = CliRunner().invoke(cli, ["quality", str(tmp_path / "empty"), "--out", str(tmp_path / "q"), "--matcher", "pixels",
+                                 "--serfiq"])
+    assert r.exit_code == 2 and "--serfiq" in r.stderr and "facenet-casia" in r.stderr
 
 
 @pytest.mark.slow  # ~1.5 s: the report's histograms (matplotlib)

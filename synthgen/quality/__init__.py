@@ -4,6 +4,7 @@
     detection  what align recorded: found or fallback, probability, landmarks, face size
     pose       yaw, pitch, roll from the 5 landmarks (geometric, documented in the module)
     image      sharpness and exposure of a crop
+    serfiq     SER-FIQ, a learned quality score from facenet's dropout
     identity   leave-one-out template cosines, class consistency and distinctness
     filters    thresholds -> one recorded decision per image (apply_filters)
     stage      measure(), summarize(), quality(): the stage

@@ -28,6 +28,8 @@ class QualityConfig:
     cache_dir: str | None = opt(None, path="dir", metavar="DIR", help="Embeddings cache, shared with synthgen audit "
                                 "(pass AUDIT/embeddings to reuse an audit's embeddings of the same IN) "
                                 "[default: OUT/embeddings].")
+    serfiq: bool = opt(False, help="Also score each image with SER-FIQ, a learned quality score (stability under "
+                       "dropout; facenet-casia or facenet-vggface2 only; about one more forward pass per image).")
     # filters (None: not applied); any one given also writes decisions.csv
     min_det_prob: float | None = opt(None, range=(0, 1), metavar="P", help="Filter: drop images whose detector "
                                      "probability is below P (fallback crops have none: dropped).")
@@ -39,11 +41,13 @@ class QualityConfig:
                                         "their class template is below COS (needs a matcher).")
     min_distinctness: float | None = opt(None, range=(0, 2), metavar="D", help="Filter: drop classes whose distinctness "
                                          "(1 - cosine to the nearest other class) is below D (needs a matcher).")
+    min_serfiq: float | None = opt(None, range=(0, 1), metavar="Q", help="Filter: drop images whose SER-FIQ score "
+                                   "is below Q (needs --serfiq).")
     no_fallback: bool = opt(False, help="Filter: drop fallback crops (no face was detected).")
     worst: int = opt(12, range=(1, 200), metavar="N", help="Worst images and classes shown in report.html.")
     overwrite: bool = opt(False, help="Replace an output folder made with a different config.")
     progress: bool = True
 
     RUNTIME_FIELDS = ("inp", "out", "batch_size", "device", "cache_dir", "overwrite", "progress")
-    FILTER_FIELDS = ("no_fallback", "min_det_prob", "max_yaw", "max_pitch", "min_sharpness", "min_consistency",
-                     "min_distinctness")
+    FILTER_FIELDS = ("no_fallback", "min_det_prob", "max_yaw", "max_pitch", "min_sharpness", "min_serfiq",
+                     "min_consistency", "min_distinctness")

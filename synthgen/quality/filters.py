@@ -26,6 +26,7 @@ FILTERS = {
     "max_yaw": ("yaw", "abs-max", "|yaw| in degrees"),
     "max_pitch": ("pitch", "abs-max", "|pitch| in degrees"),
     "min_sharpness": ("sharpness", "min", "variance of the Laplacian"),
+    "min_serfiq": ("serfiq", "min", "SER-FIQ score (stability of the embedding under dropout)"),
     "min_consistency": ("template_cos", "min", "cosine to the class template (leave-one-out)"),
     "min_distinctness": ("distinctness", "min", "1 - cosine of the class template to the nearest other class"),
 }

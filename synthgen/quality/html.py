@@ -51,6 +51,7 @@ def _summary(report: dict) -> str:
         ("sharpness (variance of the Laplacian)", _dist(s["image"]["sharpness"], ".0f")),
         ("brightness (mean luma 0-255)", _dist(s["image"]["brightness"], ".0f")),
         ("clipped pixels (fraction)", _dist(s["image"]["clipped"], ".3f")),
+        ("SER-FIQ (learned quality, 0-1)", _dist(s["image"]["serfiq"], ".3f")),
     ]
     ident = s.get("identity")
     if ident:
@@ -94,6 +95,8 @@ def _histograms(rows: list, classes: dict) -> str:
     panels = [("yaw", "yaw (degrees)"), ("pitch", "pitch (degrees)"), ("roll", "roll (degrees)"),
               ("sharpness", "sharpness (variance of the Laplacian, log scale)"), ("brightness", "brightness (mean luma)"),
               ("det_prob", "detector probability")]
+    if any(r["serfiq"] is not None for r in rows):
+        panels += [("serfiq", "SER-FIQ quality score")]
     if classes:
         panels += [("template_cos", "image to class template (cosine)")]
     cl = list(classes.values())
@@ -151,6 +154,7 @@ def _worst(rows, images, k) -> str:
     out += section("Largest |pitch|", sort("pitch", lambda v: -abs(v)),
                    lambda r: f"{e(r['key'])}<br>pitch {r['pitch']:.0f}°")
     out += section("Least sharp", sort("sharpness"), lambda r: f"{e(r['key'])}<br>sharpness {r['sharpness']:.0f}")
+    out += section("Lowest SER-FIQ score", sort("serfiq"), lambda r: f"{e(r['key'])}<br>SER-FIQ {r['serfiq']:.3f}")
     out += section("Farthest from their class", sort("template_cos"),
                    lambda r: f"{e(r['key'])}<br>cosine {r['template_cos']:.3f}")
     return out

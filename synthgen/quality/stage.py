@@ -38,8 +38,9 @@ from .image import image_measures
 from .pose import METHOD, head_pose
 
 MARKER = "quality.json"
+SERFIQ_MATCHERS = ("facenet-casia", "facenet-vggface2")
 COLUMNS = ("key", "identity", "status", "detected", "fallback", "det_prob", "faces", "face_px", "box_w", "box_h",
-           "yaw", "pitch", "roll", "sharpness", "brightness", "contrast", "clipped", "template_cos",
+           "yaw", "pitch", "roll", "sharpness", "brightness", "contrast", "clipped", "serfiq", "template_cos",
            "class_consistency_mean", "class_consistency_min", "nearest_class", "nearest_cos", "distinctness")
 CLASS_COLUMNS = ("identity", "images", "consistency_mean", "consistency_min", "nearest_class", "nearest_cos",
                  "distinctness")
@@ -56,8 +57,13 @@ def validate(cfg: QualityConfig, host: bool = True) -> None:
     refuses a missing dlib before generate starts). IN is checked by `check_input`."""
     check_types(cfg)
     check_choices(cfg, ("matcher", "arch"))
-    check_ranges(cfg, ("batch_size", "min_det_prob", "max_yaw", "max_pitch", "min_sharpness", "min_consistency",
-                       "min_distinctness", "worst"))
+    check_ranges(cfg, ("batch_size", "min_det_prob", "max_yaw", "max_pitch", "min_sharpness", "min_serfiq",
+                       "min_consistency", "min_distinctness", "worst"))
+    if cfg.min_serfiq is not None and not cfg.serfiq:
+        raise UsageError("filters on the SER-FIQ score: add --serfiq to compute it", "--min-serfiq")
+    if cfg.serfiq and cfg.matcher not in SERFIQ_MATCHERS:
+        raise UsageError(f"SER-FIQ needs a recognizer with dropout: --matcher {' or '.join(SERFIQ_MATCHERS)} "
+                         f"(got {cfg.matcher})", "--serfiq")
     if cfg.matcher == "none":
         for name in ("min_consistency", "min_distinctness"):
             if getattr(cfg, name) is not None:
@@ -111,7 +117,8 @@ def _f(v):
     return v if math.isfinite(v) else None
 
 
-def measure(images, matcher=None, cache_dir=None, batch_size: int = 256, progress: bool = False) -> tuple[list, dict]:
+def measure(images, matcher=None, cache_dir=None, batch_size: int = 256, progress: bool = False,
+            serfiq: bool = False) -> tuple[list, dict]:
     """The quality table of an audit ImageSet (aligned folder or shards) -> (rows, classes).
 
     rows: one dict per image (COLUMNS), in the set's key order; classes: name -> identity
@@ -147,6 +154,12 @@ def measure(images, matcher=None, cache_dir=None, batch_size: int = 256, progres
         rows.append(row)
         bar.update(1)
     bar.close()
+    if serfiq:
+        from .serfiq import serfiq_set
+
+        scores = serfiq_set(images, matcher, min(batch_size, 64), progress=progress)
+        for row in rows:
+            row["serfiq"] = _f(scores.get(row["key"]))
     classes = {}
     if matcher is not None:
         emb, _ = matcher.embed_path(images.path, "IN", cache_dir=cache_dir, batch_size=batch_size, progress=progress,
@@ -188,7 +201,7 @@ def summarize(rows: list, classes: dict) -> dict:
         s = r["status"] or "no record"
         by_status[s] = by_status.get(s, 0) + 1
     col = {c: [r[c] for r in rows] for c in ("det_prob", "face_px", "yaw", "pitch", "roll", "sharpness", "brightness",
-                                              "contrast", "clipped", "template_cos")}
+                                              "contrast", "clipped", "serfiq", "template_cos")}
     out = {
         "images": n, "classes": len({r["identity"] for r in rows}),
         "detection": {"with_record": len(known), "detected": detected, "fallback": fallback,
@@ -198,7 +211,7 @@ def summarize(rows: list, classes: dict) -> dict:
         "pose": {"method": METHOD, **{a: distribution(col[a]) for a in ("yaw", "pitch", "roll")},
                  "abs_yaw": distribution([abs(v) for v in col["yaw"] if v is not None]),
                  "abs_pitch": distribution([abs(v) for v in col["pitch"] if v is not None])},
-        "image": {c: distribution(col[c]) for c in ("sharpness", "brightness", "contrast", "clipped")},
+        "image": {c: distribution(col[c]) for c in ("sharpness", "brightness", "contrast", "clipped", "serfiq")},
     }
     if classes:
         cl = list(classes.values())
@@ -257,7 +270,7 @@ def quality(cfg: QualityConfig | None = None, **kwargs) -> StageSummary:
     write_marker(out, MARKER, meta)
     t0 = time.time()
     cache = Path(cfg.cache_dir) if cfg.cache_dir else out / "embeddings"
-    rows, classes = measure(images, matcher, cache, cfg.batch_size, cfg.progress)
+    rows, classes = measure(images, matcher, cache, cfg.batch_size, cfg.progress, cfg.serfiq)
     summary = summarize(rows, classes)
     thresholds = active(thresholds_of(cfg))
     decisions, filt = (apply_filters(rows, thresholds) if thresholds else (None, None))
@@ -268,7 +281,9 @@ def quality(cfg: QualityConfig | None = None, **kwargs) -> StageSummary:
               "matcher": None if matcher is None else {"name": matcher.name, "id": matcher.id,
                                                        "weights_sha256": getattr(matcher, "weights_sha256", None)},
               "config_hash": chash, "summary": summary, "filters": filt,
-              "learned_quality": "not built: no offline learned face-quality model ships with synthgen (README)",
+              "learned_quality": ("SER-FIQ (Terhörst et al. 2020): 2 sigmoid(-mean pairwise distance of 100 "
+                                  f"dropout-masked {cfg.matcher} embeddings), column serfiq" if cfg.serfiq else
+                                  "not computed (--serfiq with --matcher facenet-casia or facenet-vggface2)"),
               "files": ["quality.csv", "classes.csv", "report.json", "report.html"]
               + (["decisions.csv"] if decisions is not None else []),
               "seconds": round(time.time() - t0, 2)}
