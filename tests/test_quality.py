@@ -249,3 +249,21 @@ def test_run_measures_quality_after_align_then_skips_it(tmp_path):
 
     with pytest.raises(UsageError, match="needs \\[align\\]"):
         run_pipeline(cfg, progress=False, log=logs.append)
+
+
+def test_a_shard_folder_gives_the_same_measures_as_its_aligned_folder(tmp_path):
+    from synthgen.audit.embed import ImageSet
+    from synthgen.quality.stage import measure
+    from synthgen.shards import ShardConfig, shard
+
+    root = aligned_folder(tmp_path / "al")
+    shard(ShardConfig(inp=str(root), out=str(tmp_path / "sh"), shard_size=5, progress=False))
+    a, _ = measure(ImageSet(root))
+    b, _ = measure(ImageSet(tmp_path / "sh"))
+    assert [r["key"] for r in a] == [r["key"] for r in b]
+    for ra, rb in zip(a, b):
+        for col in ("detected", "fallback", "status", "sharpness", "brightness"):
+            assert ra[col] == rb[col], (ra["key"], col)
+        for col in ("det_prob", "yaw", "pitch", "roll", "face_px"):
+            assert (ra[col] is None and rb[col] is None) or ra[col] == pytest.approx(rb[col], abs=1e-3)
+        assert rb["box_w"] is None  # shards keep no box
