@@ -267,3 +267,16 @@ def test_a_shard_folder_gives_the_same_measures_as_its_aligned_folder(tmp_path):
         for col in ("det_prob", "yaw", "pitch", "roll", "face_px"):
             assert (ra[col] is None and rb[col] is None) or ra[col] == pytest.approx(rb[col], abs=1e-3)
         assert rb["box_w"] is None  # shards keep no box
+
+
+def test_an_unreadable_crop_is_a_row_not_a_crash(tmp_path):
+    from synthgen.audit.embed import ImageSet
+    from synthgen.audit.matchers import make_matcher
+    from synthgen.quality.stage import measure
+
+    root = aligned_folder(tmp_path / "al", n_classes=2, per_class=3)
+    (root / "id1" / "2.png").write_bytes(b"not a png")
+    rows, classes = measure(ImageSet(root), make_matcher("pixels"), tmp_path / "cache")
+    bad = {r["key"]: r for r in rows}["id1/2.png"]
+    assert bad["status"].startswith("unreadable crop") and bad["sharpness"] is None and bad["template_cos"] is None
+    assert classes["id1"]["images"] == 2  # embedded: the two readable ones

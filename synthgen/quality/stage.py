@@ -26,6 +26,7 @@ import numpy as np
 from synthgen import __version__
 from synthgen.errors import DataError, UsageError
 from synthgen.fsutil import atomic_write_text
+from synthgen.imageio import UnreadableImage
 from synthgen.options import check_choices, check_ranges
 from synthgen.runs import check_device, check_types, config_hash
 from synthgen.stage import StageSummary, now, open_output, write_marker
@@ -149,8 +150,8 @@ def measure(images, matcher=None, cache_dir=None, batch_size: int = 256, progres
         row.update(face_px=_f(size[i]), yaw=_f(pose[i, 0]), pitch=_f(pose[i, 1]), roll=_f(pose[i, 2]))
         try:
             row.update(image_measures(images.read(i)))
-        except (DataError, OSError, ValueError) as e:  # an unreadable crop: its image measures stay empty
-            row["status"] = row["status"] or f"unreadable: {str(e)[:80]}"
+        except (UnreadableImage, DataError, OSError, ValueError) as e:  # an unreadable crop: measures stay empty
+            row["status"] = f"unreadable crop: {str(e).split(': ', 1)[-1][:80]}"
         rows.append(row)
         bar.update(1)
     bar.close()
