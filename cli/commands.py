@@ -488,6 +488,8 @@ def quality(inp, quiet, as_json, **options):
 
     r = run_quality(QualityConfig(inp=inp, **options, progress=not (quiet or as_json)))
     s = r["summary"]
+    for w in r["warnings"]:  # on stderr, --quiet and --json included
+        click.echo(f"warning: {escape_control(w)}", err=True)
     if as_json:
         echo_json({"summary": s, "filters": r["filters"]})
         return

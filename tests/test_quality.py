@@ -220,6 +220,12 @@ def test_cli_end_to_end_writes_every_file_and_refuses_another_config(tmp_path):
     assert r.exit_code == 2 and "--out" in r.stderr and "different config" in r.stderr
     r = CliRunner().invoke(cli, args + ["--no-fallback", "--min-sharpness", "1", "--json"])  # the same: redone
     assert r.exit_code == 0 and json.loads(r.stdout)["filters"]["kept"] == 10
+    (tmp_path / "plain" / "a").mkdir(parents=True)
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "plain" / "a" / "0.png")
+    r = CliRunner().invoke(cli, ["quality", str(tmp_path / "plain"), "--out", str(tmp_path / "q-plain"), "--matcher", "none",
+                                 "--json"])
+    assert r.exit_code == 0 and "warning: IN" in r.stderr and "no alignment records" in r.stderr
+    assert json.loads(r.stdout)["summary"]["images"] == 1
 
 
 @pytest.mark.slow  # a whole run (~5 s)

@@ -204,6 +204,6 @@ figure{{margin:0;font-size:11px;text-align:center;width:110px;overflow-wrap:anyw
 figure img{{width:96px;height:96px}}.strip img{{width:64px;height:64px;margin-right:4px}}</style></head><body>
 <h1>Dataset quality report</h1>
 <p>Input <code>{e(inp['path'])}</code> ({e(inp['kind'])}); config hash <code>{e(report['config_hash'][:16])}</code>.</p>
-{_summary(report)}{_filters(report)}{_histograms(rows, classes)}{_worst(rows, images, worst)}{_worst_classes(classes, images, worst)}
+{"".join(f"<p><b>Warning:</b> {e(w)}</p>" for w in report.get("warnings", []))}{_summary(report)}{_filters(report)}{_histograms(rows, classes)}{_worst(rows, images, worst)}{_worst_classes(classes, images, worst)}
 <p class='small'>synthgen {e(report['synthgen_version'])} &middot; {e(report['created'])} &middot; {report['seconds']} s.
 Per image: <code>quality.csv</code>; per class: <code>classes.csv</code>; numbers: <code>report.json</code>.</p></body></html>"""

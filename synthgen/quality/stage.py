@@ -273,6 +273,15 @@ def quality(cfg: QualityConfig | None = None, **kwargs) -> StageSummary:
     cache = Path(cfg.cache_dir) if cfg.cache_dir else out / "embeddings"
     rows, classes = measure(images, matcher, cache, cfg.batch_size, cfg.progress, cfg.serfiq)
     summary = summarize(rows, classes)
+    warnings = []
+    if summary["detection"]["with_record"] == 0:
+        warnings.append(f"IN {cfg.inp}: no alignment records (no manifest.jsonl with align's records, or shards "
+                        "without provenance): detection, face size and pose are not measured; run synthgen align "
+                        "and measure its output")
+    elif summary["detection"]["with_record"] < summary["images"]:
+        n = summary["images"] - summary["detection"]["with_record"]
+        warnings.append(f"IN {cfg.inp}: {n} of {summary['images']} crops have no alignment record: their detection "
+                        "and pose are not measured")
     thresholds = active(thresholds_of(cfg))
     decisions, filt = (apply_filters(rows, thresholds) if thresholds else (None, None))
     from synthgen.audit.provenance import provenance
@@ -281,7 +290,7 @@ def quality(cfg: QualityConfig | None = None, **kwargs) -> StageSummary:
               "input": {"path": str(cfg.inp), "kind": images.kind, **_safe_provenance(provenance, cfg.inp)},
               "matcher": None if matcher is None else {"name": matcher.name, "id": matcher.id,
                                                        "weights_sha256": getattr(matcher, "weights_sha256", None)},
-              "config_hash": chash, "summary": summary, "filters": filt,
+              "config_hash": chash, "warnings": warnings, "summary": summary, "filters": filt,
               "learned_quality": ("SER-FIQ (Terhörst et al. 2020): 2 sigmoid(-mean pairwise distance of 100 "
                                   f"dropout-masked {cfg.matcher} embeddings), column serfiq" if cfg.serfiq else
                                   "not computed (--serfiq with --matcher facenet-casia or facenet-vggface2)"),
