@@ -21,8 +21,10 @@ def _import_this_checkout():
         return  # an installed synthgen (not this checkout's): leave it alone
     for name, folder in (("synthgen.generators", root / "generators"), ("synthgen.cli", root / "cli")):
         mod = sys.modules.get(name)
-        if mod is not None and Path(mod.__file__).resolve().parent == folder:
-            continue
+        found = importlib.util.find_spec(name) if mod is None else None
+        where = mod.__file__ if mod is not None else (found.origin if found is not None else None)
+        if where is not None and Path(where).resolve().parent == folder:
+            continue  # already this checkout's (the usual case: the install was made here)
         spec = importlib.util.spec_from_file_location(name, folder / "__init__.py",
                                                       submodule_search_locations=[str(folder)])
         mod = importlib.util.module_from_spec(spec)

@@ -93,7 +93,7 @@ def _histograms(rows: list, classes: dict) -> str:
         return np.array([r[name] for r in rows if r[name] is not None], np.float64)
 
     panels = [("yaw", "yaw (degrees)"), ("pitch", "pitch (degrees)"), ("roll", "roll (degrees)"),
-              ("sharpness", "sharpness (variance of the Laplacian, log scale)"), ("brightness", "brightness (mean luma)"),
+              ("sharpness", "sharpness (log10 of the variance of the Laplacian)"), ("brightness", "brightness (mean luma)"),
               ("det_prob", "detector probability")]
     if any(r["serfiq"] is not None for r in rows):
         panels += [("serfiq", "SER-FIQ quality score")]
@@ -113,7 +113,7 @@ def _histograms(rows: list, classes: dict) -> str:
             ax.hist(v, bins=40, color="tab:blue")
         else:
             ax.text(0.5, 0.5, "not measured", ha="center", transform=ax.transAxes)
-        ax.set_xlabel("log10 " + label if name == "sharpness" else label)
+        ax.set_xlabel(label)
         ax.set_ylabel("images")
     for ax, (name, label) in zip(flat[len(panels):], extra):
         v = np.array([c[name] for c in cl if c[name] is not None], np.float64)
