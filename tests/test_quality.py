@@ -284,5 +284,6 @@ def test_an_unreadable_crop_is_a_row_not_a_crash(tmp_path):
     (root / "id1" / "2.png").write_bytes(b"not a png")
     rows, classes = measure(ImageSet(root), make_matcher("pixels"), tmp_path / "cache")
     bad = {r["key"]: r for r in rows}["id1/2.png"]
-    assert bad["status"].startswith("unreadable crop") and bad["sharpness"] is None and bad["template_cos"] is None
+    assert bad["error"].startswith("unreadable crop") and bad["status"] == "ok"  # align's status stays
+    assert bad["sharpness"] is None and bad["template_cos"] is None
     assert classes["id1"]["images"] == 2  # embedded: the two readable ones

@@ -42,7 +42,7 @@ MARKER = "quality.json"
 SERFIQ_MATCHERS = ("facenet-casia", "facenet-vggface2")
 COLUMNS = ("key", "identity", "status", "detected", "fallback", "det_prob", "faces", "face_px", "box_w", "box_h",
            "yaw", "pitch", "roll", "sharpness", "brightness", "contrast", "clipped", "serfiq", "template_cos",
-           "class_consistency_mean", "class_consistency_min", "nearest_class", "nearest_cos", "distinctness")
+           "class_consistency_mean", "class_consistency_min", "nearest_class", "nearest_cos", "distinctness", "error")
 CLASS_COLUMNS = ("identity", "images", "consistency_mean", "consistency_min", "nearest_class", "nearest_cos",
                  "distinctness")
 DECISION_COLUMNS = ("key", "identity", "decision", "measure", "value", "threshold", "also_failed")
@@ -151,7 +151,7 @@ def measure(images, matcher=None, cache_dir=None, batch_size: int = 256, progres
         try:
             row.update(image_measures(images.read(i)))
         except (UnreadableImage, DataError, OSError, ValueError) as e:  # an unreadable crop: measures stay empty
-            row["status"] = f"unreadable crop: {str(e).split(': ', 1)[-1][:80]}"
+            row["error"] = f"unreadable crop: {str(e).split(': ', 1)[-1][:120]}"
         rows.append(row)
         bar.update(1)
     bar.close()
@@ -204,7 +204,7 @@ def summarize(rows: list, classes: dict) -> dict:
     col = {c: [r[c] for r in rows] for c in ("det_prob", "face_px", "yaw", "pitch", "roll", "sharpness", "brightness",
                                               "contrast", "clipped", "serfiq", "template_cos")}
     out = {
-        "images": n, "classes": len({r["identity"] for r in rows}),
+        "images": n, "classes": len({r["identity"] for r in rows}), "unreadable": sum(bool(r["error"]) for r in rows),
         "detection": {"with_record": len(known), "detected": detected, "fallback": fallback,
                       "detection_rate": detected / len(known) if known else None,
                       "fallback_rate": fallback / n if n else None, "by_status": by_status,
