@@ -287,3 +287,23 @@ def test_an_unreadable_crop_is_a_row_not_a_crash(tmp_path):
     assert bad["error"].startswith("unreadable crop") and bad["status"] == "ok"  # align's status stays
     assert bad["sharpness"] is None and bad["template_cos"] is None
     assert classes["id1"]["images"] == 2  # embedded: the two readable ones
+
+
+def test_min_distinctness_keeps_one_class_of_each_too_close_pair():
+    from synthgen.quality.identity import keep_distinct
+
+    # a chain: a ~ b and b ~ c, a and c apart: b goes (too close to a), c stays (b is gone)
+    assert keep_distinct(["a", "b", "c", "d"], [(0, 1, 0.99), (1, 2, 0.98)]) == {"b": ("a", 0.99)}
+    rng = np.random.default_rng(3)
+    base = rng.normal(size=(3, 16))
+    emb = np.concatenate([base[[0, 0, 1, 1]], base[[0, 0]] + 1e-3, base[[2, 2]]]) + 1e-2 * rng.normal(size=(8, 16))
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    ids = ["c0", "c0", "c1", "c1", "c9", "c9", "c2", "c2"]  # c9 is a second rendering of c0's identity
+    tc, classes = identity_measures(emb, ids, min_distinctness=0.05)
+    assert classes["c9"]["too_close_to"][0] == "c0" and classes["c0"]["too_close_to"] is None
+    rows = [{"key": f"{i}/{n}", "identity": i, "distinctness": classes[i]["distinctness"]} for n, i in enumerate(ids)]
+    decisions, s = apply_filters(rows, {"min_distinctness": 0.05}, classes)
+    assert [d["identity"] for d in decisions if d["decision"] == "dropped"] == ["c9", "c9"]
+    assert decisions[4]["value"] == pytest.approx(1 - classes["c9"]["too_close_to"][1])
+    _, both = apply_filters(rows, {"min_distinctness": 0.05})  # without the classes: both of the pair go
+    assert both["dropped"] == 4

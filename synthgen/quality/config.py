@@ -39,8 +39,9 @@ class QualityConfig:
                                       "(variance of the Laplacian) is below S.")
     min_consistency: float | None = opt(None, range=(-1, 1), metavar="COS", help="Filter: drop images whose cosine to "
                                         "their class template is below COS (needs a matcher).")
-    min_distinctness: float | None = opt(None, range=(0, 2), metavar="D", help="Filter: drop classes whose distinctness "
-                                         "(1 - cosine to the nearest other class) is below D (needs a matcher).")
+    min_distinctness: float | None = opt(None, range=(0, 2), metavar="D", help="Filter: of classes closer than D in "
+                                         "distinctness (1 - template cosine), keep one: a class goes when it is too "
+                                         "close to one kept before it, in name order (needs a matcher).")
     min_serfiq: float | None = opt(None, range=(0, 1), metavar="Q", help="Filter: drop images whose SER-FIQ score "
                                    "is below Q (needs --serfiq).")
     no_fallback: bool = opt(False, help="Filter: drop fallback crops (no face was detected).")

@@ -11,8 +11,10 @@ a filter that asks for that measure. The summary counts, per filter, the images 
 or with others) and the images it was the first reason for; the first-reason counts add up to the
 number dropped.
 
-`--min-distinctness` drops whole classes: both classes of a pair closer than the threshold go
-(no keep-one choice is made).
+`--min-distinctness` drops whole classes. Given `classes` from `identity_measures(...,
+min_distinctness=D)`, one class of each too-close pair is kept (greedy, classes in name order: a
+class goes when it is closer than the threshold to a class already kept; its value is then 1 - that
+cosine); without them, every class whose nearest other class is too close goes, both of a pair.
 """
 
 from __future__ import annotations
@@ -69,8 +71,9 @@ def active(thresholds: dict) -> dict:
     return out
 
 
-def apply_filters(rows: list, thresholds: dict) -> tuple[list, dict]:
+def apply_filters(rows: list, thresholds: dict, classes: dict | None = None) -> tuple[list, dict]:
     """rows: the quality table (dicts with `key` and the FILTERS columns) -> (decisions, summary).
+    classes: the per-class measures with `too_close_to` (greedy keep-one for min_distinctness).
 
     decisions: one dict per row, in order: key, identity, decision (kept | dropped), measure,
     value, threshold (of the first failed filter; empty when kept), also_failed."""
@@ -82,6 +85,11 @@ def apply_filters(rows: list, thresholds: dict) -> tuple[list, dict]:
         fails = []
         for name, t in applied.items():
             ok, value = check(name, row, t)
+            c = (classes or {}).get(row.get("identity", "")) or {}
+            if name == "min_distinctness" and "too_close_to" in c:  # greedy keep-one (identity_measures)
+                ok = value is not None and c["too_close_to"] is None
+                if c["too_close_to"] is not None:
+                    value = 1 - c["too_close_to"][1]
             if not ok:
                 fails.append((name, value, t))
                 failed[name] += 1

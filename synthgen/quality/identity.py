@@ -62,15 +62,52 @@ def nearest_classes(templates: np.ndarray, present: np.ndarray | None = None) ->
     return idx, cos
 
 
-def identity_measures(emb: np.ndarray, identities: list) -> tuple[np.ndarray, dict]:
+def close_pairs(templates: np.ndarray, min_cos: float, present: np.ndarray | None = None) -> list:
+    """Every pair of classes (i < j) whose templates' cosine is >= min_cos, as (i, j, cos), in blocks."""
+    t = np.asarray(templates, np.float64)
+    k = len(t)
+    present = np.ones(k, bool) if present is None else np.asarray(present, bool)
+    out = []
+    for s in range(0, k, BLOCK):
+        block = t[s : s + BLOCK] @ t.T
+        rows, cols = np.nonzero(block >= min_cos)
+        for r, c in zip(rows, cols):
+            i = s + int(r)
+            if i < c and present[i] and present[c]:
+                out.append((i, int(c), float(block[r, c])))
+    return out
+
+
+def keep_distinct(names: list, pairs: list) -> dict:
+    """Greedy keep-one over too-close pairs: classes in `names` order, a class is dropped when it is
+    too close to a class already kept. -> {dropped name: (the kept class it is too close to, cosine)}."""
+    near: dict[int, list] = {}
+    for i, j, c in pairs:
+        near.setdefault(j, []).append((i, c))  # i < j: i comes first
+    dropped: dict[int, tuple] = {}
+    for j in range(len(names)):
+        hits = [(c, i) for i, c in near.get(j, []) if i not in dropped]
+        if hits:
+            c, i = max(hits)
+            dropped[j] = (names[i], c)
+    return {names[j]: v for j, v in dropped.items()}
+
+
+def identity_measures(emb: np.ndarray, identities: list, min_distinctness: float | None = None) -> tuple[np.ndarray, dict]:
     """Unit embeddings [N, D] with their class names -> (per-image template_cos [N], per-class
-    dict name -> {images, consistency_mean, consistency_min, nearest_class, nearest_cos, distinctness})."""
+    dict name -> {images, consistency_mean, consistency_min, nearest_class, nearest_cos, distinctness}).
+    With `min_distinctness`, each class also gets `too_close_to` [kept class, cosine] when the greedy
+    keep-one pass (`keep_distinct`, classes in name order) drops it, else None."""
     names = sorted(set(identities))
     index = {n: i for i, n in enumerate(names)}
     labels = np.array([index[n] for n in identities], np.int64)
     tc = template_cosines(emb, labels) if len(emb) else np.zeros(0)
     counts = np.bincount(labels, minlength=len(names)) if len(labels) else np.zeros(len(names), int)
     near, cos = nearest_classes(class_templates(emb, labels, len(names)), counts > 0) if len(emb) else ([], [])
+    drop = {}
+    if min_distinctness is not None and len(emb):
+        drop = keep_distinct(names, close_pairs(class_templates(emb, labels, len(names)), 1 - min_distinctness,
+                                                counts > 0))
     classes = {}
     for c, name in enumerate(names):
         v = tc[labels == c]
@@ -83,4 +120,6 @@ def identity_measures(emb: np.ndarray, identities: list) -> tuple[np.ndarray, di
             "nearest_cos": float(cos[c]) if np.isfinite(cos[c]) else None,
             "distinctness": float(1 - cos[c]) if np.isfinite(cos[c]) else None,
         }
+        if min_distinctness is not None:
+            classes[name]["too_close_to"] = list(drop[name]) if name in drop else None
     return tc, classes

@@ -44,7 +44,7 @@ COLUMNS = ("key", "identity", "status", "detected", "fallback", "det_prob", "fac
            "yaw", "pitch", "roll", "sharpness", "brightness", "contrast", "clipped", "serfiq", "template_cos",
            "class_consistency_mean", "class_consistency_min", "nearest_class", "nearest_cos", "distinctness", "error")
 CLASS_COLUMNS = ("identity", "images", "consistency_mean", "consistency_min", "nearest_class", "nearest_cos",
-                 "distinctness")
+                 "distinctness", "too_close_to")
 DECISION_COLUMNS = ("key", "identity", "decision", "measure", "value", "threshold", "also_failed")
 
 
@@ -119,7 +119,7 @@ def _f(v):
 
 
 def measure(images, matcher=None, cache_dir=None, batch_size: int = 256, progress: bool = False,
-            serfiq: bool = False) -> tuple[list, dict]:
+            serfiq: bool = False, min_distinctness: float | None = None) -> tuple[list, dict]:
     """The quality table of an audit ImageSet (aligned folder or shards) -> (rows, classes).
 
     rows: one dict per image (COLUMNS), in the set's key order; classes: name -> identity
@@ -167,7 +167,7 @@ def measure(images, matcher=None, cache_dir=None, batch_size: int = 256, progres
                                     desc=f"quality: embed ({matcher.name})", images=images)
         finite = np.isfinite(emb.emb).all(1) & (np.abs(emb.emb).sum(1) > 0)
         keep = np.flatnonzero(finite)
-        tc, classes = identity_measures(emb.emb[keep], [emb.identities[j] for j in keep])
+        tc, classes = identity_measures(emb.emb[keep], [emb.identities[j] for j in keep], min_distinctness)
         by_key = {emb.keys[j]: tc[n] for n, j in enumerate(keep)}
         for row in rows:
             row["template_cos"] = _f(by_key.get(row["key"]))
@@ -271,7 +271,7 @@ def quality(cfg: QualityConfig | None = None, **kwargs) -> StageSummary:
     write_marker(out, MARKER, meta)
     t0 = time.time()
     cache = Path(cfg.cache_dir) if cfg.cache_dir else out / "embeddings"
-    rows, classes = measure(images, matcher, cache, cfg.batch_size, cfg.progress, cfg.serfiq)
+    rows, classes = measure(images, matcher, cache, cfg.batch_size, cfg.progress, cfg.serfiq, cfg.min_distinctness)
     summary = summarize(rows, classes)
     warnings = []
     if summary["detection"]["with_record"] == 0:
@@ -283,7 +283,7 @@ def quality(cfg: QualityConfig | None = None, **kwargs) -> StageSummary:
         warnings.append(f"IN {cfg.inp}: {n} of {summary['images']} crops have no alignment record: their detection "
                         "and pose are not measured")
     thresholds = active(thresholds_of(cfg))
-    decisions, filt = (apply_filters(rows, thresholds) if thresholds else (None, None))
+    decisions, filt = (apply_filters(rows, thresholds, classes) if thresholds else (None, None))
     from synthgen.audit.provenance import provenance
 
     report = {"synthgen_version": __version__, "created": now(),
@@ -298,7 +298,8 @@ def quality(cfg: QualityConfig | None = None, **kwargs) -> StageSummary:
               + (["decisions.csv"] if decisions is not None else []),
               "seconds": round(time.time() - t0, 2)}
     atomic_write_text(out / "quality.csv", _csv(rows, COLUMNS))
-    atomic_write_text(out / "classes.csv", _csv([dict(v, identity=k) for k, v in sorted(classes.items())], CLASS_COLUMNS))
+    atomic_write_text(out / "classes.csv", _csv([dict(v, identity=k, too_close_to=(v.get("too_close_to") or [None])[0])
+                                                 for k, v in sorted(classes.items())], CLASS_COLUMNS))
     if decisions is not None:
         atomic_write_text(out / "decisions.csv", _csv(decisions, DECISION_COLUMNS))
     from .html import render
