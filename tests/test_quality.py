@@ -307,3 +307,22 @@ def test_min_distinctness_keeps_one_class_of_each_too_close_pair():
     assert decisions[4]["value"] == pytest.approx(1 - classes["c9"]["too_close_to"][1])
     _, both = apply_filters(rows, {"min_distinctness": 0.05})  # without the classes: both of the pair go
     assert both["dropped"] == 4
+
+
+def test_the_stage_refuses_a_folder_made_by_another_config_and_writes_its_marker_last(tmp_path, monkeypatch):
+    import synthgen.quality.html as H
+    from synthgen.errors import UsageError
+    from synthgen.quality.stage import quality
+
+    monkeypatch.setattr(H, "render", lambda *a, **k: "<html></html>")  # the page is the slow test's job
+    root = aligned_folder(tmp_path / "al", n_classes=2, per_class=3)
+    q = tmp_path / "q"
+    r = quality(inp=str(root), out=str(q), matcher="none", progress=False, max_yaw=30.0)
+    assert r.status == "complete" and r.brief()["images"] == 6 and r["filters"]["per_filter"]["max_yaw"]["failed"] == 1
+    marker = json.loads((q / "quality.json").read_text())
+    assert marker["status"] == "complete" and marker["config_hash"] == r.config_hash
+    assert not [p.name for p in q.iterdir() if ".tmp-" in p.name]
+    with pytest.raises(UsageError, match="different config .*max_yaw"):
+        quality(inp=str(root), out=str(q), matcher="none", progress=False, max_yaw=20.0)
+    quality(inp=str(root), out=str(q), matcher="none", progress=False, max_yaw=20.0, overwrite=True)
+    assert json.loads((q / "report.json").read_text())["filters"]["thresholds"] == {"max_yaw": 20.0}
