@@ -10,6 +10,7 @@ from synthgen.audit.matchers import MATCHERS as MATCHER_NAMES
 from synthgen.errors import UsageError, escape_control
 from synthgen.audit.config import AuditConfig
 from synthgen.export import ExportConfig
+from synthgen.quality.config import QualityConfig
 from synthgen.generation import GenerateConfig
 from synthgen.options import click_options
 from synthgen.release.config import ReleaseConfig
@@ -463,4 +464,53 @@ def evaluate(benches, matcher, weights, arch, embeddings, out, batch_size, devic
                    "(the old id no longer names the folder)")
 
 
-COMMANDS = (info, convert, generate, align, shard, verify, export, audit, evaluate, run, demo, release, rebuild)
+@click.command()
+@click.argument("inp", metavar="IN", type=click.Path(path_type=str))
+@click_options(QualityConfig, exclude=("inp", "progress"))
+@QUIET
+@JSON
+def quality(inp, quiet, as_json, **options):
+    """What the data is: per image detection, head pose, sharpness, exposure and identity measures.
+
+    IN is an aligned folder (synthgen align --out, with its manifest.jsonl) or a shard folder.
+    Writes OUT/quality.csv (one row per image), classes.csv, report.json (the dataset summary) and
+    a self-contained report.html; any filter option also writes decisions.csv (every image kept or
+    dropped, by which measure).
+
+    \b
+    Examples:
+      synthgen quality aligned --out quality --matcher dlib
+      synthgen quality aligned --out quality --matcher none            # no identity measures
+      synthgen quality aligned --out q2 --matcher dlib --cache-dir audit/embeddings
+      synthgen quality aligned --out q3 --no-fallback --max-yaw 45 --min-sharpness 20 --min-consistency 0.9
+    """
+    from synthgen.quality.stage import quality as run_quality
+
+    r = run_quality(QualityConfig(inp=inp, **options, progress=not (quiet or as_json)))
+    s = r["summary"]
+    for w in r["warnings"]:  # on stderr, --quiet and --json included
+        click.echo(f"warning: {escape_control(w)}", err=True)
+    if as_json:
+        echo_json({"summary": s, "filters": r["filters"]})
+        return
+    d = s["detection"]
+    rate = "n/a" if d["detection_rate"] is None else f"{100 * d['detection_rate']:.1f} %"
+    fb = "n/a" if d["fallback_rate"] is None else f"{100 * d['fallback_rate']:.1f} %"
+    click.echo(f"quality: {s['images']} images, {s['classes']} classes; detection rate {rate}, fallback rate {fb}")
+    yaw = s["pose"]["abs_yaw"]
+    if yaw.get("count"):
+        click.echo(f"  |yaw| median {yaw['p50']:.1f} deg, 95 % below {yaw['p95']:.1f} deg; sharpness median "
+                   f"{s['image']['sharpness'].get('p50', float('nan')):.0f}")
+    ident = s.get("identity")
+    if ident and ident["consistency_mean"].get("count"):
+        click.echo(f"  class consistency median {ident['consistency_mean']['p50']:.3f} (worst class "
+                   f"{ident['consistency_mean']['min']:.3f}); distinctness median "
+                   f"{ident['distinctness'].get('p50', float('nan')):.3f}")
+    f = r["filters"]
+    if f:
+        click.echo(f"  filters: kept {f['kept']} of {f['images']} images, dropped {f['dropped']} ("
+                   + ", ".join(f"{n} {v['first_reason']}" for n, v in f["per_filter"].items()) + ")")
+    click.echo(f"report: {options['out']}/report.html")
+
+
+COMMANDS = (info, convert, generate, align, quality, shard, verify, export, audit, evaluate, run, demo, release, rebuild)

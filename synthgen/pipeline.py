@@ -2,6 +2,7 @@
 
     RUN/raw/       generate output        RUN/shards/   shard output
     RUN/aligned/   align output           RUN/audit/    audit report
+    RUN/quality/   quality report ([quality] enabled: measured on RUN/aligned, after align)
     RUN/run.json   the config and, per stage, its config hash, status, summary and seconds
 
 A stage whose output is complete for the same stage config is skipped; an interrupted stage
@@ -12,6 +13,9 @@ unless `overwrite`. Config (TOML), every key optional unless marked:
     [generate]  network (required), classes, per_class, count, views, seed, seeds, seed_pool,
                 psi, truncation_cutoff, noise_mode, batch_size, device, format, ...
     [align]     enabled (default true), size, template, min_face_size, select, on_miss, ...
+    [quality]   enabled (default FALSE), matcher, weights, cache_dir, min_det_prob, max_yaw, max_pitch,
+                min_sharpness, min_consistency, min_distinctness, no_fallback, ... (filters write
+                RUN/quality/decisions.csv; they are recorded, not applied to the shards)
     [shard]     enabled (default true), shard_size, encoding, compression, ...
     [audit]     enabled (default true), authentic (required when enabled), matcher, weights,
                 arch, fmr, threshold, max_per_class, fail_on_leak, ...
@@ -32,9 +36,10 @@ from synthgen.errors import DataError, UsageError
 from synthgen.fsutil import atomic_write_text
 from synthgen.runs import config_hash, ensure_writable_dir
 
-STAGES = ("generate", "align", "shard", "audit")
+STAGES = ("generate", "align", "quality", "shard", "audit")
 SECTIONS = (*STAGES, "release")  # release: after the stages, off unless enabled
-_RESERVED = {"generate": {"out"}, "align": {"inp", "out"}, "shard": {"inp", "out"},
+OFF_BY_DEFAULT = ("quality", "release")
+_RESERVED = {"generate": {"out"}, "align": {"inp", "out"}, "quality": {"inp", "out"}, "shard": {"inp", "out"},
              "audit": {"synthetic", "out"}, "release": {"run", "out"}}
 
 
@@ -42,11 +47,12 @@ def _stage_classes():
     from synthgen.alignment import AlignConfig
     from synthgen.audit.config import AuditConfig
     from synthgen.generation import GenerateConfig
+    from synthgen.quality.config import QualityConfig
     from synthgen.release.config import ReleaseConfig
     from synthgen.shards import ShardConfig
 
-    return {"generate": GenerateConfig, "align": AlignConfig, "shard": ShardConfig, "audit": AuditConfig,
-            "release": ReleaseConfig}
+    return {"generate": GenerateConfig, "align": AlignConfig, "quality": QualityConfig, "shard": ShardConfig,
+            "audit": AuditConfig, "release": ReleaseConfig}
 
 
 def load_config(path) -> dict:
@@ -136,7 +142,7 @@ def validate(cfg: dict, host: bool = False) -> dict:
             if k not in allowed:
                 raise UsageError(f"[{stage}] unknown key '{k}' (known: {', '.join(sorted(allowed))})", "CONFIG")
         if stage != "generate":
-            section.setdefault("enabled", stage != "release")
+            section.setdefault("enabled", stage not in OFF_BY_DEFAULT)
             if not isinstance(section["enabled"], bool):
                 v = section["enabled"]
                 raise UsageError(f"got {v!r} ({type(v).__name__}), expected true or false", f"[{stage}] enabled")
@@ -146,6 +152,9 @@ def validate(cfg: dict, host: bool = False) -> dict:
     if out["audit"]["enabled"] and not out["audit"].get("authentic"):
         raise UsageError("[audit] is enabled but has no `authentic = \"PATH\"` (an aligned authentic set); "
                          "set it or `enabled = false`", "CONFIG")
+    if out["quality"]["enabled"] and not (out["align"]["enabled"] or out["generate"].get("align") is True):
+        raise UsageError("[quality] measures aligned crops: it needs [align] enabled (or [generate] align = true); "
+                         "enable one or set [quality] enabled = false", "CONFIG")
     if out["release"]["enabled"] and not (out["audit"]["enabled"] and out["shard"]["enabled"]):
         raise UsageError("[release] needs the [shard] and [audit] stages (a release certifies an audit of the "
                          "shards); enable them or set [release] enabled = false", "CONFIG")
@@ -160,8 +169,9 @@ def validate(cfg: dict, host: bool = False) -> dict:
 
 
 def _placeholders(stage: str, root: Path) -> dict:
-    dirs = {"generate": root / "raw", "align": root / "aligned", "shard": root / "shards", "audit": root / "audit"}
-    prev = {"align": dirs["generate"], "shard": dirs["align"], "audit": dirs["shard"]}
+    dirs = {"generate": root / "raw", "align": root / "aligned", "quality": root / "quality", "shard": root / "shards",
+            "audit": root / "audit"}
+    prev = {"align": dirs["generate"], "quality": dirs["align"], "shard": dirs["align"], "audit": dirs["shard"]}
     if stage == "generate":
         return {"out": str(dirs[stage])}
     if stage == "release":
@@ -234,11 +244,12 @@ def stage_validators() -> dict:
     """stage -> its side-effect-free validation function `(config, host)`."""
     from synthgen.alignment import validate_config as validate_align
     from synthgen.generation import validate_config as validate_generate
+    from synthgen.quality.stage import validate as validate_quality
     from synthgen.release.config import validate as validate_release
     from synthgen.shards import validate as validate_shard
 
-    return {"generate": validate_generate, "align": validate_align, "shard": validate_shard,
-            "audit": validate_audit_config, "release": validate_release}
+    return {"generate": validate_generate, "align": validate_align, "quality": validate_quality,
+            "shard": validate_shard, "audit": validate_audit_config, "release": validate_release}
 
 
 def run_pipeline(cfg: dict, overwrite: bool = False, progress: bool = True, log=print) -> dict:
@@ -246,6 +257,7 @@ def run_pipeline(cfg: dict, overwrite: bool = False, progress: bool = True, log=
     from synthgen.alignment import align
     from synthgen.audit.report import run_audit
     from synthgen.generation import generate
+    from synthgen.quality.stage import quality
     from synthgen.shards import shard
 
     cfg = validate(cfg, host=True)  # every stage's config, before anything is created
@@ -259,7 +271,8 @@ def run_pipeline(cfg: dict, overwrite: bool = False, progress: bool = True, log=
     rec_path = root / "run.json"
     record = _read_record(rec_path)
     record["config"] = cfg
-    dirs = {"generate": root / "raw", "align": root / "aligned", "shard": root / "shards", "audit": root / "audit"}
+    dirs = {"generate": root / "raw", "align": root / "aligned", "quality": root / "quality", "shard": root / "shards",
+            "audit": root / "audit"}
     prev_out = None
     for stage in STAGES:
         if rank != 0 and stage != "generate":
@@ -284,7 +297,8 @@ def run_pipeline(cfg: dict, overwrite: bool = False, progress: bool = True, log=
         prev = record["stages"].get(stage, {})
         if prev.get("status") == "complete" and prev.get("config_hash") == h and _looks_complete(stage, dirs[stage]):
             log(f"[{stage}] complete for this config, skipped")
-            prev_out = dirs[stage]
+            if stage != "quality":
+                prev_out = dirs[stage]
             continue
         if stage == "audit" and prev.get("config_hash") not in (None, h) and not overwrite and \
                 (dirs[stage] / MARKERS["audit"]).is_file():  # a failed audit wrote no report: rerun freely
@@ -294,13 +308,14 @@ def run_pipeline(cfg: dict, overwrite: bool = False, progress: bool = True, log=
         record["stages"][stage] = {"status": "running", "config_hash": h}
         if rank == 0:
             atomic_write_text(rec_path, json.dumps(record, indent=1, default=str))
-        fn = {"generate": generate, "align": align, "shard": shard, "audit": run_audit}[stage]
+        fn = {"generate": generate, "align": align, "quality": quality, "shard": shard, "audit": run_audit}[stage]
         result = fn(classes[stage](**args))
         record["stages"][stage] = {"status": "complete", "config_hash": h, "seconds": round(time.time() - t0, 2),
                                    "summary": result.brief()}
         if rank == 0:
             atomic_write_text(rec_path, json.dumps(record, indent=1, default=str))
-        prev_out = dirs[stage]
+        if stage != "quality":  # quality reads the aligned crops; shard reads them too
+            prev_out = dirs[stage]
     if cfg["release"]["enabled"]:
         _run_release(cfg, root, record, rec_path, progress, log, overwrite)
     else:
@@ -344,5 +359,6 @@ def _read_record(path: Path) -> dict:
 
 
 def _looks_complete(stage, d: Path) -> bool:
-    marker = {"generate": "manifest.jsonl", "align": "manifest.jsonl", "shard": "index.json", "audit": "report.json"}[stage]
+    marker = {"generate": "manifest.jsonl", "align": "manifest.jsonl", "quality": "report.json", "shard": "index.json",
+              "audit": "report.json"}[stage]
     return (d / marker).is_file()

@@ -27,6 +27,7 @@ if "synthgen.generators" not in sys.modules and "synthgen.cli" not in sys.module
 
 torch.set_num_threads(1)  # 2 shared cores: avoid oversubscription slowdowns
 
+
 DATA = Path(__file__).parent / "data"
 MICRO = DATA / "stylegan2ada_micro"
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
