@@ -358,6 +358,16 @@ def test_plan_round_rules():
     items2 = _items(**{"000000/000001.png": {"attempt": 3}})
     a = [x for x in plan_round(items2, rows[:2], {}, "regenerate", True, 1) if x["key"] == "000000/000001.png"][0]
     assert a["attempt"] == 4 and plan_round(items2, [], {}, "regenerate", True, 1) == []
+    # a flagged class with a minority of its images flagged: those are replaced first and the next round
+    # decides on the class (they may be what pulled its template); with half or more flagged, or with
+    # drop, the class goes now
+    three = {f"000005/{i:06d}.png": {"slot": f"s{i}", "class": 5, "index": i, "attempt": 0} for i in range(3)}
+    rows5 = [_row("identity", "000005"), _row("image", "000005/000000.png")]
+    assert {a["op"] for a in plan_round(three, rows5, {}, "regenerate", True, 1)} == {"replace"}
+    assert len(plan_round(three, rows5, {}, "regenerate", True, 1)) == 1
+    rows5.append(_row("image", "000005/000001.png"))
+    assert [a["op"] for a in plan_round(three, rows5, {}, "regenerate", True, 1)] == ["remove"] * 3
+    assert [a["op"] for a in plan_round(three, rows5[:2], {}, "drop", True, 1)] == ["remove"] * 3
 
 
 def test_replacement_seeds_are_generate_align_retry_seeds():
@@ -586,3 +596,27 @@ def test_rebuild_takes_a_template_file_from_the_card_not_from_the_path(tmp_path,
     with pytest.raises(SynthgenError, match="template_points must be 5 finite") as e:
         rebuild(tmp_path / "bad.json", net, tmp_path / "rb2", progress=False)
     assert "root:" not in str(e.value)
+
+
+def test_the_runs_quality_report_is_in_the_card_and_bound(audited_run, tmp_path):
+    """Issue 22 item 4: a run with a [quality] stage says what its data is in the card (detection,
+    pose, sharpness, identity), with the report copied into REL and bound; editing it is caught."""
+    import shutil
+
+    from synthgen.quality.stage import quality
+    from synthgen.release import verify_release
+
+    run = tmp_path / "run"
+    shutil.copytree(audited_run[0], run)
+    quality(inp=str(run / "raw"), out=str(run / "quality"), matcher="pixels", device="cpu", progress=False)
+    rel = tmp_path / "rel"
+    _release(run, rel, formats="shards")
+    card = json.loads((rel / "card.json").read_text())
+    dq = card["data_quality"]
+    assert dq["images"] == 30 and dq["matcher"] == "pixels" and dq["report"] == "quality/report.json"
+    assert dq["consistency_mean"]["p50"] is not None and "before remediation" in dq["measured_on"]
+    assert card["bound"]["quality/report.json"] == dq["report_sha256"]
+    assert "## Data quality" in (rel / "DATASET_CARD.md").read_text()
+    assert verify_release(rel) == []
+    (rel / "quality" / "report.json").write_text((rel / "quality" / "report.json").read_text().replace("pixels", "dlib"))
+    assert verify_release(rel)  # the edit is caught

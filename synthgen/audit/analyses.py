@@ -314,7 +314,7 @@ def copy_level(matcher, images, dist: dict, seed: int) -> dict | None:
     sims = np.sum(a.astype(np.float64) * b, axis=1)
     imp = np.asarray(dist.get("authentic vs authentic", (np.zeros(0), np.zeros(0)))[1], np.float64)
     level = float(np.quantile(sims, COPY_PROBE_QUANTILE))
-    floor = _floor(imp, level)
+    floor = _floor(imp, max(level, DUPLICATE_AT))
     measurable = floor is not None and 1 - floor >= 1e-3
     why = None if measurable else (
         "no different-person authentic pairs to set the floor" if floor is None else
@@ -334,10 +334,15 @@ LABEL_SENSITIVITY_MIN = 0.9  # below this, undetected label noise can still infl
 COPY_UNDETECTED = 0.99  # an image operating score at or above this cannot be trusted to catch copies
 
 
+DUPLICATE_AT = 0.99  # different-label pairs at or above this (and the probes' copy level) are one photo
+
+
 def _floor(imp, copy_at: float) -> float | None:
     """The COPY_FLOOR_QUANTILE quantile of different-label pairs scoring below `copy_at`: pairs at
     copy level are one photo under two labels (a scraper's placeholder image under many labels made
-    0.1 % of pairs score 1.0 and switched the copy rule off), not two people."""
+    0.1 % of pairs score 1.0 and switched the copy rule off), not two people. `copy_at` is never
+    below DUPLICATE_AT: a matcher that JPEG moves far (probe level -0.15 for a hash-keyed test
+    double) must not have its different-person pairs cut away."""
     imp = np.asarray(imp, np.float64)
     imp = imp[imp < copy_at]
     return float(np.quantile(imp, COPY_FLOOR_QUANTILE)) if len(imp) else None

@@ -419,10 +419,10 @@ def _verdict(cfg, rule, alpha_m, per) -> tuple[dict, list]:
                f"{_pct(dd['fnmr_at_operating'])} of authentic same-person image pairs (FNMR, 95 % CI "
                f"{_ci(dd['fnmr_at_operating_ci95'])})")
         if dd.get("identity_fnmr_at_operating") is not None:
-            ids = (f"identity templates: operating score {_s(dd['identity_operating_score'])}, it misses "
+            tmpl = (f"identity templates: operating score {_s(dd['identity_operating_score'])}, it misses "
                    f"{_pct(dd['identity_fnmr_at_operating'])} of split-half same-person templates (95 % CI "
                    f"{_ci(dd['identity_fnmr_at_operating_ci95'])})")
-            first_, second = (ids, img) if dd["deciding_level"] == "identity templates" else (img, ids)
+            first_, second = (tmpl, img) if dd["deciding_level"] == "identity templates" else (img, tmpl)
             lv = (f"the level that decides is {dd['deciding_level']}: {first_}; at the other level, {second} (a "
                   "single new photo of an authentic person is found only above the image operating score)")
         else:

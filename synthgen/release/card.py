@@ -84,7 +84,8 @@ def bound_files(out: Path, formats: list) -> dict:
 
 
 def build_card(cfg, run, state: dict, index: dict, formats: list, certified: bool, files: dict, out: Path,
-               gap: str | None = None, pixels_sha256: str | None = None, quality: dict | None = None) -> dict:
+               gap: str | None = None, pixels_sha256: str | None = None, quality: dict | None = None,
+               data_quality: dict | None = None) -> dict:
     from synthgen.runs import config_hash
 
     from .config import ReleaseConfig
@@ -147,6 +148,8 @@ def build_card(cfg, run, state: dict, index: dict, formats: list, certified: boo
         "alignment": _alignment(run),
         # the quality floor: real face detections among the released images (release --min-detection-rate)
         "quality": quality,
+        # what the data is (synthgen quality on the run, when it had a [quality] stage)
+        "data_quality": data_quality,
         "audit": {"rounds": rounds, "final_round": final["round"], "final_verdict": final["status"],
                   "authentic": (run.report.get("dataset") or {}).get("authentic")},
         "remediation": {"policy": cfg.policy, "max_rounds": max(cfg.max_rounds, final["round"]),
@@ -346,6 +349,7 @@ def card_markdown(card: dict) -> str:
               f"{max(c['per_class'].values(), default=0)}. Labels are contiguous (0..{c['classes'] - 1}); "
               "`card.json` `labels` maps each class folder to its label.", "",
               _quality_line(card.get("quality") or {}), "",
+              *_data_quality_lines(card.get("data_quality")),
               "## Alignment", ""]
     lines += [f"- {k.replace('_', ' ')}: {v}" for k, v in a.items() if v is not None] + [""]
     lines += ["## Audit", "", "| round | verdict | flagged images | flagged identities | removed | replaced | "
@@ -397,3 +401,62 @@ def card_markdown(card: dict) -> str:
     lines += ["", "## Configs", "", "Every config and its hash is in `card.json` (`configs`); the seed policy is "
               f"`{card['seed_policy']['name']}` (`card.json` `seed_policy`).", ""]
     return "\n".join(lines)
+
+
+QUALITY_REPORT = "quality/report.json"  # inside REL: the run's quality report, bound like the audit reports
+
+
+def data_quality(run_root: Path, out: Path) -> dict | None:
+    """The run's `synthgen quality` summary (RUN/quality/report.json, when the run measured it),
+    copied into REL/quality/report.json (bound by `bound`) and summarised for the card: what the
+    data is, measured on the run's aligned crops BEFORE remediation (replaced images are not in it)."""
+    from synthgen.errors import DataError
+    from synthgen.fsutil import atomic_write_bytes, sha256_file
+    from synthgen.safepath import read_inside
+
+    if not (Path(run_root) / QUALITY_REPORT).is_file():
+        return None
+    raw = read_inside(run_root, QUALITY_REPORT, 64 << 20)
+    try:
+        rep = json.loads(raw)
+        s = rep["summary"]
+    except (ValueError, KeyError, TypeError):
+        raise DataError(f"{run_root}/{QUALITY_REPORT}: not a synthgen quality report; rerun the [quality] stage") from None
+    atomic_write_bytes(out / QUALITY_REPORT, raw)
+
+    def q(d, *keys):
+        return {k: (d or {}).get(k) for k in keys}
+
+    det, pose, img, ident = s.get("detection") or {}, s.get("pose") or {}, s.get("image") or {}, s.get("identity")
+    return {"report": QUALITY_REPORT, "report_sha256": sha256_file(out / QUALITY_REPORT),
+            "measured_on": "the run's aligned crops before remediation (images the release replaced are not in it)",
+            "images": s.get("images"), "classes": s.get("classes"),
+            "detection_rate": det.get("detection_rate"), "fallback_rate": det.get("fallback_rate"),
+            "abs_yaw_degrees": q(pose.get("abs_yaw"), "p50", "p95", "max"),
+            "abs_pitch_degrees": q(pose.get("abs_pitch"), "p50", "p95", "max"),
+            "sharpness": q(img.get("sharpness"), "p05", "p50"),
+            "consistency_mean": q((ident or {}).get("consistency_mean"), "p05", "p50", "min"),
+            "distinctness": q((ident or {}).get("distinctness"), "p05", "p50", "min"),
+            "matcher": (rep.get("matcher") or {}).get("name"),
+            "filters": rep.get("filters")}
+
+
+def _data_quality_lines(dq: dict | None) -> list:
+    if not dq:
+        return ["## Data quality", "", "Not measured (the run had no [quality] stage; `synthgen quality` measures it).",
+                ""]
+    f = lambda x: "n/a" if x is None else f"{x:.3g}"
+    lines = ["## Data quality", "", f"Measured by `synthgen quality` on {dq['measured_on']}: {dq['images']:,} images in "
+             f"{dq['classes']:,} classes (`{dq['report']}`).", "",
+             f"- Face detection: {_pct(dq['detection_rate'])} detected, {_pct(dq['fallback_rate'])} fallback crops.",
+             f"- Head pose |yaw|: median {f(dq['abs_yaw_degrees']['p50'])} deg, 95th percentile "
+             f"{f(dq['abs_yaw_degrees']['p95'])} deg; |pitch| median {f(dq['abs_pitch_degrees']['p50'])} deg.",
+             f"- Sharpness (variance of the Laplacian): 5th percentile {f(dq['sharpness']['p05'])}, median "
+             f"{f(dq['sharpness']['p50'])}."]
+    if dq.get("consistency_mean", {}).get("p50") is not None:
+        lines.append(f"- Identity ({dq['matcher']}): class consistency median {f(dq['consistency_mean']['p50'])}, "
+                     f"5th percentile {f(dq['consistency_mean']['p05'])}; distinctness median "
+                     f"{f(dq['distinctness']['p50'])}, lowest {f(dq['distinctness']['min'])}.")
+    if dq.get("filters"):
+        lines.append("- Filters were measured but are not applied by the release: see the report's `filters`.")
+    return lines + [""]

@@ -411,7 +411,7 @@ def _released_pixels(run: RunView, out: Path, state: dict) -> str:
 
 def _finalize(cfg: ReleaseConfig, run: RunView, out: Path, state: dict, fmts: list, certified: bool,
               gap: str | None, quality: dict | None = None) -> dict:
-    from .card import build_card, card_markdown
+    from .card import build_card, card_markdown, data_quality
 
     tree = out / WORK / "tree"
     records = {k: state["records"].get(k) or run.tree_records.get(k) or {} for k in state["items"]}
@@ -422,8 +422,9 @@ def _finalize(cfg: ReleaseConfig, run: RunView, out: Path, state: dict, fmts: li
         for q in state["quarantine"]:
             w.writerow(["" if q.get(c) is None else (f"{q[c]:.6g}" if isinstance(q[c], float) else q[c])
                         for c in QUARANTINE_COLUMNS])
+    dq = data_quality(run.root, out)  # copied into REL before `bound` is computed
     card = build_card(cfg, run, state, index, fmts, certified, data_files(out, fmts), out, gap,
-                      _released_pixels(run, out, state), quality)
+                      _released_pixels(run, out, state), quality, dq)
     atomic_write_text(out / "card.json", json.dumps(card, indent=1))
     atomic_write_text(out / "DATASET_CARD.md", card_markdown(card))
     write_sums(out)
