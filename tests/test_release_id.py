@@ -202,23 +202,11 @@ def test_rebuild_refuses_a_fifo_card_at_once(tmp_path, alarm):
 def test_evaluate_adds_its_numbers_to_a_release_card_under_a_new_id(released, tmp_path):
     """Issue 23: `synthgen evaluate --release REL` writes the utility section into the card, binds
     the evaluation's report, and the release gets a new id that verifies (the old one no longer does)."""
-    import io
-    import pickle
-
-    from PIL import Image
-
     from synthgen.cli.main import cli
 
     rel_dir, old_id = released
     rel = _copy(rel_dir, tmp_path / "rel")
-    rng = np.random.RandomState(0)
-    imgs = []
-    for _ in range(40):
-        buf = io.BytesIO()
-        Image.fromarray(rng.randint(0, 256, (16, 16, 3), dtype=np.uint8)).save(buf, "PNG")
-        imgs.append(buf.getvalue())
-    (tmp_path / "b.bin").write_bytes(pickle.dumps((imgs, [True, False] * 10), protocol=4))
-    r = CliRunner().invoke(cli, ["evaluate", str(tmp_path / "b.bin"), "--matcher", "pixels", "--folds", "2",
+    r = CliRunner().invoke(cli, ["evaluate", str(_bench(tmp_path)), "--matcher", "pixels", "--folds", "2",
                                  "--out", str(tmp_path / "e"), "--release", str(rel)])
     assert r.exit_code == 0, r.output
     new_id = hashlib.sha256((rel / "card.json").read_bytes()).hexdigest()
@@ -234,13 +222,12 @@ class _Killed(BaseException):
     """A simulated crash: not an Exception, so no handler of the code under test runs (as with SIGKILL)."""
 
 
-def _utility_report(tmp_path) -> Path:
+def _bench(tmp_path) -> Path:
+    """A 20-pair insightface-style .bin of noise images (what `evaluate` reads)."""
     import io
     import pickle
 
     from PIL import Image
-
-    from synthgen.cli.main import cli
 
     rng = np.random.RandomState(0)
     imgs = []
@@ -249,7 +236,13 @@ def _utility_report(tmp_path) -> Path:
         Image.fromarray(rng.randint(0, 256, (16, 16, 3), dtype=np.uint8)).save(buf, "PNG")
         imgs.append(buf.getvalue())
     (tmp_path / "b.bin").write_bytes(pickle.dumps((imgs, [True, False] * 10), protocol=4))
-    r = CliRunner().invoke(cli, ["evaluate", str(tmp_path / "b.bin"), "--matcher", "pixels", "--folds", "2",
+    return tmp_path / "b.bin"
+
+
+def _utility_report(tmp_path) -> Path:
+    from synthgen.cli.main import cli
+
+    r = CliRunner().invoke(cli, ["evaluate", str(_bench(tmp_path)), "--matcher", "pixels", "--folds", "2",
                                  "--out", str(tmp_path / "e")])
     assert r.exit_code == 0, r.output
     return tmp_path / "e" / "report.json"
