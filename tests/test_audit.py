@@ -95,9 +95,10 @@ def test_embeddings_matcher_flags_planted_leak(tmp_path):
                               out=str(tmp_path / "out"), matcher="embeddings", progress=False))
     n = r["nearest"]["images"]
     assert r["calibration"]["fmr_at_threshold"] <= 1.1e-3 and 0 < n["chance_fraction_pairwise_threshold"] < 0.5
-    # 180 authentic images are too few null queries for alpha 0.01 (rule of three: 300): flagged, but inconclusive
+    # 180 authentic images of 30 people are too few null queries for alpha 0.01 (rule of three: 300):
+    # inconclusive, and the planted image is the first suspect (embeddings carry no copy probe)
     assert r["verdict"]["status"] == "inconclusive" and "rule of three" in " ".join(r["verdict"]["reasons"])
-    rows = list(csv.DictReader(open(tmp_path / "out" / "flagged.csv")))
+    rows = list(csv.DictReader(open(tmp_path / "out" / "suspects.csv")))
     assert rows[0]["synthetic"] == s_keys[7] and rows[0]["authentic"] == a_keys[40] and float(rows[0]["score"]) > 0.95
     assert r["same_label"]["label_map"] == "index"  # 000003 -> 4th authentic class in sorted order
     assert r["same_label"]["synthetic_vs_authentic"]["genuine_pairs"] == 12 * 5 * 6

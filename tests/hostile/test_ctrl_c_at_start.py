@@ -46,5 +46,7 @@ def test_ctrl_c_at_any_moment_is_one_line_and_exit_130():
         # 130, or death by SIGINT itself (-2 here), which a shell reports as 130 too: seen once in ~40 runs,
         # when the signal lands while Python is already exiting on the first one
         assert p.returncode in (130, -signal.SIGINT), (delay, p.returncode, err[-500:])
+        if p.returncode == -signal.SIGINT and not err.strip():
+            continue  # on a loaded machine the signal can land before Python installs its own handler: killed, silent
         assert err.strip().splitlines() == ["interrupted: rerun the same command to resume"], err
     assert codes.count(130) + codes.count(-signal.SIGINT) >= 3, codes  # the early ones did land mid-run
