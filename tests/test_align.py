@@ -261,6 +261,7 @@ def test_a_finished_align_rerun_is_a_no_op_and_drops_the_crops_of_deleted_inputs
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == ["id_a/0.png", "id_a/1.png"]
 
 
+@pytest.mark.slow  # a 13,000 px image header and an MTCNN pass (~1 s)
 def test_a_huge_image_is_refused_from_its_header_and_its_neighbours_are_aligned(tmp_path, monkeypatch):
     """A 13000 x 13000 PNG is a small file (it compresses to almost nothing) but 507 MB decoded: it is
     refused from its header, as unreadable, and the face beside it is aligned (before, the batch's

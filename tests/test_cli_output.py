@@ -13,6 +13,7 @@ def invoke(args):
     return CliRunner().invoke(cli, [str(a) for a in args])
 
 
+@pytest.mark.slow  # two audits with their report pages (~4 s)
 def test_audit_quiet_still_prints_verdict_report_and_warnings(tmp_path):
     faces(tmp_path / "syn")
     faces(tmp_path / "auth", seed=1)

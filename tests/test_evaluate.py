@@ -301,6 +301,7 @@ def test_images_are_checked_from_their_headers_before_out_exists(tmp_path, image
     assert r.exit_code == 1 and needle in r.stderr and not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow  # 100 large PNGs to encode (~0.7 s)
 def test_one_large_image_in_every_slot_is_refused_by_the_total_budget(tmp_path):
     buf = io.BytesIO()
     Image.new("L", (4096, 4096)).save(buf, "PNG")  # 16 MP, a few kB: every slot references it

@@ -598,6 +598,7 @@ def test_rebuild_takes_a_template_file_from_the_card_not_from_the_path(tmp_path,
     assert "root:" not in str(e.value)
 
 
+@pytest.mark.slow  # an audited run and a release (~5 s)
 def test_the_runs_quality_report_is_in_the_card_and_bound(audited_run, tmp_path):
     """Issue 22 item 4: a run with a [quality] stage says what its data is in the card (detection,
     pose, sharpness, identity), with the report copied into REL and bound; editing it is caught."""
