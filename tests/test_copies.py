@@ -34,6 +34,7 @@ def test_an_exact_copy_is_a_leak_even_when_the_audit_cannot_calibrate(sets):
     assert v["status"] == "leak" and v["flagged_image_keys"] == ["000002/copy.png"]
     assert "copies of an authentic image" in v["reasons"][0] or "is a copy" in v["reasons"][0]
     assert any("Only" in x and "calibrate" in x for x in v["reasons"])  # the other reasons are still given
+    assert not any(x.startswith("Nothing flagged") for x in v["reasons"])  # a copy was flagged
 
 
 class _Images:

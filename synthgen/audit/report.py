@@ -410,7 +410,7 @@ def _verdict(cfg, rule, alpha_m, per) -> tuple[dict, list]:
             reasons.append(f"At this threshold {_pct(ch['chance_fraction'])} of authentic images already match "
                            f"another real person (expect about {ch['chance_fraction'] * ch['count']:.3g} chance "
                            "flags): use the default search rule for a stated false-alarm rate.")
-    else:
+    elif status == "pass":
         reasons.append(f"Nothing flagged ({how}): on a clean set this rule flags anything with probability <= "
                        f"{_pct(cfg.alpha)}." if rule == "search" else f"Nothing flagged ({how}).")
     for m in per:
