@@ -368,6 +368,8 @@ def test_plan_round_rules():
     rows5.append(_row("image", "000005/000001.png"))
     assert [a["op"] for a in plan_round(three, rows5, {}, "regenerate", True, 1)] == ["remove"] * 3
     assert [a["op"] for a in plan_round(three, rows5[:2], {}, "drop", True, 1)] == ["remove"] * 3
+    three["000005/000002.png"]["attempt"] = 1  # the class was re-rendered in before: no second deferral
+    assert [a["op"] for a in plan_round(three, rows5[:2], {}, "regenerate", True, 2)] == ["remove"] * 3
 
 
 def test_replacement_seeds_are_generate_align_retry_seeds():
@@ -621,3 +623,32 @@ def test_the_runs_quality_report_is_in_the_card_and_bound(audited_run, tmp_path)
     assert verify_release(rel) == []
     (rel / "quality" / "report.json").write_text((rel / "quality" / "report.json").read_text().replace("pixels", "dlib"))
     assert verify_release(rel)  # the edit is caught
+
+
+@pytest.mark.slow  # a release (~5 s)
+def test_older_cards_and_tampered_data_quality(audited_run, tmp_path):
+    """A card written before data_quality existed renders (and verifies) as it did; a tampered
+    data_quality is a verify problem line, not a crash; a malformed RUN/quality/report.json is refused
+    in one line before any work."""
+    from synthgen.errors import DataError
+    from synthgen.release.card import card_markdown, card_problems, read_quality_report
+
+    rel = tmp_path / "rel"
+    _release(audited_run[0], rel, formats="shards")
+    card = json.loads((rel / "card.json").read_text())
+    assert card["data_quality"] is None and "## Data quality" in card_markdown(card)
+    old = {k: v for k, v in card.items() if k != "data_quality"}
+    assert "## Data quality" not in card_markdown(old) and not card_problems(old)
+    for bad in ({"images": "x"}, ["a"], {"images": 1, "classes": 1}):
+        assert any("data_quality" in p for p in card_problems({**card, "data_quality": bad}))
+    run = tmp_path / "run"
+    (run / "quality").mkdir(parents=True)
+    for text in ('{"summary": [1]}', '{"summary": {"images": "3", "classes": 1}}', '{"summary": {"images": 1, '
+                 '"classes": 1}, "matcher": "dlib"}', "[" * 100000 + "]" * 100000, "not json"):
+        (run / "quality" / "report.json").write_text(text)
+        with pytest.raises(DataError, match="not a synthgen quality report"):
+            read_quality_report(run)
+    (run / "quality" / "report.json").unlink()
+    (run / "quality" / "report.json").symlink_to("/etc/hostname")
+    with pytest.raises(DataError, match="plain file"):
+        read_quality_report(run)

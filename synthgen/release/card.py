@@ -7,6 +7,8 @@ import json
 import platform
 from pathlib import Path
 
+import numpy as np
+
 from synthgen import __version__
 from synthgen.seeding import SEED_POLICY
 
@@ -279,6 +281,7 @@ def card_problems(card) -> list[str]:
         if u is not None and not (isinstance(u.get("benchmarks"), list) and isinstance(u.get("matcher"), dict)
                                   and not path_problem(u.get("report"))):
             out.append("utility must hold benchmarks (a list), matcher and report (a relative path)")
+    out += data_quality_problems(card.get("data_quality"))
     if isinstance(card.get("rebuild"), dict):
         want(card["rebuild"], "rebuildable", bool, "rebuild.")
     return out
@@ -349,7 +352,7 @@ def card_markdown(card: dict) -> str:
               f"{max(c['per_class'].values(), default=0)}. Labels are contiguous (0..{c['classes'] - 1}); "
               "`card.json` `labels` maps each class folder to its label.", "",
               _quality_line(card.get("quality") or {}), "",
-              *_data_quality_lines(card.get("data_quality")),
+              *(_data_quality_lines(card["data_quality"]) if "data_quality" in card else []),  # older cards: none
               "## Alignment", ""]
     lines += [f"- {k.replace('_', ' ')}: {v}" for k, v in a.items() if v is not None] + [""]
     lines += ["## Audit", "", "| round | verdict | flagged images | flagged identities | removed | replaced | "
@@ -406,39 +409,95 @@ def card_markdown(card: dict) -> str:
 QUALITY_REPORT = "quality/report.json"  # inside REL: the run's quality report, bound like the audit reports
 
 
+def read_quality_report(run_root: Path) -> tuple[bytes, dict] | None:
+    """RUN/quality/report.json (raw bytes, summary for the card), None when the run measured no
+    quality; a report that is not a plain file or not a synthgen quality report is refused in one line
+    (`release` calls this before any work, and again when it writes the card)."""
+    from synthgen.errors import DataError
+    from synthgen.safepath import NotARegularFile, read_inside
+
+    path = Path(run_root) / QUALITY_REPORT
+    if not (path.is_file() or path.is_symlink() or path.exists()):
+        return None
+    bad = f"{path}: not a synthgen quality report; rerun the [quality] stage (or remove RUN/quality)"
+    try:
+        raw = read_inside(run_root, QUALITY_REPORT, 64 << 20)
+        rep = json.loads(raw)
+        return raw, _dq_summary(rep)
+    except NotARegularFile as e:
+        raise DataError(f"{path}: {e}; the quality report must be a plain file inside the run") from None
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        raise DataError(bad) from None
+
+
+def _num(x, kind=float):
+    if x is None:
+        return None
+    if isinstance(x, bool) or not isinstance(x, (int, float)) or not np.isfinite(x) or (kind is int and x != int(x)):
+        raise TypeError(x)
+    return kind(x)
+
+
+def _dq_summary(rep: dict) -> dict:
+    s = rep["summary"]
+    sec = lambda d, k: d.get(k) if isinstance(d.get(k), dict) else (None if d.get(k) is None else {}[k])
+    det, pose, img, ident = (sec(s, k) or {} for k in ("detection", "pose", "image", "identity"))
+    q = lambda d, *keys: {k: _num((d or {}).get(k)) for k in keys}
+    m = rep.get("matcher")
+    if m is not None and not isinstance(m, dict):
+        raise TypeError(m)
+    name = (m or {}).get("name")
+    if name is not None and not isinstance(name, str):
+        raise TypeError(name)
+    images, classes = _num(s["images"], int), _num(s["classes"], int)
+    if images is None or classes is None or images < 0 or classes < 0:
+        raise ValueError(images)
+    return {"measured_on": "the run's aligned crops before remediation (images the release replaced are not in it)",
+            "images": images, "classes": classes,
+            "detection_rate": _num(det.get("detection_rate")), "fallback_rate": _num(det.get("fallback_rate")),
+            "abs_yaw_degrees": q(sec(pose, "abs_yaw"), "p50", "p95", "max"),
+            "abs_pitch_degrees": q(sec(pose, "abs_pitch"), "p50", "p95", "max"),
+            "sharpness": q(sec(img, "sharpness"), "p05", "p50"),
+            "consistency_mean": q(sec(ident, "consistency_mean"), "p05", "p50", "min"),
+            "distinctness": q(sec(ident, "distinctness"), "p05", "p50", "min"),
+            "matcher": name, "filters": rep.get("filters") if isinstance(rep.get("filters"), dict) else None}
+
+
 def data_quality(run_root: Path, out: Path) -> dict | None:
     """The run's `synthgen quality` summary (RUN/quality/report.json, when the run measured it),
     copied into REL/quality/report.json (bound by `bound`) and summarised for the card: what the
     data is, measured on the run's aligned crops BEFORE remediation (replaced images are not in it)."""
-    from synthgen.errors import DataError
     from synthgen.fsutil import atomic_write_bytes, sha256_file
-    from synthgen.safepath import read_inside
 
-    if not (Path(run_root) / QUALITY_REPORT).is_file():
+    got = read_quality_report(run_root)
+    if got is None:
         return None
-    raw = read_inside(run_root, QUALITY_REPORT, 64 << 20)
-    try:
-        rep = json.loads(raw)
-        s = rep["summary"]
-    except (ValueError, KeyError, TypeError):
-        raise DataError(f"{run_root}/{QUALITY_REPORT}: not a synthgen quality report; rerun the [quality] stage") from None
+    raw, summary = got
     atomic_write_bytes(out / QUALITY_REPORT, raw)
+    return {"report": QUALITY_REPORT, "report_sha256": sha256_file(out / QUALITY_REPORT), **summary}
 
-    def q(d, *keys):
-        return {k: (d or {}).get(k) for k in keys}
 
-    det, pose, img, ident = s.get("detection") or {}, s.get("pose") or {}, s.get("image") or {}, s.get("identity")
-    return {"report": QUALITY_REPORT, "report_sha256": sha256_file(out / QUALITY_REPORT),
-            "measured_on": "the run's aligned crops before remediation (images the release replaced are not in it)",
-            "images": s.get("images"), "classes": s.get("classes"),
-            "detection_rate": det.get("detection_rate"), "fallback_rate": det.get("fallback_rate"),
-            "abs_yaw_degrees": q(pose.get("abs_yaw"), "p50", "p95", "max"),
-            "abs_pitch_degrees": q(pose.get("abs_pitch"), "p50", "p95", "max"),
-            "sharpness": q(img.get("sharpness"), "p05", "p50"),
-            "consistency_mean": q((ident or {}).get("consistency_mean"), "p05", "p50", "min"),
-            "distinctness": q((ident or {}).get("distinctness"), "p05", "p50", "min"),
-            "matcher": (rep.get("matcher") or {}).get("name"),
-            "filters": rep.get("filters")}
+def data_quality_problems(dq) -> list:
+    """card.json's data_quality: None or what `data_quality` writes (verify renders it)."""
+    if dq is None:
+        return []
+    try:
+        if not isinstance(dq, dict) or not isinstance(dq.get("measured_on"), str) or not isinstance(dq.get("report"), str):
+            raise TypeError(dq)
+        _dq_summary({"summary": {"images": dq["images"], "classes": dq["classes"]}, "matcher": {"name": dq.get("matcher")}})
+        for k in ("detection_rate", "fallback_rate"):
+            _num(dq.get(k))
+        for k, keys in (("abs_yaw_degrees", ("p50", "p95", "max")), ("abs_pitch_degrees", ("p50", "p95", "max")),
+                        ("sharpness", ("p05", "p50")), ("consistency_mean", ("p05", "p50", "min")),
+                        ("distinctness", ("p05", "p50", "min"))):
+            if not isinstance(dq.get(k), dict):
+                raise TypeError(k)
+            for key in keys:
+                _num(dq[k].get(key))
+    except (TypeError, ValueError, KeyError, AttributeError):
+        return ["card.json: data_quality is not what synthgen release writes (an object with measured_on, report, "
+                "images, classes and numeric summaries, or null)"]
+    return []
 
 
 def _data_quality_lines(dq: dict | None) -> list:

@@ -69,15 +69,17 @@ def plan_round(items: dict, rows: list[dict], report: dict, policy: str, keep_fo
             best[k] = r
     # A class whose template is flagged while a minority of its images are flagged too: those images
     # can be what pulls the template (one leaked image of five did, in the release tests). With
-    # re-rendering they are replaced first and the next audit round decides on the class; a class
-    # with half or more of its images flagged is the leak itself and goes now (so does any, with drop).
+    # re-rendering they are replaced first and the next audit round decides on the class, once (a
+    # class already re-rendered in is not deferred again); a class with half or more of its images
+    # flagged is the leak itself and goes now (so does any, with drop).
     size, hit = {}, {}
     for k in items:
         size[identity_of(k)] = size.get(identity_of(k), 0) + 1
     for kind, k in best:
         if kind == "image" and k in items:
             hit[identity_of(k)] = hit.get(identity_of(k), 0) + 1
-    pulled = {c for c, n in hit.items() if 2 * n < size[c]} if policy != "drop" else set()
+    again = {identity_of(k) for k, it in items.items() if it.get("attempt")}  # deferred once already
+    pulled = {c for c, n in hit.items() if 2 * n < size[c] and c not in again} if policy != "drop" else set()
     for (kind, name), r in sorted(best.items()):
         if kind == "identity" and name in present and name not in pulled:
             gone[name] = {"reason": f"identity flagged: its template matches authentic identity {r['authentic']}",

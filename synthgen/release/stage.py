@@ -54,6 +54,9 @@ def release(cfg: ReleaseConfig | None = None, **kwargs) -> StageSummary:
     out = Path(cfg.out)
     _check_out_place(out, run)
     _check_audit_inputs(run)
+    from .card import read_quality_report
+
+    read_quality_report(run.root)  # a bad RUN/quality/report.json is refused now, not after the rounds
     replacer = Replacer(run.gen_meta, run.align_meta, run.align_mode, cfg.network, out / WORK, out / WORK / "tree")
     if cfg.policy == "regenerate" and any(r["kind"] == "image" for r in run.rows):
         replacer.check()  # flagged images will need the generator: say so before any work
