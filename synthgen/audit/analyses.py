@@ -314,7 +314,9 @@ def copy_level(matcher, images, dist: dict, seed: int) -> dict | None:
     sims = np.sum(a.astype(np.float64) * b, axis=1)
     imp = np.asarray(dist.get("authentic vs authentic", (np.zeros(0), np.zeros(0)))[1], np.float64)
     level = float(np.quantile(sims, COPY_PROBE_QUANTILE))
-    floor = _floor(imp, max(level, DUPLICATE_AT))
+    cut = max(level, DUPLICATE_AT)
+    floor = _floor(imp, cut)
+    kept = int(np.sum(imp < cut))  # different-label pairs the floor comes from (duplicate photos left out)
     measurable = floor is not None and 1 - floor >= 1e-3
     why = None if measurable else (
         "no different-person authentic pairs to set the floor" if floor is None else
@@ -323,10 +325,11 @@ def copy_level(matcher, images, dist: dict, seed: int) -> dict | None:
     threshold = max(level, floor + (1 - floor) / 2) if measurable else None
     return {"threshold": threshold, "measurable": measurable, "why_not": why,
             "copy_level": level, "copy_median": float(np.median(sims)), "probes": len(orig),
-            "floor": floor, "floor_pairs": int(len(imp)),
+            "floor": floor, "floor_pairs": kept, "duplicate_pairs_left_out": int(len(imp)) - kept,
             "what": f"the {COPY_PROBE_QUANTILE:g} quantile of {len(orig)} authentic images scored against their own "
                     f"JPEG (q {COPY_JPEG_QUALITY}) round trip, at least the midpoint between 1 and the floor (the "
-                    f"{COPY_FLOOR_QUANTILE:g} quantile of {len(imp):,} different-person authentic pairs)"}
+                    f"{COPY_FLOOR_QUANTILE:g} quantile of {kept:,} different-person authentic pairs, those at copy level "
+                    "left out as one photo under two labels)"}
 
 
 USELESS_EER = 0.25  # a matcher whose authentic per-pair EER is at least this cannot tell people apart
@@ -371,7 +374,7 @@ def smallest_leak(thr: float, id_thr: float, a_gen, g_t, id_level: bool) -> dict
             "identity": level(id_thr, g_t, "authentic split-half template pairs") if id_level else None}
 
 
-def causes(name, cfg, rule, alpha, calib, dist, fn, fn_id, id_thr, thr, g_t, null_n, need, excluded, unreadable,
+def causes(name, cfg, rule, alpha, calib, dist, fn, fn_id, id_thr, thr, null_n, need, excluded, unreadable,
            labels, tests, shifted=(), fit=None, copy=None) -> list[dict]:
     """Why the audit cannot decide, one entry per cause: {"cause", "text", "fix"}.
 

@@ -262,7 +262,7 @@ def _analyse(cfg, name, matcher, syn, auth, device, rule, alpha, auth_images=Non
     shifted = [(what, float(np.median(sc)), float(np.median(gen))) for what, sc, gen in
                (("images", S["img_s"][:, 0], a_gen), ("identity templates", S["id_s"][:, 0], g_t))
                if rule == "search" and len(sc) and len(gen) and np.median(sc) >= np.median(gen)]
-    causes = A.causes(name, cfg, rule, alpha, calib, dist, fn, fn_id, id_thr, thr, g_t, null_n, need,
+    causes = A.causes(name, cfg, rule, alpha, calib, dist, fn, fn_id, id_thr, thr, null_n, need,
                       {"synthetic": bad_syn, "authentic": bad_auth}, syn.unreadable, lab["summary"], g["tests"],
                       shifted, g["fit"] if rule == "search" else None, copy)
     problems = [c["text"] for c in causes]
