@@ -24,8 +24,10 @@ from typing import TypedDict
 MANIFEST_SCHEMA_VERSION = 1
 MANIFEST = "manifest.jsonl"
 RUN_RECORD = "run.json"  # the pipeline's record at the run root (synthgen run)
-MARKERS = {"generate": "run.json", "align": "align.json", "shard": "index.json", "audit": "report.json"}
-STAGE_DIRS = {"generate": "raw", "align": "aligned", "shard": "shards", "audit": "audit"}  # inside a run
+MARKERS = {"generate": "run.json", "align": "align.json", "filter": "filtered.json", "shard": "index.json",
+           "audit": "report.json"}
+STAGE_DIRS = {"generate": "raw", "align": "aligned", "filter": "filtered", "shard": "shards",
+              "audit": "audit"}  # inside a run (filtered: quality filters applied, synthgen.quality.apply)
 
 
 class Status(str, Enum):

@@ -3,6 +3,7 @@
     RUN/raw/       generate output        RUN/shards/   shard output
     RUN/aligned/   align output           RUN/audit/    audit report
     RUN/quality/   quality report ([quality] enabled: measured on RUN/aligned, after align)
+    RUN/filtered/  the aligned set with [quality]'s filters applied (only when it has filters): shard reads it
     RUN/run.json   the config and, per stage, its config hash, status, summary and seconds
 
 A stage whose output is complete for the same stage config is skipped; an interrupted stage
@@ -14,8 +15,9 @@ unless `overwrite`. Config (TOML), every key optional unless marked:
                 psi, truncation_cutoff, noise_mode, batch_size, device, format, ...
     [align]     enabled (default true), size, template, min_face_size, select, on_miss, ...
     [quality]   enabled (default FALSE), matcher, weights, cache_dir, min_det_prob, max_yaw, max_pitch,
-                min_sharpness, min_consistency, min_distinctness, no_fallback, ... (filters write
-                RUN/quality/decisions.csv; they are recorded, not applied to the shards)
+                min_sharpness, min_consistency, min_distinctness, no_fallback, policy, ... (filters
+                write RUN/quality/decisions.csv and are applied before sharding: RUN/filtered/, with
+                dropped images re-rendered from their next retry seed; synthgen.quality.apply)
     [shard]     enabled (default true), shard_size, encoding, compression, ...
     [audit]     enabled (default true), authentic (required when enabled), matcher, weights,
                 arch, fmr, threshold, max_per_class, fail_on_leak, ...
@@ -273,13 +275,15 @@ def run_pipeline(cfg: dict, overwrite: bool = False, progress: bool = True, log=
     record["config"] = cfg
     dirs = {"generate": root / "raw", "align": root / "aligned", "quality": root / "quality", "shard": root / "shards",
             "audit": root / "audit"}
-    prev_out = None
+    prev_out = filtered = None
     for stage in STAGES:
         if rank != 0 and stage != "generate":
             return record  # this process's generate slice is done; rank 0 runs the later stages
         section = {k: v for k, v in cfg[stage].items() if k != "enabled"}
         if stage != "generate" and not cfg[stage]["enabled"]:
             record["stages"][stage] = {"status": "disabled"}
+            if stage == "quality":
+                _remove_filtered(root)
             continue
         if stage == "align" and cfg["generate"].get("align"):
             record["stages"][stage] = {"status": "inline (generate --align)"}
@@ -293,11 +297,17 @@ def run_pipeline(cfg: dict, overwrite: bool = False, progress: bool = True, log=
         args["progress"] = progress
         if "overwrite" in {f.name for f in dataclasses.fields(classes[stage])}:
             args["overwrite"] = overwrite or section.get("overwrite", False)
-        h = config_hash({k: v for k, v in args.items() if k not in ("progress", "overwrite")})
+        ident = {k: v for k, v in args.items() if k not in ("progress", "overwrite")}
+        if stage == "shard" and filtered is not None:  # the filtered set changes with the filters' outcome
+            ident["filtered"] = filtered["config_hash"]
+        h = config_hash(ident)
         prev = record["stages"].get(stage, {})
         if prev.get("status") == "complete" and prev.get("config_hash") == h and _looks_complete(stage, dirs[stage]):
             log(f"[{stage}] complete for this config, skipped")
-            if stage != "quality":
+            if stage == "quality":
+                filtered = _apply_filters(classes[stage](**args), root, record, rec_path, log)
+                prev_out = root / "filtered" if filtered is not None else prev_out
+            else:
                 prev_out = dirs[stage]
             continue
         if stage == "audit" and prev.get("config_hash") not in (None, h) and not overwrite and \
@@ -314,7 +324,10 @@ def run_pipeline(cfg: dict, overwrite: bool = False, progress: bool = True, log=
                                    "summary": result.brief()}
         if rank == 0:
             atomic_write_text(rec_path, json.dumps(record, indent=1, default=str))
-        if stage != "quality":  # quality reads the aligned crops; shard reads them too
+        if stage == "quality":  # quality reads the aligned crops; shard reads them, filtered when it has filters
+            filtered = _apply_filters(classes[stage](**args), root, record, rec_path, log)
+            prev_out = root / "filtered" if filtered is not None else prev_out
+        else:
             prev_out = dirs[stage]
     if cfg["release"]["enabled"]:
         _run_release(cfg, root, record, rec_path, progress, log, overwrite)
@@ -323,6 +336,34 @@ def run_pipeline(cfg: dict, overwrite: bool = False, progress: bool = True, log=
         if rank == 0:
             atomic_write_text(rec_path, json.dumps(record, indent=1, default=str))
     return record
+
+
+def _apply_filters(qcfg, root: Path, record: dict, rec_path: Path, log) -> dict | None:
+    """[quality] with filters: RUN/filtered (synthgen.quality.apply), its filtered.json returned;
+    without: None, and a RUN/filtered of an earlier config is removed (shard must not read it)."""
+    from synthgen.quality.apply import apply_to_run
+    from synthgen.quality.filters import active
+    from synthgen.quality.stage import build_matcher, read_decisions, thresholds_of
+
+    if not active(thresholds_of(qcfg)):
+        _remove_filtered(root)
+        return None
+    from synthgen.device import resolve_device
+
+    log(f"[quality] applying the filters -> {root / 'filtered'}")
+    t0 = time.time()
+    matcher = build_matcher(qcfg, resolve_device(qcfg.device)) if (qcfg.min_consistency is not None or qcfg.serfiq) else None
+    cache = Path(qcfg.cache_dir) if qcfg.cache_dir else Path(qcfg.out) / "embeddings"
+    meta = apply_to_run(root, qcfg, read_decisions(Path(qcfg.out)), matcher, cache, qcfg.progress)
+    record["stages"]["quality"]["filtered"] = dict(meta["summary"], seconds=round(time.time() - t0, 2))
+    atomic_write_text(rec_path, json.dumps(record, indent=1, default=str))
+    return meta
+
+
+def _remove_filtered(root: Path) -> None:
+    import shutil
+
+    shutil.rmtree(root / "filtered", ignore_errors=True)
 
 
 def _run_release(cfg: dict, root: Path, record: dict, rec_path: Path, progress: bool, log, overwrite: bool) -> None:

@@ -97,7 +97,7 @@ def _make_run(root: Path, tree: str = "raw", leaks: dict | None = None, c_dim: i
            "align": {"enabled": False}, "shard": {"shard_size": 8},
            "audit": {"authentic": str(auth), "matcher": "oracle", "device": "cpu", "batch_size": 64}}
     for k, v in sections.items():
-        cfg[k] = {**cfg[k], **v} if k != "align" else v
+        cfg[k] = {**cfg.get(k, {}), **v} if k != "align" else v
     before = REGISTRY.get("oracle")
     REGISTRY["oracle"] = lambda w, a, d: Oracle()
     try:
@@ -373,7 +373,7 @@ def test_plan_round_rules():
 
 
 def test_replacement_seeds_are_generate_align_retry_seeds():
-    from synthgen.release.remediate import replacement_key, retry_seeds
+    from synthgen.rerender import replacement_key, retry_seeds
     from synthgen.seeding import derive_seed
 
     assert retry_seeds(7, 3, 5, 2, noise=True) == (derive_seed(7, 3, 5, "retry", 2),
@@ -390,7 +390,7 @@ def _parity_leaks(tmp_path) -> dict:
     from synthgen.generation.planning import Item
     from synthgen.generation.rendering import render
     from synthgen.generators import load_generator, write_random_generator
-    from synthgen.release.remediate import retry_seeds
+    from synthgen.rerender import retry_seeds
     from synthgen.seeding import derive_seed
 
     net = write_random_generator(tmp_path / "probe.json", "dummy", seed=0, c_dim=6, resolution=16)
@@ -652,3 +652,50 @@ def test_older_cards_and_tampered_data_quality(audited_run, tmp_path):
     (run / "quality" / "report.json").symlink_to("/etc/hostname")
     with pytest.raises(DataError, match="plain file"):
         read_quality_report(run)
+
+
+@pytest.mark.slow  # two runs with alignment, a release and a rebuild each (~10 s)
+@pytest.mark.parametrize("policy", ["regenerate", "drop"])
+def test_quality_filters_apply_before_sharding_and_rebuild_replays_them(tmp_path, policy):
+    """Issue 22 item 2: [quality] filters are applied before sharding. With the parity detector and
+    on_miss center-crop, about half the renders are fallback crops; `no_fallback` drops them. With
+    regenerate each is re-rendered from its next retry seed until one passes (class sizes exact);
+    with drop they go. The decisions are round-0 operations in the card, quarantine.csv lists them,
+    and rebuild replays them byte for byte."""
+    from synthgen.contract import MANIFEST
+    from synthgen.release import rebuild, verify_release
+    from synthgen.shards.plan import manifest_records
+
+    sections = {"align": {"detector": "parity", "size": 16, "on_miss": "center-crop", "device": "cpu"},
+                "quality": {"enabled": True, "matcher": "none", "no_fallback": True, "policy": policy, "device": "cpu"}}
+    run, net, _ = _make_run(tmp_path, "filtered", generate={"noise_mode": "random", "per_class": 5}, **sections)
+    aligned = manifest_records(run / "aligned")
+    fallbacks = {k for k, r in aligned.items() if r.get("fallback")}
+    assert 5 <= len(fallbacks) <= 25  # the parity double: about half
+    meta = json.loads((run / "filtered" / "filtered.json").read_text())
+    recs = manifest_records(run / "filtered")
+    assert not any(r.get("fallback") for r in recs.values()) and (run / "filtered" / MANIFEST).is_file()
+    per_class = {}
+    for k in recs:
+        per_class[k.split("/")[0]] = per_class.get(k.split("/")[0], 0) + 1
+    index = json.loads((run / "shards" / "index.json").read_text())
+    assert index["total"] == len(recs)
+    ops = meta["ops"]
+    assert {o["key"] for o in ops} == fallbacks  # every dropped image, and nothing else, has an operation
+    if policy == "regenerate":
+        assert per_class == {f"{c:06d}": 5 for c in range(6)} and all(o["op"] == "replace" for o in ops)
+        assert all(o["new_key"] in recs and recs[o["new_key"]]["replaces"] == o["slot"] for o in ops)
+    else:
+        assert len(recs) == 30 - len(fallbacks) and all(o["op"] == "remove" for o in ops)
+    rel = tmp_path / "rel"
+    r = _release(run, rel)
+    assert r.status == "certified", r["rounds"]
+    card = json.loads((rel / "card.json").read_text())
+    round0 = [o for o in card["remediation"]["operations"] if o["round"] == 0]
+    assert sorted(o["key"] for o in round0) == sorted(fallbacks)
+    assert card["counts"]["original_images"] == 30 and card["quality"]["detected"] == card["quality"]["images"]
+    q0 = [row for row in _quarantine(rel) if row["round"] == "0"]
+    assert len(q0) == len(fallbacks) and all("quality filter no_fallback" in row["reason"] for row in q0)
+    assert verify_release(rel) == []
+    rb = rebuild(rel / "card.json", net, tmp_path / "rebuilt", progress=False)
+    assert rb["differ"] == [] and rb["matched"] == rb["files"]

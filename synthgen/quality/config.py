@@ -45,6 +45,9 @@ class QualityConfig:
     min_serfiq: float | None = opt(None, range=(0, 1), metavar="Q", help="Filter: drop images whose SER-FIQ score "
                                    "is below Q (needs --serfiq).")
     no_fallback: bool = opt(False, help="Filter: drop fallback crops (no face was detected).")
+    policy: str = opt("regenerate", choices=("regenerate", "drop"), help="In `synthgen run`, where the filters are "
+                      "applied before sharding: re-render a dropped image from its next retry seed (class sizes kept) "
+                      "or drop it. `synthgen quality` alone only records the decisions.")
     worst: int = opt(12, range=(1, 200), metavar="N", help="Worst images and classes shown in report.html.")
     overwrite: bool = opt(False, help="Replace an output folder made with a different config.")
     progress: bool = True

@@ -317,6 +317,24 @@ def quality(cfg: QualityConfig | None = None, **kwargs) -> StageSummary:
     return StageSummary("quality", report, status="complete", config_hash=chash, brief=brief)
 
 
+def read_decisions(out: Path) -> list:
+    """The decisions.csv a quality run with filters wrote in `out`, as dicts (DECISION_COLUMNS)."""
+    path = Path(out) / "decisions.csv"
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    except FileNotFoundError:
+        raise DataError(f"{path}: not found; rerun the quality stage with its filters") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise DataError(f"{path}: unreadable ({type(e).__name__}); rerun the quality stage") from None
+    for n, r in enumerate(rows, 2):
+        if set(DECISION_COLUMNS) - set(r) or r["decision"] not in ("kept", "dropped") or \
+                (r["decision"] == "dropped" and r["measure"] not in FILTERS):
+            raise DataError(f"{path}:{n}: not a decisions.csv row ({', '.join(DECISION_COLUMNS)}); rerun the "
+                            "quality stage")
+    return rows
+
+
 def _safe_provenance(fn, path) -> dict:
     try:
         p = fn(path)

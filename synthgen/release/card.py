@@ -98,7 +98,7 @@ def build_card(cfg, run, state: dict, index: dict, formats: list, certified: boo
     rounds = [_round(out, r) for r in state["rounds"]]
     final = rounds[-1]
     classes = index["classes"]
-    orig_classes = run.index.get("classes") or []
+    orig_classes = run.original_classes  # before the quality filters, when the run applied them
     foreign = sorted(k for k, it in state["items"].items() if it["slot"] is None)
     ops = state.get("ops", [])
     rebuildable = not foreign
@@ -144,7 +144,7 @@ def build_card(cfg, run, state: dict, index: dict, formats: list, certified: boo
                    "removed_images": sum(1 for o in ops if o["op"] == "remove"),
                    "replaced_images": sum(1 for o in ops if o["op"] == "replace"),
                    "removed_classes": sorted(set(orig_classes) - set(classes)),
-                   "original_images": run.index.get("total"), "original_classes": len(orig_classes),
+                   "original_images": run.original_images, "original_classes": len(orig_classes),
                    "foreign_images_kept": len(foreign)},
         "labels": {c: i for i, c in enumerate(classes)},
         "alignment": _alignment(run),

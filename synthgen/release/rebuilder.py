@@ -68,7 +68,7 @@ def _check_configs(card: dict, path: Path) -> None:
     from synthgen.errors import UsageError
 
     from .cardcheck import check_rebuild_card
-    from .source import generate_config_from
+    from synthgen.rerender import generate_config_from
 
     check_rebuild_card(card, path)
     stage = "generate"
@@ -122,8 +122,9 @@ def rebuild(card_path, network, out, progress: bool = True) -> dict:
     from synthgen.generation import generate
     from synthgen.shards.plan import plan
 
-    from .remediate import Replacer, link_or_copy
-    from .source import align_config_from, generate_config_from, read_manifest
+    from synthgen.rerender import Replacer, align_config_from, generate_config_from, link_or_copy
+
+    from .source import read_manifest
     from .formats import data_files, materialize_formats
 
     card_path, out = Path(card_path), Path(out)

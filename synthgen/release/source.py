@@ -8,7 +8,6 @@ nothing in RUN is ever written.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -69,6 +68,17 @@ class RunView:
     report: dict  # RUN/audit/report.json
     report_sha256: str
     rows: list = field(default_factory=list)  # RUN/audit/flagged.csv
+    filtered: dict | None = None  # RUN/filtered/filtered.json: the quality filters applied before sharding
+
+    @property
+    def original_images(self) -> int:
+        """Images before the quality filters (the shards' count when none were applied)."""
+        ops = (self.filtered or {}).get("ops") or []
+        return int(self.index.get("total") or 0) + sum(1 for o in ops if o.get("op") == "remove")
+
+    @property
+    def original_classes(self) -> list:
+        return list((self.filtered or {}).get("original_classes") or self.index.get("classes") or [])
 
     @property
     def gen_dir(self) -> Path:
@@ -76,7 +86,10 @@ class RunView:
 
     @property
     def tree(self) -> Path:
-        """The folder tree the shards were built from: aligned crops, or the generate output."""
+        """The folder tree the shards were built from: the quality-filtered tree, aligned crops, or
+        the generate output."""
+        if self.filtered is not None:
+            return self.root / STAGE_DIRS["filter"]
         return self.root / STAGE_DIRS["align"] if self.align_mode == "stage" else self.gen_dir
 
     @property
@@ -88,7 +101,12 @@ class RunView:
         return self.root / STAGE_DIRS["audit"]
 
     def generation_record(self, key: str) -> dict | None:
-        """The generate record behind a tree key, or None (not made by the generator)."""
+        """The generate record behind a tree key, or None (not made by the generator). A
+        replacement the quality filters rendered stands for its slot at its attempt."""
+        rec = self.tree_records.get(key) or {}
+        if rec.get("replaces") is not None and self.filtered is not None:
+            g = self.gen_records.get(rec["replaces"])
+            return None if g is None else dict(g, attempt=rec.get("attempt"))
         if self.align_mode == "stage":
             src = (self.tree_records.get(key) or {}).get("source")
             return self.gen_records.get(src) if isinstance(src, str) else None
@@ -117,13 +135,11 @@ def read_flagged(path: Path) -> list[dict]:
     return out
 
 
-def read_run(root) -> RunView:
-    """Check that RUN holds a finished, audited `synthgen run` and read what a release needs."""
+def read_sources(root: Path, need: str) -> tuple:
+    """(gen_meta, gen_records, align mode, align_meta, tree, tree_records) of a run whose generate
+    (and align stage, when it has one) finished: the images a release or the quality filters start
+    from. `need`: what to do, for the errors."""
     root = Path(root)
-    need = "release needs the folder of a finished, audited `synthgen run` (raw/, shards/, audit/)"
-    require_input(root, "RUN_DIR", "the folder of a finished, audited `synthgen run`")
-    if not root.is_dir():
-        raise DataError(f"{show_path(root)}: not a directory; {need}")
     gen_dir = root / STAGE_DIRS["generate"]
     gen_meta = read_json(gen_dir / MARKERS["generate"], need)
     if gen_meta.get("status") != "complete":
@@ -143,6 +159,26 @@ def read_run(root) -> RunView:
     else:
         mode = "none"
     tree_records = read_manifest(aligned) if mode == "stage" else gen_records
+    tree = aligned if mode == "stage" else gen_dir
+    return gen_meta, gen_records, mode, align_meta, tree, tree_records
+
+
+def read_run(root) -> RunView:
+    """Check that RUN holds a finished, audited `synthgen run` and read what a release needs."""
+    root = Path(root)
+    need = "release needs the folder of a finished, audited `synthgen run` (raw/, shards/, audit/)"
+    require_input(root, "RUN_DIR", "the folder of a finished, audited `synthgen run`")
+    if not root.is_dir():
+        raise DataError(f"{show_path(root)}: not a directory; {need}")
+    gen_meta, gen_records, mode, align_meta, _, tree_records = read_sources(root, need)
+    filtered = None
+    if (root / STAGE_DIRS["filter"] / MARKERS["filter"]).is_file():
+        filtered = read_json(root / STAGE_DIRS["filter"] / MARKERS["filter"], need)
+        if filtered.get("status") != "complete" or not isinstance(filtered.get("ops"), list):
+            raise DataError(f"{show_path(root / STAGE_DIRS['filter'] / MARKERS['filter'])}: the quality filters did "
+                            "not finish; rerun `synthgen run`")
+        tree_records = read_manifest(root / STAGE_DIRS["filter"])
+    gen_dir = root / STAGE_DIRS["generate"]
     shard_dir = root / STAGE_DIRS["shard"]
     index = read_json(shard_dir / MARKERS["shard"], need)
     audit_dir = root / STAGE_DIRS["audit"]
@@ -172,30 +208,4 @@ def read_run(root) -> RunView:
             raise DataError(f"{show_path(gen_dir / MANIFEST)}: record {rec['path']}: class, index and attempt must be "
                             "non-negative integers; rerun `synthgen generate` to rewrite the manifest")
     return RunView(root, gen_meta, gen_records, mode, align_meta, tree_records, index, report,
-                   sha256_bytes(report_path.read_bytes()), read_flagged(audit_dir / "flagged.csv"))
-
-
-def generate_config_from(gen_meta: dict, network, out, progress: bool = False):
-    """The GenerateConfig that reproduces a run's images: its config as recorded, with the
-    device type, precision and forward chunk it resolved to (what byte identity depends on)."""
-    from synthgen.generation import GenerateConfig
-
-    names = {f.name for f in dataclasses.fields(GenerateConfig)}
-    ident = gen_meta.get("identity") or {}
-    c = {k: v for k, v in (gen_meta.get("config") or {}).items() if k in names}
-    c.update(network=str(network), out=str(out), device=ident.get("device_type", "cpu"), progress=progress,
-             precision=ident.get("precision", "auto"), force_fp32=False, chunk_size=ident.get("forward_chunk"),
-             shard_index=None, num_shards=None, overwrite=False)
-    return GenerateConfig(**c)
-
-
-def align_config_from(align_meta: dict, inp, out, progress: bool = False):
-    """The AlignConfig of a run's align stage (one worker, on the device type it ran on)."""
-    from synthgen.alignment import AlignConfig
-
-    names = {f.name for f in dataclasses.fields(AlignConfig)}
-    c = {k: v for k, v in (align_meta.get("config") or {}).items() if k in names}
-    c.update(inp=str(inp), out=str(out), progress=progress, workers=1, overwrite=False,
-             device=(align_meta.get("identity") or {}).get("device_type", "cpu"),
-             thresholds=tuple(c.get("thresholds", (0.6, 0.7, 0.7))))
-    return AlignConfig(**c)
+                   sha256_bytes(report_path.read_bytes()), read_flagged(audit_dir / "flagged.csv"), filtered)

@@ -22,7 +22,7 @@ import shutil
 from pathlib import Path
 
 from synthgen import __version__
-from synthgen.contract import MARKERS, STAGE_DIRS
+from synthgen.contract import MARKERS, STAGE_DIRS, identity_of
 from synthgen.errors import DataError, UsageError
 from synthgen.fsutil import atomic_path, atomic_write_text
 from synthgen.runs import config_hash
@@ -32,7 +32,9 @@ from synthgen.stage import StageSummary, now, open_output, write_marker
 from .config import RELEASE_JSON, ReleaseConfig, identity, parse_formats, settings, validate
 from .formats import data_files, materialize_formats
 from .verify import release_id, write_sums
-from .remediate import Replacer, apply_removals, link_or_copy, plan_round
+from synthgen.rerender import Replacer, link_or_copy
+
+from .remediate import apply_removals, plan_round
 from .source import RunView, read_flagged, read_json, read_run
 
 WORK = ".work"
@@ -57,7 +59,7 @@ def release(cfg: ReleaseConfig | None = None, **kwargs) -> StageSummary:
     from .card import read_quality_report
 
     read_quality_report(run.root)  # a bad RUN/quality/report.json is refused now, not after the rounds
-    replacer = Replacer(run.gen_meta, run.align_meta, run.align_mode, cfg.network, out / WORK, out / WORK / "tree")
+    replacer = _replacer(cfg, run, out)
     if cfg.policy == "regenerate" and any(r["kind"] == "image" for r in run.rows):
         replacer.check()  # flagged images will need the generator: say so before any work
     ident = identity(cfg, run)
@@ -104,6 +106,18 @@ def release(cfg: ReleaseConfig | None = None, **kwargs) -> StageSummary:
                  settings_hash=shash)
     shutil.rmtree(work, ignore_errors=True)
     return _summary(out, "certified" if certified else "not-certified", card, written=True)
+
+
+def _replacer(cfg: ReleaseConfig, run: RunView, out: Path):
+    """The re-renderer of flagged images. When the run applied quality filters before sharding, a
+    replacement must pass them too (those that need no matcher: detection, pose, sharpness)."""
+    thresholds = (run.filtered or {}).get("thresholds") or {}
+    if not thresholds:
+        return Replacer(run.gen_meta, run.align_meta, run.align_mode, cfg.network, out / WORK, out / WORK / "tree")
+    from synthgen.quality.apply import FilteredReplacer
+
+    inner = Replacer(run.gen_meta, run.align_meta, run.align_mode, cfg.network, out / WORK, out / WORK / "staging")
+    return FilteredReplacer(inner, out / WORK / "tree", thresholds, work=out / WORK)
 
 
 def detection_floor(run: RunView, state: dict, floor: float) -> dict:
@@ -240,6 +254,15 @@ def _init_state(run: RunView, out: Path, chash: str, keys: list[str]) -> dict:
                 shutil.copyfile(run.audit_dir / name, tmp)
     state = {"version": 1, "config_hash": chash, "items": items, "records": {}, "quarantine": [],
              "rounds": [dict(_round_summary(0, run.report), audited=True)]}
+    for o in (run.filtered or {}).get("ops") or []:  # the quality filters, applied before the run's shards
+        replaced = o.get("op") == "replace"
+        row = {c: None for c in QUARANTINE_COLUMNS}
+        row.update({"round": 0, "key": o["key"], "class": identity_of(o["key"]), "reason": o.get("reason"),
+                    "action": "replaced" if replaced else "removed"})
+        if replaced:
+            row.update(replacement_key=o["new_key"], replacement_seed=o["seed"], replacement_attempt=o["attempt"])
+        state["quarantine"].append(row)
+        state.setdefault("ops", []).append({k: v for k, v in o.items() if k != "reason"})
     _save_state(work, state)
     return state
 
@@ -368,7 +391,8 @@ def _record_round(state: dict, rnd: int, acts: list, placed: list, failed: list)
                                             "attempt": p["attempt"]}
             state["records"][p["new_key"]] = p["record"]
         elif a["key"] in lost:
-            row["reason"] += f"; no face in {len(lost[a['key']]['skipped'])} re-renderings, so it was dropped"
+            why = lost[a["key"]].get("why") or f"no face in {len(lost[a['key']]['skipped'])} re-renderings"
+            row["reason"] += f"; {why}, so it was dropped"
         state["quarantine"].append(row)
         state.setdefault("ops", []).append(op)
     state["rounds"].append({"round": rnd, "audited": False, "removed": len(acts) - len(placed), "replaced": len(placed)})

@@ -65,7 +65,7 @@ def plan(root: Path):
 
 
 def _source_config_hash(root: Path) -> str:
-    for name in (MARKERS["generate"], MARKERS["align"]):
+    for name in (MARKERS["generate"], MARKERS["align"], MARKERS["filter"]):
         p = root / name
         if p.is_file():
             try:
