@@ -4,7 +4,8 @@ The run: the dummy generator (6 classes x 5 images, 16 px), no alignment, shards
 with an embedding-level matcher double ("oracle"): it looks each image's pixels up in a table
 the test fills, so the test decides which images look like which real person. Authentic set:
 100 identities x 4 images (random pixels) whose embeddings cluster per identity, so the null
-has 400 queries and the matcher separates identities (a valid audit). Planted: two synthetic
+has 400 queries and the matcher separates identities (a valid audit). Each synthetic class is one
+person (near its own centroid, 200 + class) nobody in the authentic set. Planted: two synthetic
 images near authentic identities 5 and 7, and every image of synthetic class 000004 near
 identity 9. Images the table does not know (re-rendered replacements) get a random embedding
 ("clean"), or one near identity 11 ("leak": every replacement is flagged again).
@@ -78,7 +79,8 @@ def _png(path: Path, img: np.ndarray):
     Image.fromarray(img).save(path)
 
 
-def _make_run(root: Path, tree: str = "raw", leaks: dict | None = None, c_dim: int = 6, **sections):
+def _make_run(root: Path, tree: str = "raw", leaks: dict | None = None, c_dim: int = 6, consistent: bool = True,
+              **sections):
     """generate -> (align) -> shard -> audit with the oracle; `leaks`: tree key -> authentic identity
     (default: the first image of classes 000001 and 000003). Returns (run, generator, leaks)."""
     from synthgen.generators import write_random_generator
@@ -112,7 +114,9 @@ def _make_run(root: Path, tree: str = "raw", leaks: dict | None = None, c_dim: i
                 TABLE[_h(img)] = _near(leaks[key], key)
             elif key.startswith(LEAK_CLASS + "/"):
                 TABLE[_h(img)] = _near(LEAK_CLASS_ID, key)
-            else:
+            elif consistent:  # each synthetic class one person, nobody in the authentic set (identities 0-99)
+                TABLE[_h(img)] = _near(200 + int(key.split("/")[0]), key)
+            else:  # every image a different person: classes that are not identities
                 TABLE[_h(img)] = _unit(np.random.RandomState(int(_h(img)[:8], 16)).randn(DIM))
         run_pipeline(cfg, progress=False, log=lambda *a: None)
     finally:
@@ -459,7 +463,7 @@ def test_an_audit_of_a_subset_is_redone_in_full_before_anything_is_certified(aud
     shutil.copytree(run, part)
     cfg = json.loads((part / "audit" / "report.json").read_text())["config"]
     shutil.rmtree(part / "audit")
-    hidden = {}  # while the subset is audited, the planted images look like nobody
+    hidden = {}  # while the subset is audited, the synthetic images look like nobody
     for p in sorted((part / "raw").rglob("*.png")):
         h = _h(load_rgb(p))
         hidden[h] = TABLE[h]
@@ -468,8 +472,9 @@ def test_an_audit_of_a_subset_is_redone_in_full_before_anything_is_certified(aud
                                    "cache_dir": str(tmp_path / "cache"), "max_per_class": 4, "progress": False}))
     assert rep["verdict"]["status"] == "pass" and rep["counts"]["synthetic_images"] == 24
     TABLE.update(hidden)
+    shutil.rmtree(tmp_path / "cache")  # the release would reuse those (hidden) embeddings of the 24
     r = _release(part, tmp_path / "rel")
-    assert [x["status"] for x in r["rounds"]] == ["pass", "leak", "pass"] and r.status == "certified"
+    assert [x["status"] for x in r["rounds"]] == ["pass", "leak", "pass"] and r.status == "certified", r.get("coverage_gap")
     last = json.loads((tmp_path / "rel" / r["rounds"][-1]["report"]).read_text())
     card = json.loads((tmp_path / "rel" / "card.json").read_text())
     assert last["config"]["max_per_class"] is None and last["counts"]["synthetic_images"] == card["counts"]["images"]
@@ -699,3 +704,69 @@ def test_quality_filters_apply_before_sharding_and_rebuild_replays_them(tmp_path
     assert verify_release(rel) == []
     rb = rebuild(rel / "card.json", net, tmp_path / "rebuilt", progress=False)
     assert rb["differ"] == [] and rb["matched"] == rb["files"]
+
+
+@pytest.mark.slow  # a run and two releases (~8 s)
+def test_classes_that_are_not_identities_are_never_certified(tmp_path):
+    """Issue 22 item 3: the quality floor includes identity consistency. When every synthetic image
+    is a different person (a generator whose labels do not control identity), the audit can pass
+    (nobody leaks) but the release is refused with the measured rate and the floor; the floor is the
+    user's to state (0 turns it off), and the card records it."""
+    from synthgen.release.card import card_markdown
+
+    run, _, _ = _make_run(tmp_path, consistent=False)
+    r = _release(run, tmp_path / "rel")
+    assert r.status == "refused" and r["final_verdict"] == "inconclusive" and [x["status"] for x in r["rounds"]][-1] == "pass"
+    assert "synthetic same-class image pairs verify as one person with oracle" in r["coverage_gap"]
+    assert "identity-consistency floor is 50 %" in r["coverage_gap"]
+    r = _release(run, tmp_path / "rel2", min_consistency_rate=0.0)
+    card = json.loads((tmp_path / "rel2" / "card.json").read_text())
+    c = card["quality"]["consistency"]
+    assert r.status == "certified" and c["measured"] and c["ok"] and c["floor"] == 0.0 and c["matchers"][0]["rate"] < 0.2
+    assert "Identity consistency: synthetic same-class image pairs" in card_markdown(card)
+
+
+def test_consistency_floor_reads_every_matcher_and_old_reports():
+    """The floor takes each matcher's synthetic_same_class_verified; a report written before the
+    measure existed is 'not measured' (and does not block); a tampered card.quality.consistency is a
+    verify problem line."""
+    from synthgen.release.card import card_problems
+    from synthgen.release.stage import consistency_floor
+
+    def m(name, rate):
+        return {"matcher": {"name": name}, "same_label": {"synthetic_same_class_verified": {
+            "rate": rate, "ci95": [max(rate - 0.1, 0), min(rate + 0.1, 1)], "pairs": 100, "threshold": 0.4}}}
+
+    c = consistency_floor({"matchers": [m("dlib", 0.9), m("facenet-casia", 0.3)]}, 0.5)
+    assert c["measured"] and not c["ok"] and "with facenet-casia" in c["why"] and "30 %" in c["why"]
+    assert consistency_floor({"matchers": [m("dlib", 0.9)]}, 0.5)["ok"]
+    old = consistency_floor({"matchers": [{"matcher": {"name": "dlib"}, "same_label": {}}]}, 0.5)
+    assert old["ok"] and not old["measured"] and "older synthgen" in old["note"]
+    card = {"quality": {"measured": False, "ok": True, "consistency": {"measured": True, "ok": True, "floor": 0.5,
+                                                                       "matchers": [{"rate": "0.9"}]}}}
+    assert any("quality.consistency" in p for p in card_problems(card))
+
+
+@pytest.mark.slow  # a run with alignment (~6 s)
+def test_a_class_the_filters_cannot_fill_goes_whole(tmp_path, monkeypatch):
+    """With one re-rendering allowed per dropped image, a slot whose replacement is a fallback crop
+    again cannot be filled: its class is dropped whole (every image a remove operation saying why),
+    and every class left keeps its exact size."""
+    from synthgen.quality import apply as QA
+    from synthgen.shards.plan import manifest_records
+
+    monkeypatch.setattr(QA, "MAX_ATTEMPTS", 1)
+    sections = {"align": {"detector": "parity", "size": 16, "on_miss": "center-crop", "device": "cpu"},
+                "quality": {"enabled": True, "matcher": "none", "no_fallback": True, "device": "cpu"}}
+    run, _, _ = _make_run(tmp_path, "filtered", generate={"noise_mode": "random", "per_class": 5}, **sections)
+    meta = json.loads((run / "filtered" / "filtered.json").read_text())
+    gone = meta["summary"]["classes_dropped"]
+    assert gone, "the parity double should leave at least one slot unfilled at one attempt"
+    per_class = {}
+    for k in manifest_records(run / "filtered"):
+        per_class[k.split("/")[0]] = per_class.get(k.split("/")[0], 0) + 1
+    assert set(per_class).isdisjoint(gone) and set(per_class.values()) == {5}
+    for c in gone:
+        ops = [o for o in meta["ops"] if o["key"].startswith(c + "/")]
+        assert len(ops) == 5 and all(o["op"] == "remove" for o in ops)
+        assert any("cannot be filled" in o["reason"] for o in ops)

@@ -107,6 +107,10 @@ def same_label(d: Sides, thr: float, label_map: str, max_pairs: int, rng, dist: 
     a_gen, a_imp = dist["authentic vs authentic"]
     out["authentic_vs_authentic"] = M.summary(a_gen, a_imp)
     out["synthetic_vs_synthetic"] = M.summary(s_gen, s_imp)
+    # identity consistency: same-class synthetic pairs this matcher accepts as one person at its
+    # calibrated per-pair threshold (what the release's quality floor checks)
+    out["synthetic_same_class_verified"] = {**rate(int((s_gen >= thr).sum()), len(s_gen)), "pairs": int(len(s_gen)),
+                                            "threshold": float(thr)}
     return out
 
 

@@ -96,7 +96,7 @@ def apply_to_run(root, cfg, decisions: list, matcher, cache_dir, progress: bool 
     gone: dict[str, str] = {}  # class -> why it goes whole
     for d in dropped.values():
         if d["measure"] in CLASS_FILTERS and identity_of(d["key"]) not in gone:
-            gone[identity_of(d["key"])] = _reason(d) + ": the class is dropped whole"
+            gone[identity_of(d["key"])] = f"class dropped whole: {_reason(d)}"
     ops, removals, pending = [], [], []
     for k in keys:
         if k not in dropped or identity_of(k) in gone:
@@ -121,8 +121,8 @@ def apply_to_run(root, cfg, decisions: list, matcher, cache_dir, progress: bool 
                                         for r in pending])
         why = {r["key"]: r["reason"] for r in pending}
         for f in failed:  # no re-rendering passed: the class cannot be filled to its size
-            gone.setdefault(identity_of(f["key"]), f"{why[f['key']]}; {f['why']}: the class cannot be filled and is "
-                            "dropped whole")
+            gone.setdefault(identity_of(f["key"]), f"class dropped whole: it cannot be filled, {f['key']} was not "
+                            f"replaced ({f['why']})")
         placed_all = [dict(p, reason=why[p["key"]] + "; re-rendered from the next retry seed") for p in placed]
     # the tree: kept originals linked, accepted replacements moved in, whole classes left out
     records = {}
@@ -143,8 +143,8 @@ def apply_to_run(root, cfg, decisions: list, matcher, cache_dir, progress: bool 
     ops += [r for r in removals if identity_of(r["key"]) not in gone]
     for k in keys:
         if identity_of(k) in gone:
-            ops.append({"round": 0, "op": "remove", "key": k,
-                        "reason": _reason(dropped[k]) if k in dropped else gone[identity_of(k)]})
+            own = _reason(dropped[k]) + "; " if k in dropped and dropped[k]["measure"] not in CLASS_FILTERS else ""
+            ops.append({"round": 0, "op": "remove", "key": k, "reason": own + gone[identity_of(k)]})
     if not records:
         raise DataError(f"the quality filters dropped every image of the run ({len(keys):,}); nothing is left to "
                         f"shard: loosen them (see {root / 'quality' / 'decisions.csv'})")

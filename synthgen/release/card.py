@@ -276,6 +276,12 @@ def card_problems(card) -> list[str]:
                                                                  isinstance(q.get(k), bool) for k in ("rate", "floor"))))):
         out.append("quality must be an object with measured and ok (true/false) and, when measured, detected, images, "
                    "rate and floor numbers")
+    c = q.get("consistency") if isinstance(q, dict) else None
+    if c is not None and not (isinstance(c, dict) and isinstance(c.get("ok"), bool) and isinstance(c.get("measured"), bool)
+                              and isinstance(c.get("floor"), (int, float)) and isinstance(c.get("matchers"), list)
+                              and all(isinstance(r, dict) and isinstance(r.get("rate"), (int, float))
+                                      and not isinstance(r.get("rate"), bool) for r in c["matchers"])):
+        out.append("quality.consistency must be an object with measured, ok, floor and matchers (each with a rate)")
     if "utility" in card:  # written by `synthgen evaluate --release`
         u = want(card, "utility", dict)
         if u is not None and not (isinstance(u.get("benchmarks"), list) and isinstance(u.get("matcher"), dict)
@@ -315,10 +321,21 @@ def _ci(c) -> str:
 
 def _quality_line(q: dict) -> str:
     if not q.get("measured"):
-        return f"Quality floor (real face detections): {q.get('note', 'not measured')}."
-    verdict = "met" if q["ok"] else "NOT met"
-    return (f"Quality floor: {q['detected']:,} of {q['images']:,} released images ({100 * q['rate']:.3g} %) had a real "
-            f"face detection, not a fallback crop; the floor is {100 * q['floor']:.3g} %: {verdict}.")
+        line = f"Quality floor (real face detections): {q.get('note', 'not measured')}."
+    else:
+        met = "met" if q["rate"] >= q["floor"] else "NOT met"
+        line = (f"Quality floor: {q['detected']:,} of {q['images']:,} released images ({100 * q['rate']:.3g} %) had a "
+                f"real face detection, not a fallback crop; the floor is {100 * q['floor']:.3g} %: {met}.")
+    c = q.get("consistency")
+    if isinstance(c, dict):  # cards before the consistency floor have none
+        if not c.get("measured"):
+            line += f" Identity consistency: {c.get('note', 'not measured')}."
+        else:
+            parts = ", ".join(f"{100 * float(r['rate']):.3g} % with {r['matcher']}" for r in c["matchers"])
+            line += (f" Identity consistency: synthetic same-class image pairs verified as one person at the "
+                     f"matcher's calibrated threshold: {parts}; the floor is {100 * float(c['floor']):.3g} %: "
+                     f"{'met' if c['ok'] else 'NOT met'}.")
+    return line
 
 
 def card_markdown(card: dict) -> str:

@@ -41,6 +41,10 @@ class ReleaseConfig:
                                     help="Quality floor: certify only when at least this share of the released "
                                          "images had a real face detection, not a fallback crop (checked when the "
                                          "run aligned faces).")
+    min_consistency_rate: float = opt(0.5, range=(0, 1), metavar="RATE",
+                                      help="Quality floor: certify only when, for every audit matcher, at least "
+                                           "this share of synthetic same-class image pairs verify as one person at "
+                                           "the matcher's calibrated per-pair threshold (0: not checked).")
     keep_foreign: bool = opt(False, help="Keep unflagged images with no generation record (the release then "
                                          "cannot be rebuilt from its card).")
     network: str | None = opt(None, path="file", metavar="PKL",
@@ -73,7 +77,7 @@ def parse_formats(text) -> list[str]:
 def validate(cfg: ReleaseConfig, host: bool = True) -> None:
     check_types(cfg)
     check_choices(cfg, ("policy",))
-    check_ranges(cfg, ("max_rounds", "min_detection_rate"))
+    check_ranges(cfg, ("max_rounds", "min_detection_rate", "min_consistency_rate"))
     fmts = parse_formats(cfg.formats)
     if host:
         from synthgen.export import check_format

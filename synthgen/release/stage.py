@@ -90,7 +90,7 @@ def release(cfg: ReleaseConfig | None = None, **kwargs) -> StageSummary:
         state = _init_state(run, out, chash, keys or _check_tree(run, cfg.progress))
     _loop(cfg, run, out, state, replacer)
     final = state["rounds"][-1]["status"]
-    quality = detection_floor(run, state, cfg.min_detection_rate)
+    quality = quality_floor(run, out, state, cfg)
     gap = _coverage_gap(out, state) or (None if quality["ok"] else quality["why"])
     certified = final == "pass" and gap is None
     if gap and final == "pass":
@@ -118,6 +118,44 @@ def _replacer(cfg: ReleaseConfig, run: RunView, out: Path):
 
     inner = Replacer(run.gen_meta, run.align_meta, run.align_mode, cfg.network, out / WORK, out / WORK / "staging")
     return FilteredReplacer(inner, out / WORK / "tree", thresholds, work=out / WORK)
+
+
+def quality_floor(run: RunView, out: Path, state: dict, cfg: ReleaseConfig) -> dict:
+    """The quality floor, recorded in the card: real face detections (detection_floor) and identity
+    consistency (consistency_floor) of the released images; `ok` only when both hold."""
+    q = detection_floor(run, state, cfg.min_detection_rate)
+    last = state["rounds"][-1]
+    c = consistency_floor(read_json(out / last["report"], "rerun the release") if last["round"] else run.report,
+                          cfg.min_consistency_rate)
+    q["consistency"] = c
+    if not c["ok"]:
+        q["ok"] = False
+        q["why"] = " ".join(w for w in (q.get("why"), c["why"]) if w)
+    return q
+
+
+def consistency_floor(report: dict, floor: float) -> dict:
+    """Share of synthetic same-class image pairs each audit matcher verifies as one person at its
+    calibrated per-pair threshold (the final audit's same_label.synthetic_same_class_verified),
+    against `floor`. A report without the measure (written before it existed) is not measured."""
+    rows = []
+    for m in report.get("matchers") or [report]:
+        v = ((m.get("same_label") or {}) if isinstance(m, dict) else {}).get("synthetic_same_class_verified")
+        if isinstance(v, dict) and isinstance(v.get("rate"), (int, float)):
+            rows.append({"matcher": str(((m.get("matcher") or {}).get("name")) or "?"), "rate": float(v["rate"]),
+                         "ci95": v.get("ci95"), "pairs": v.get("pairs"), "threshold": v.get("threshold")})
+    bad = [r for r in rows if r["rate"] < floor]
+    why = None
+    if bad:
+        r = bad[0]
+        ci = r["ci95"] if isinstance(r["ci95"], list) and len(r["ci95"]) == 2 else None
+        why = (f"Only {100 * r['rate']:.3g} %{f' (95 % CI {100 * ci[0]:.3g}-{100 * ci[1]:.3g} %)' if ci else ''} of "
+               f"{r['pairs']:,} synthetic same-class image pairs verify as one person with {r['matcher']} at its "
+               f"calibrated threshold {r['threshold']:.4g}; the identity-consistency floor is {100 * floor:.3g} % "
+               "(release --min-consistency-rate): the classes are not consistent identities.")
+    return {"measured": bool(rows), "ok": not bad, "floor": floor, "matchers": rows, "why": why,
+            **({} if rows else {"note": "not measured: the final audit report has no synthetic same-class "
+                                        "verification rate (written by an older synthgen)"})}
 
 
 def detection_floor(run: RunView, state: dict, floor: float) -> dict:
