@@ -275,7 +275,7 @@ def run_pipeline(cfg: dict, overwrite: bool = False, progress: bool = True, log=
     record["config"] = cfg
     dirs = {"generate": root / "raw", "align": root / "aligned", "quality": root / "quality", "shard": root / "shards",
             "audit": root / "audit"}
-    prev_out = filtered = None
+    prev_out = filtered = quality_in = shard_in = None
     for stage in STAGES:
         if rank != 0 and stage != "generate":
             return record  # this process's generate slice is done; rank 0 runs the later stages
@@ -294,6 +294,7 @@ def run_pipeline(cfg: dict, overwrite: bool = False, progress: bool = True, log=
             args = dict(section, synthetic=str(prev_out), out=str(dirs[stage]))
         else:
             args = dict(section, inp=str(prev_out), out=str(dirs[stage]))
+            quality_in, shard_in = (prev_out, shard_in) if stage == "quality" else (quality_in, prev_out)
         args["progress"] = progress
         if "overwrite" in {f.name for f in dataclasses.fields(classes[stage])}:
             args["overwrite"] = overwrite or section.get("overwrite", False)
@@ -313,6 +314,8 @@ def run_pipeline(cfg: dict, overwrite: bool = False, progress: bool = True, log=
         if stage == "audit" and prev.get("config_hash") not in (None, h) and not overwrite and \
                 (dirs[stage] / MARKERS["audit"]).is_file():  # a failed audit wrote no report: rerun freely
             raise UsageError(f"{dirs[stage]} holds an audit made with a different config; pass --overwrite", "--overwrite")
+        if stage == "audit" and cfg["quality"]["enabled"]:
+            _share_embeddings(cfg, quality_in, shard_in, prev_out, dirs["audit"], log)
         log(f"[{stage}] running -> {dirs[stage]}")
         t0 = time.time()
         record["stages"][stage] = {"status": "running", "config_hash": h}
@@ -358,6 +361,29 @@ def _apply_filters(qcfg, root: Path, record: dict, rec_path: Path, log) -> dict 
     record["stages"]["quality"]["filtered"] = dict(meta["summary"], seconds=round(time.time() - t0, 2))
     atomic_write_text(rec_path, json.dumps(record, indent=1, default=str))
     return meta
+
+
+def _share_embeddings(cfg: dict, quality_in: Path, shard_in: Path, shard_dir: Path, audit_dir: Path, log) -> None:
+    """The audit embeds the shards; [quality] embedded the same crops (`quality_in`; the shards were
+    built from `shard_in`, the same folder or RUN/filtered's hard links to its files): with a
+    lossless shard encoding, quality's cached embeddings are given to the audit's cache
+    (audit.embed.seed_from_tree), so each image is embedded once per matcher."""
+    from synthgen.audit.embed import ImageSet, seed_from_tree
+
+    q, a = cfg["quality"], cfg["audit"]
+    if q.get("matcher", "dlib") == "none" or quality_in is None or shard_in is None:
+        return
+    try:
+        index = json.loads((Path(shard_dir) / "index.json").read_text())
+    except (OSError, ValueError):
+        return
+    if index.get("encoding") not in ("raw", "png"):
+        return  # lossy shards hold other pixels than the crops quality embedded
+    qcache = Path(q["cache_dir"]) if q.get("cache_dir") else Path(cfg["out"]) / "quality" / "embeddings"
+    acache = Path(a["cache_dir"]) if a.get("cache_dir") else Path(audit_dir) / "embeddings"
+    n = seed_from_tree(qcache, quality_in, shard_in, acache, ImageSet(shard_dir))
+    if n:
+        log(f"[audit] {n:,} embeddings taken from [quality]'s cache (the same crops)")
 
 
 def _remove_filtered(root: Path) -> None:

@@ -228,9 +228,10 @@ def test_cli_end_to_end_writes_every_file_and_refuses_another_config(tmp_path):
     assert json.loads(r.stdout)["summary"]["images"] == 1
 
 
-@pytest.mark.slow  # a whole run (~5 s)
+@pytest.mark.slow  # a whole run, with 60 re-renderings (~10 s)
 def test_run_measures_quality_after_align_then_skips_it(tmp_path):
     from conftest import MICRO
+    from synthgen.errors import DataError, UsageError
     from synthgen.pipeline import run_pipeline
 
     cfg = {"out": str(tmp_path / "run"),
@@ -240,19 +241,23 @@ def test_run_measures_quality_after_align_then_skips_it(tmp_path):
            "quality": {"enabled": True, "matcher": "pixels", "device": "cpu", "no_fallback": True},
            "audit": {"enabled": False}}
     logs = []
-    rec = run_pipeline(cfg, progress=False, log=logs.append)
+    # the micro network draws noise: no face anywhere, and none in 10 re-renderings per image either,
+    # so the filters leave nothing to shard (the 100 % no-face run of issue 22 stops here)
+    with pytest.raises(DataError, match="dropped every image"):
+        run_pipeline(cfg, progress=False, log=logs.append)
+    q = json.loads((tmp_path / "run" / "quality" / "report.json").read_text())
+    assert q["summary"]["images"] == 6 and q["filters"]["dropped"] == 6
+    assert (tmp_path / "run" / "quality" / "decisions.csv").is_file() and not (tmp_path / "run" / "shards").exists()
+    del cfg["quality"]["no_fallback"]  # measured, not filtered: shard reads the aligned crops
+    rec = run_pipeline(cfg, progress=False, log=logs.append, overwrite=True)
     assert list(rec["stages"])[:3] == ["generate", "align", "quality"]
-    q = rec["stages"]["quality"]
-    assert q["status"] == "complete" and q["summary"]["images"] == 6 and q["summary"]["dropped"] == 6  # noise: no face
-    assert (tmp_path / "run" / "quality" / "decisions.csv").is_file()
-    assert rec["stages"]["shard"]["summary"]["total"] == 6  # shard reads the aligned crops, not quality's folder
+    assert rec["stages"]["quality"]["status"] == "complete" and rec["stages"]["quality"]["summary"]["images"] == 6
+    assert rec["stages"]["shard"]["summary"]["total"] == 6 and not (tmp_path / "run" / "filtered").exists()
     logs.clear()
     run_pipeline(cfg, progress=False, log=logs.append)
     assert "[quality] complete for this config, skipped" in logs
     cfg["quality"]["matcher"] = "dlib"
     cfg["align"]["enabled"] = False
-    from synthgen.errors import UsageError
-
     with pytest.raises(UsageError, match="needs \\[align\\]"):
         run_pipeline(cfg, progress=False, log=logs.append)
 

@@ -80,7 +80,7 @@ def _png(path: Path, img: np.ndarray):
 
 
 def _make_run(root: Path, tree: str = "raw", leaks: dict | None = None, c_dim: int = 6, consistent: bool = True,
-              **sections):
+              log=lambda *a: None, quality_first: bool = True, **sections):
     """generate -> (align) -> shard -> audit with the oracle; `leaks`: tree key -> authentic identity
     (default: the first image of classes 000001 and 000003). Returns (run, generator, leaks)."""
     from synthgen.generators import write_random_generator
@@ -103,7 +103,10 @@ def _make_run(root: Path, tree: str = "raw", leaks: dict | None = None, c_dim: i
     before = REGISTRY.get("oracle")
     REGISTRY["oracle"] = lambda w, a, d: Oracle()
     try:
-        run_pipeline({**cfg, "shard": {"enabled": False}, "audit": {"enabled": False}}, progress=False, log=lambda *a: None)
+        first = {**cfg, "shard": {"enabled": False}, "audit": {"enabled": False}}
+        if not quality_first:  # quality would cache embeddings before the table knows the images
+            first["quality"] = {"enabled": False}
+        run_pipeline(first, progress=False, log=lambda *a: None)
         base = root / "run" / tree
         keys = list_images(base)
         if leaks is None:
@@ -118,7 +121,7 @@ def _make_run(root: Path, tree: str = "raw", leaks: dict | None = None, c_dim: i
                 TABLE[_h(img)] = _near(200 + int(key.split("/")[0]), key)
             else:  # every image a different person: classes that are not identities
                 TABLE[_h(img)] = _unit(np.random.RandomState(int(_h(img)[:8], 16)).randn(DIM))
-        run_pipeline(cfg, progress=False, log=lambda *a: None)
+        run_pipeline(cfg, progress=False, log=log)
     finally:
         REGISTRY.pop("oracle", None)
         if before is not None:
@@ -770,3 +773,31 @@ def test_a_class_the_filters_cannot_fill_goes_whole(tmp_path, monkeypatch):
         ops = [o for o in meta["ops"] if o["key"].startswith(c + "/")]
         assert len(ops) == 5 and all(o["op"] == "remove" for o in ops)
         assert any("cannot be filled" in o["reason"] for o in ops)
+
+
+@pytest.mark.slow  # a run with [quality] and an audit (~5 s)
+def test_the_audit_of_a_run_reuses_qualitys_embeddings(tmp_path):
+    """Inside `synthgen run`, [quality] embeds the crops and the audit the shards built from them:
+    with a lossless shard encoding the audit takes quality's cached embeddings and embeds none of
+    the synthetic images again (only the authentic set)."""
+    calls = []
+
+    class Counting(Oracle):
+        def embed(self, images):
+            calls.extend(_h(im) for im in images)
+            return super().embed(images)
+
+    REGISTRY["counting"] = lambda w, a, d: Counting()
+    try:
+        logs = []
+        run, _, _ = _make_run(tmp_path, "aligned", quality={"enabled": True, "matcher": "counting", "device": "cpu"},
+                              align={"detector": "parity", "size": 16, "on_miss": "center-crop", "device": "cpu"},
+                              audit={"matcher": "counting"}, log=logs.append, quality_first=False)
+    finally:
+        REGISTRY.pop("counting", None)
+    assert any("30 embeddings taken from [quality]'s cache" in line for line in logs), logs
+    from synthgen.audit.embed import ImageSet
+
+    shards = ImageSet(run / "shards")
+    synthetic = {_h(shards.read(i)) for i in range(len(shards.keys))}
+    assert len(synthetic) == 30 and sum(c in synthetic for c in calls) == 30  # each embedded once, by quality

@@ -153,6 +153,53 @@ def embed_set(images: ImageSet, matcher, cache_dir, batch_size: int = 256, progr
     return Embedded([images.keys[i] for i in ok], [images.identities[i] for i in ok], emb, unreadable)
 
 
+def seed_from_tree(src_cache, embedded_root, tree, dst_cache, shards: ImageSet) -> int:
+    """Embeddings cached for the folder tree `embedded_root` (every matcher in `src_cache`), given to
+    the cache of `shards` built from `tree` (the same folder, or one of hard links to its files)
+    without loss (raw or png: the same pixels under the same keys), so an audit of the shards embeds
+    only what is not cached. An entry is given only while its file in `tree` still has the
+    fingerprint it was embedded with; entries the destination holds already are kept. Returns the
+    number of entries given."""
+    from synthgen.fsutil import atomic_path
+    from synthgen.safeload import load_npz_arrays
+
+    src_cache, tree = Path(src_cache), Path(tree)
+    if shards.kind != "shards" or not src_cache.is_dir():
+        return 0
+    dst_fp = dict(zip(shards.keys, shards.fingerprints))
+    given = 0
+    for mdir in sorted(p for p in src_cache.iterdir() if p.is_dir()):
+        src = cache_file(src_cache, mdir.name, embedded_root)
+        try:
+            z = load_npz_arrays(src, ("keys", "fingerprints", "emb"), "embedding cache") if src.is_file() else None
+        except DataError:
+            z = None
+        if z is None:
+            continue
+        dst = cache_file(dst_cache, mdir.name, shards.path)
+        have: dict[str, tuple[str, np.ndarray]] = {}
+        if dst.is_file():
+            try:
+                d = load_npz_arrays(dst, ("keys", "fingerprints", "emb"), "embedding cache")
+                have = {str(k): (str(fp), e) for k, fp, e in zip(d["keys"], d["fingerprints"], d["emb"])}
+            except DataError:
+                have = {}
+        add = 0
+        for k, fp, e in zip(z["keys"], z["fingerprints"], z["emb"]):
+            k = str(k)
+            if k in dst_fp and have.get(k, ("",))[0] != dst_fp[k] and (tree / k).is_file() \
+                    and file_fingerprint(tree / k) == str(fp):
+                have[k] = (dst_fp[k], e)
+                add += 1
+        if add:
+            keys = sorted(have)
+            with atomic_path(dst) as tmp, open(tmp, "wb") as f:
+                np.savez(f, keys=np.array(keys), fingerprints=np.array([have[k][0] for k in keys]),
+                         emb=np.stack([have[k][1] for k in keys]).astype(np.float32))
+            given += add
+    return given
+
+
 def load_embeddings_file(path, flag: str) -> Embedded:
     """Precomputed embeddings: NPZ or HDF5 with `embeddings` [N, D], `keys` [N], `labels` [N]."""
     path = Path(path)

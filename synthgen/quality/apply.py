@@ -146,6 +146,7 @@ def apply_to_run(root, cfg, decisions: list, matcher, cache_dir, progress: bool 
             own = _reason(dropped[k]) + "; " if k in dropped and dropped[k]["measure"] not in CLASS_FILTERS else ""
             ops.append({"round": 0, "op": "remove", "key": k, "reason": own + gone[identity_of(k)]})
     if not records:
+        shutil.rmtree(out, ignore_errors=True)
         raise DataError(f"the quality filters dropped every image of the run ({len(keys):,}); nothing is left to "
                         f"shard: loosen them (see {root / 'quality' / 'decisions.csv'})")
     ops.sort(key=lambda o: o["key"])
