@@ -702,6 +702,9 @@ def test_quality_filters_apply_before_sharding_and_rebuild_replays_them(tmp_path
     round0 = [o for o in card["remediation"]["operations"] if o["round"] == 0]
     assert sorted(o["key"] for o in round0) == sorted(fallbacks)
     assert card["counts"]["original_images"] == 30 and card["quality"]["detected"] == card["quality"]["images"]
+    z, sizes = card["quality"]["class_sizes"], list(card["counts"]["per_class"].values())
+    assert z["planned"] == 5 and (z["min"], z["max"]) == (min(sizes), max(sizes))
+    assert z["classes_short"] == sum(v < 5 for v in sizes) and (z["classes_short"] == 0) == (policy == "regenerate")
     q0 = [row for row in _quarantine(rel) if row["round"] == "0"]
     assert len(q0) == len(fallbacks) and all("quality filter no_fallback" in row["reason"] for row in q0)
     assert verify_release(rel) == []

@@ -335,6 +335,12 @@ def _quality_line(q: dict) -> str:
             line += (f" Identity consistency: synthetic same-class image pairs verified as one person at the "
                      f"matcher's calibrated threshold: {parts}; the floor is {100 * float(c['floor']):.3g} %: "
                      f"{'met' if c['ok'] else 'NOT met'}.")
+    z = q.get("class_sizes")
+    if isinstance(z, dict) and isinstance(z.get("min"), int):
+        line += f" Class sizes: {z['min']:,} to {z.get('max', z['min']):,} images"
+        if isinstance(z.get("planned"), int):
+            line += f" (planned {z['planned']:,}; {z.get('classes_short') or 0:,} classes short)"
+        line += "."
     return line
 
 

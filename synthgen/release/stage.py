@@ -128,10 +128,33 @@ def quality_floor(run: RunView, out: Path, state: dict, cfg: ReleaseConfig) -> d
     c = consistency_floor(read_json(out / last["report"], "rerun the release") if last["round"] else run.report,
                           cfg.min_consistency_rate)
     q["consistency"] = c
+    q["class_sizes"] = class_sizes(run, state)
     if not c["ok"]:
         q["ok"] = False
         q["why"] = " ".join(w for w in (q.get("why"), c["why"]) if w)
     return q
+
+
+def class_sizes(run: RunView, state: dict) -> dict:
+    """Released images per class against the size the generate config planned (per_class, the
+    number of --seeds, or views per instance): reported in the card, not part of the floor (a
+    --policy drop release is short by design)."""
+    from synthgen.contract import identity_of
+
+    c = run.gen_meta.get("config") or {}
+    seeds = c.get("seeds")
+    planned = None
+    if c.get("count") is not None:
+        planned = c.get("views")
+    elif not seeds:
+        planned = c.get("per_class")
+    n: dict[str, int] = {}
+    for k in state["items"]:
+        n[identity_of(k)] = n.get(identity_of(k), 0) + 1
+    sizes = list(n.values())
+    planned = planned if isinstance(planned, int) and not isinstance(planned, bool) else None
+    return {"planned": planned, "min": min(sizes) if sizes else 0, "max": max(sizes) if sizes else 0,
+            "classes_short": sum(v < planned for v in sizes) if planned else None}
 
 
 def consistency_floor(report: dict, floor: float) -> dict:
