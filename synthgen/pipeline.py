@@ -276,6 +276,7 @@ def run_pipeline(cfg: dict, overwrite: bool = False, progress: bool = True, log=
     dirs = {"generate": root / "raw", "align": root / "aligned", "quality": root / "quality", "shard": root / "shards",
             "audit": root / "audit"}
     prev_out = filtered = quality_in = shard_in = None
+    src_hash = None  # what prev_out holds: the identity of the stage that wrote it, its own sources included
     for stage in STAGES:
         if rank != 0 and stage != "generate":
             return record  # this process's generate slice is done; rank 0 runs the later stages
@@ -299,17 +300,14 @@ def run_pipeline(cfg: dict, overwrite: bool = False, progress: bool = True, log=
         if "overwrite" in {f.name for f in dataclasses.fields(classes[stage])}:
             args["overwrite"] = overwrite or section.get("overwrite", False)
         ident = {k: v for k, v in args.items() if k not in ("progress", "overwrite")}
-        if stage == "shard" and filtered is not None:  # the filtered set changes with the filters' outcome
-            ident["filtered"] = filtered["config_hash"]
+        if stage != "generate":  # a stage whose input was re-made (another align, other filters) runs again
+            ident["source"] = src_hash
         h = config_hash(ident)
         prev = record["stages"].get(stage, {})
         if prev.get("status") == "complete" and prev.get("config_hash") == h and _looks_complete(stage, dirs[stage]):
             log(f"[{stage}] complete for this config, skipped")
-            if stage == "quality":
-                filtered = _apply_filters(classes[stage](**args), root, record, rec_path, log)
-                prev_out = root / "filtered" if filtered is not None else prev_out
-            else:
-                prev_out = dirs[stage]
+            prev_out, src_hash, filtered = _next_input(stage, classes[stage](**args), root, dirs, prev_out, src_hash,
+                                                       h, record, rec_path, log)
             continue
         if stage == "audit" and prev.get("config_hash") not in (None, h) and not overwrite and \
                 (dirs[stage] / MARKERS["audit"]).is_file():  # a failed audit wrote no report: rerun freely
@@ -327,11 +325,8 @@ def run_pipeline(cfg: dict, overwrite: bool = False, progress: bool = True, log=
                                    "summary": result.brief()}
         if rank == 0:
             atomic_write_text(rec_path, json.dumps(record, indent=1, default=str))
-        if stage == "quality":  # quality reads the aligned crops; shard reads them, filtered when it has filters
-            filtered = _apply_filters(classes[stage](**args), root, record, rec_path, log)
-            prev_out = root / "filtered" if filtered is not None else prev_out
-        else:
-            prev_out = dirs[stage]
+        prev_out, src_hash, filtered = _next_input(stage, classes[stage](**args), root, dirs, prev_out, src_hash, h,
+                                                   record, rec_path, log)
     if cfg["release"]["enabled"]:
         _run_release(cfg, root, record, rec_path, progress, log, overwrite)
     else:
@@ -339,6 +334,17 @@ def run_pipeline(cfg: dict, overwrite: bool = False, progress: bool = True, log=
         if rank == 0:
             atomic_write_text(rec_path, json.dumps(record, indent=1, default=str))
     return record
+
+
+def _next_input(stage, stage_cfg, root: Path, dirs: dict, prev_out, src_hash, h, record, rec_path, log):
+    """After a stage (run or skipped): (the folder the next stage reads, its identity, filtered.json).
+    Quality leaves the aligned crops as the input, or RUN/filtered when it has filters."""
+    if stage != "quality":
+        return dirs[stage], h, None
+    filtered = _apply_filters(stage_cfg, root, record, rec_path, log)
+    if filtered is None:
+        return prev_out, src_hash, None
+    return root / "filtered", config_hash([src_hash, filtered["config_hash"]]), filtered
 
 
 def _apply_filters(qcfg, root: Path, record: dict, rec_path: Path, log) -> dict | None:

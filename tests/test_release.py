@@ -748,6 +748,9 @@ def test_consistency_floor_reads_every_matcher_and_old_reports():
     assert consistency_floor({"matchers": [m("dlib", 0.9)]}, 0.5)["ok"]
     old = consistency_floor({"matchers": [{"matcher": {"name": "dlib"}, "same_label": {}}]}, 0.5)
     assert old["ok"] and not old["measured"] and "older synthgen" in old["note"]
+    single = consistency_floor({"matchers": [{"matcher": {"name": "dlib"}, "same_label": {
+        "synthetic_same_class_verified": {"rate": None, "ci95": None, "pairs": 0, "threshold": 0.4}}}]}, 0.5)
+    assert single["ok"] and not single["measured"] and "no synthetic class has two images" in single["note"]
     card = {"quality": {"measured": False, "ok": True, "consistency": {"measured": True, "ok": True, "floor": 0.5,
                                                                        "matchers": [{"rate": "0.9"}]}}}
     assert any("quality.consistency" in p for p in card_problems(card))
@@ -804,3 +807,110 @@ def test_the_audit_of_a_run_reuses_qualitys_embeddings(tmp_path):
     shards = ImageSet(run / "shards")
     synthetic = {_h(shards.read(i)) for i in range(len(shards.keys))}
     assert len(synthetic) == 30 and sum(c in synthetic for c in calls) == 30  # each embedded once, by quality
+
+
+@pytest.fixture(scope="module")
+def filtered_run(tmp_path_factory):
+    """(run, generator): parity detector with center-crop fallbacks, [quality] no_fallback, regenerate."""
+    sections = {"align": {"detector": "parity", "size": 16, "on_miss": "center-crop", "device": "cpu"},
+                "quality": {"enabled": True, "matcher": "none", "no_fallback": True, "device": "cpu"}}
+    run, net, _ = _make_run(tmp_path_factory.mktemp("filtered"), "filtered",
+                            generate={"noise_mode": "random", "per_class": 5}, **sections)
+    return run, net
+
+
+@pytest.mark.slow  # copies of a filtered run, each refused before any work (~3 s)
+def test_a_release_refuses_shards_its_filtered_images_no_longer_explain(filtered_run, tmp_path):
+    """Red team F1/F6: the shards came from RUN/filtered; without it (deleted by a failed re-apply,
+    or never finished) or with a filtered.json that does not describe the tree, the release refuses
+    in one line instead of certifying a card that forgot the round-0 operations."""
+    from synthgen.errors import DataError
+
+    run, _ = filtered_run
+    meta = json.loads((run / "filtered" / "filtered.json").read_text())
+
+    def variant(name, edit):
+        r = tmp_path / name
+        shutil.copytree(run, r)
+        edit(r)
+        with pytest.raises(DataError) as e:
+            _release(r, tmp_path / f"rel-{name}")
+        assert "\n" not in str(e.value) and not (tmp_path / f"rel-{name}" / "card.json").exists()
+        return str(e.value)
+
+    assert "were not built from the run's quality-filtered images" in variant(
+        "gone", lambda r: shutil.rmtree(r / "filtered"))
+    assert "were not built from" in variant("partial", lambda r: (r / "filtered" / "filtered.json").unlink())
+    for name, ops, want in (("emptyops", [], "disagree"),
+                            ("ghost", meta["ops"] + [{"round": 0, "op": "remove", "key": "000000/nobody.png"}],
+                             "not an image of the run"),
+                            ("traversal", [{"round": 0, "op": "remove", "key": "../../etc/passwd"}], "not an image"),
+                            ("twice", meta["ops"] + meta["ops"][:1], "listed twice"),
+                            ("nokey", [{"op": "remove"}], "must be a remove or replace object")):
+        assert want in variant(name, lambda r: (r / "filtered" / "filtered.json").write_text(
+            json.dumps(dict(meta, ops=ops))))
+    assert "is not a filter" in variant("badthr", lambda r: (r / "filtered" / "filtered.json").write_text(
+        json.dumps(dict(meta, thresholds={"bogus": 1}))))
+
+
+@pytest.mark.slow  # re-runs of a filtered run (~10 s)
+def test_changed_filters_or_alignment_remake_everything_downstream(filtered_run, tmp_path):
+    """Red team F2/F3/F7: other filters or another alignment re-make quality, the shards (new
+    pixels under the same keys included) and the audit, which asks for --overwrite; a decisions.csv
+    that does not list the run's images is refused in one line."""
+    from synthgen.audit.embed import ImageSet
+    from synthgen.errors import DataError, UsageError
+    from synthgen.imageio import load_rgb
+    from synthgen.pipeline import run_pipeline
+    from synthgen.quality.apply import apply_to_run
+    from synthgen.quality.config import QualityConfig
+    from synthgen.quality.stage import read_decisions
+
+    run0, _ = filtered_run
+    run = tmp_path / "run"
+    shutil.copytree(run0, run)
+    cfg = json.loads((run / "run.json").read_text())["config"]
+    cfg["out"] = str(run)
+    cfg["quality"]["policy"] = "drop"
+    REGISTRY["oracle"] = lambda w, a, d: Oracle()
+    try:
+        with pytest.raises(UsageError, match="different config"):
+            run_pipeline(cfg, progress=False, log=lambda *a: None)
+        rec = run_pipeline(cfg, progress=False, log=lambda *a: None, overwrite=True)
+        assert rec["stages"]["audit"]["status"] == "complete" and "summary" in rec["stages"]["audit"]
+        report = json.loads((run / "audit" / "report.json").read_text())
+        assert report["counts"]["synthetic_images"] == json.loads((run / "shards" / "index.json").read_text())["total"] < 30
+        cfg["align"]["template"] = "arcface-shift8"  # same keys, other pixels
+        run_pipeline(cfg, progress=False, log=lambda *a: None, overwrite=True)
+    finally:
+        REGISTRY.pop("oracle", None)
+    shards = ImageSet(run / "shards")
+    assert all(np.array_equal(shards.read(i), load_rgb(run / "filtered" / k)) for i, k in enumerate(shards.keys))
+    rows = read_decisions(run / "quality")
+    qcfg = QualityConfig(inp=str(run / "aligned"), out=str(run / "quality"), matcher="none", no_fallback=True)
+    with pytest.raises(DataError, match="does not list exactly the run's images"):
+        apply_to_run(run, qcfg, rows[1:], None, None)
+
+
+@pytest.mark.slow  # a run and a release (~8 s)
+def test_verify_recomputes_the_consistency_floor_from_the_final_report(tmp_path):
+    """Red team F5: a NOT CERTIFIED release (classes that are not identities) whose card is edited to
+    say the floor was met and the data certified, with DATASET_CARD.md and SHA256SUMS rewritten to
+    match, fails verify: the rates and the verdict follow from the bound final report."""
+    from synthgen.release import verify_release
+    from synthgen.release.card import card_markdown
+    from synthgen.release.verify import write_sums
+
+    run, _, _ = _make_run(tmp_path, consistent=False)
+    rel = tmp_path / "rel"
+    r = _release(run, rel, allow_inconclusive=True)
+    assert r.status == "not-certified" and verify_release(rel) == []
+    card = json.loads((rel / "card.json").read_text())
+    card["quality"]["consistency"]["ok"] = card["quality"]["ok"] = card["certified"] = True
+    card["status"], card["not_certified_because"] = "certified", []
+    (rel / "card.json").write_text(json.dumps(card, indent=1))
+    (rel / "DATASET_CARD.md").write_text(card_markdown(card))
+    write_sums(rel)
+    problems = verify_release(rel)
+    assert any("quality.consistency does not follow from the final audit report" in p for p in problems), problems
+    assert "NOT met" in (rel / "DATASET_CARD.md").read_text()  # the line says what the numbers say

@@ -78,7 +78,10 @@ class RunView:
 
     @property
     def original_classes(self) -> list:
-        return list((self.filtered or {}).get("original_classes") or self.index.get("classes") or [])
+        """Classes before the quality filters (quality.apply.check_filtered recomputes them from the run)."""
+        if self.filtered is not None:
+            return list(self.filtered["original_classes"])
+        return list(self.index.get("classes") or [])
 
     @property
     def gen_dir(self) -> Path:
@@ -171,16 +174,27 @@ def read_run(root) -> RunView:
     if not root.is_dir():
         raise DataError(f"{show_path(root)}: not a directory; {need}")
     gen_meta, gen_records, mode, align_meta, _, tree_records = read_sources(root, need)
-    filtered = None
-    if (root / STAGE_DIRS["filter"] / MARKERS["filter"]).is_file():
-        filtered = read_json(root / STAGE_DIRS["filter"] / MARKERS["filter"], need)
-        if filtered.get("status") != "complete" or not isinstance(filtered.get("ops"), list):
-            raise DataError(f"{show_path(root / STAGE_DIRS['filter'] / MARKERS['filter'])}: the quality filters did "
-                            "not finish; rerun `synthgen run`")
-        tree_records = read_manifest(root / STAGE_DIRS["filter"])
     gen_dir = root / STAGE_DIRS["generate"]
     shard_dir = root / STAGE_DIRS["shard"]
     index = read_json(shard_dir / MARKERS["shard"], need)
+    fdir = root / STAGE_DIRS["filter"]
+    filtered = None
+    src = index.get("source")
+    # a run's shards come from its raw/, aligned/ or filtered/ folder: the name says which (the path
+    # itself may be relative to where the run ran, or the run folder may have moved since)
+    from_filtered = isinstance(src, str) and Path(src).name == STAGE_DIRS["filter"]
+    if from_filtered or (fdir / MARKERS["filter"]).is_file():
+        if not from_filtered or not (fdir / MARKERS["filter"]).is_file():
+            raise DataError(f"{show_path(shard_dir / MARKERS['shard'])}: the shards were not built from the run's "
+                            f"quality-filtered images as they are now ({show_path(fdir)} "
+                            f"{'is missing or unfinished' if from_filtered else 'exists, but the shards came from ' + str(src)}); "
+                            "rerun `synthgen run` (with --overwrite) so the filters, shards and audit agree")
+        filtered = read_json(fdir / MARKERS["filter"], need)
+        filtered_records = read_manifest(fdir)
+        from synthgen.quality.apply import check_filtered
+
+        check_filtered(filtered, tree_records, filtered_records, fdir / MARKERS["filter"])
+        tree_records = filtered_records
     audit_dir = root / STAGE_DIRS["audit"]
     report_path = audit_dir / MARKERS["audit"]
     report = read_json(report_path, need)

@@ -161,10 +161,11 @@ def consistency_floor(report: dict, floor: float) -> dict:
     """Share of synthetic same-class image pairs each audit matcher verifies as one person at its
     calibrated per-pair threshold (the final audit's same_label.synthetic_same_class_verified),
     against `floor`. A report without the measure (written before it existed) is not measured."""
-    rows = []
+    rows, no_pairs = [], False
     for m in report.get("matchers") or [report]:
         v = ((m.get("same_label") or {}) if isinstance(m, dict) else {}).get("synthetic_same_class_verified")
-        if isinstance(v, dict) and isinstance(v.get("rate"), (int, float)):
+        no_pairs = no_pairs or (isinstance(v, dict) and v.get("pairs") == 0)
+        if isinstance(v, dict) and isinstance(v.get("rate"), (int, float)) and not isinstance(v.get("rate"), bool):
             rows.append({"matcher": str(((m.get("matcher") or {}).get("name")) or "?"), "rate": float(v["rate"]),
                          "ci95": v.get("ci95"), "pairs": v.get("pairs"), "threshold": v.get("threshold")})
     bad = [r for r in rows if r["rate"] < floor]
@@ -177,8 +178,9 @@ def consistency_floor(report: dict, floor: float) -> dict:
                f"calibrated threshold {r['threshold']:.4g}; the identity-consistency floor is {100 * floor:.3g} % "
                "(release --min-consistency-rate): the classes are not consistent identities.")
     return {"measured": bool(rows), "ok": not bad, "floor": floor, "matchers": rows, "why": why,
-            **({} if rows else {"note": "not measured: the final audit report has no synthetic same-class "
-                                        "verification rate (written by an older synthgen)"})}
+            **({} if rows else {"note": "not measurable: no synthetic class has two images (no identity claim to "
+                                        "check)" if no_pairs else "not measured: the final audit report has no "
+                                        "synthetic same-class verification rate (written by an older synthgen)"})}
 
 
 def detection_floor(run: RunView, state: dict, floor: float) -> dict:

@@ -185,6 +185,21 @@ def _check_rounds(root: Path, card: dict) -> list[str]:
             out.append(f"{show_path(r['report'])}: pixels_sha256 differs from the one card.json gives for round "
                        f"{show(str(r.get('round')))}")
     final = rounds[-1]["status"]
+    c = (card.get("quality") or {}).get("consistency")
+    if isinstance(c, dict):  # the consistency floor follows from the final report (bound above)
+        from .stage import consistency_floor
+
+        try:
+            want = consistency_floor(json.loads(_text(root, rounds[-1]["report"])), float(c["floor"]))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError, NotARegularFile):
+            want = None
+        if want is not None and ([r["rate"] for r in want["matchers"]] != [r.get("rate") for r in c["matchers"]]
+                                 or want["ok"] != c["ok"]):
+            out.append(f"card.json: quality.consistency does not follow from the final audit report: it gives "
+                       f"{[round(r['rate'], 4) for r in want['matchers']]} against the floor {c['floor']} "
+                       f"({'met' if want['ok'] else 'NOT met'})")
+        if want is not None and not want["ok"] and card["certified"]:
+            out.append("card.json: certified, but the final audit's identity consistency is below the card's floor")
     covered = True
     try:  # the final audit embedded every released image, with no subset (max_per_class)
         rep = json.loads(_text(root, rounds[-1]["report"]))

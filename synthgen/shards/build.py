@@ -120,7 +120,7 @@ def _shard_into(root, out, cfg, items, classes, ident, chash, tqdm) -> dict:
     bar = tqdm(total=len(items), unit="img", desc="shard", disable=not cfg.progress, dynamic_ncols=True)
     for i, part in enumerate(parts):
         path = out / shard_name(i)
-        ph = plan_hash(chash, part)
+        ph = plan_hash(chash + ":" + meta["source_config_hash"], part)  # new source pixels: new shards
         rec = _verified(path, trusted.get(path.name, []), ph, len(part))
         if rec is None:
             writer.write_shard(path, root, part, cfg, size, i, meta)
