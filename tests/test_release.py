@@ -737,7 +737,7 @@ def test_consistency_floor_reads_every_matcher_and_old_reports():
     measure existed is 'not measured' (and does not block); a tampered card.quality.consistency is a
     verify problem line."""
     from synthgen.release.card import card_problems
-    from synthgen.release.stage import consistency_floor
+    from synthgen.release.floor import consistency_floor
 
     def m(name, rate):
         return {"matcher": {"name": name}, "same_label": {"synthetic_same_class_verified": {

@@ -168,51 +168,6 @@ def apply_to_run(root, cfg, decisions: list, matcher, cache_dir, progress: bool 
     return meta
 
 
-def _int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**63
-
-
-def check_filtered(meta: dict, source: dict, filtered: dict, path) -> None:
-    """RUN/filtered/filtered.json against the run it came from (what a release trusts): every
-    operation names an image of the source tree once, every replacement is in the filtered tree
-    and stands for its slot, and the filtered tree holds exactly the source minus the operations'
-    keys plus the replacements. Sets meta["original_classes"] from the source. DataError otherwise."""
-    from synthgen.safepath import show_path
-
-    fix = "rerun `synthgen run` with --overwrite to apply the filters again"
-
-    def bad(why):
-        return DataError(f"{show_path(path)}: {why}; {fix}")
-
-    ops, thr = meta.get("ops"), meta.get("thresholds")
-    if not isinstance(ops, list) or not isinstance(thr, dict):
-        raise bad("ops must be a list and thresholds an object")
-    for name, t in thr.items():
-        if name not in FILTERS or isinstance(t, str) or t is None or \
-                (FILTERS[name][1] != "flag" and (isinstance(t, bool) or not isinstance(t, (int, float)))):
-            raise bad(f"threshold {str(name)[:40]!r} is not a filter with a number (known: {', '.join(FILTERS)})")
-    seen, new = set(), set()
-    for n, o in enumerate(ops):
-        if not isinstance(o, dict) or o.get("op") not in ("remove", "replace") or not isinstance(o.get("key"), str):
-            raise bad(f"ops[{n}] must be a remove or replace object with a key")
-        if o["key"] not in source or o["key"] in seen:
-            raise bad(f"ops[{n}] key {o['key'][:80]!r} is {'listed twice' if o['key'] in seen else 'not an image of the run'}")
-        seen.add(o["key"])
-        if o["op"] == "replace":
-            nk = o.get("new_key")
-            if not isinstance(nk, str) or nk not in filtered or (filtered[nk].get("replaces") != o.get("slot")) \
-                    or not all(_int(o.get(k)) for k in ("index", "attempt", "seed")) \
-                    or not (o.get("cls") is None or _int(o.get("cls"))) \
-                    or not (isinstance(o.get("skipped", []), list) and all(map(_int, o.get("skipped", [])))):
-                raise bad(f"ops[{n}] is not a replacement the filtered tree holds (new_key, slot, cls, index, attempt, "
-                          "seed, skipped)")
-            new.add(nk)
-    if set(filtered) != (set(source) - seen) | new:
-        odd = sorted(set(filtered) ^ ((set(source) - seen) | new))[0]
-        raise bad(f"the filtered tree and the operations disagree (e.g. {odd[:80]!r})")
-    meta["original_classes"] = sorted({identity_of(k) for k in source})
-
-
 def _check_decisions(decisions: list, tree_records: dict, root: Path) -> None:
     """decisions.csv must name each of the run's images exactly once (it was measured on them)."""
     keys = [d["key"] for d in decisions]

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from synthgen.contract import MANIFEST, MARKERS, STAGE_DIRS
+from synthgen.contract import MANIFEST, MARKERS, STAGE_DIRS, identity_of
 from synthgen.errors import DataError
 from synthgen.safepath import require_input, show_path
 
@@ -138,6 +138,51 @@ def read_flagged(path: Path) -> list[dict]:
     return out
 
 
+def _int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**63
+
+
+def check_filtered(meta: dict, source: dict, filtered: dict, path) -> None:
+    """RUN/filtered/filtered.json against the run it came from (what a release trusts): every
+    operation names an image of the source tree once, every replacement is in the filtered tree
+    and stands for its slot, and the filtered tree holds exactly the source minus the operations'
+    keys plus the replacements. Sets meta["original_classes"] from the source. DataError otherwise."""
+    from synthgen.quality.filters import FILTERS
+
+    fix = "rerun `synthgen run` with --overwrite to apply the filters again"
+
+    def bad(why):
+        return DataError(f"{show_path(path)}: {why}; {fix}")
+
+    ops, thr = meta.get("ops"), meta.get("thresholds")
+    if not isinstance(ops, list) or not isinstance(thr, dict):
+        raise bad("ops must be a list and thresholds an object")
+    for name, t in thr.items():
+        if name not in FILTERS or isinstance(t, str) or t is None or \
+                (FILTERS[name][1] != "flag" and (isinstance(t, bool) or not isinstance(t, (int, float)))):
+            raise bad(f"threshold {str(name)[:40]!r} is not a filter with a number (known: {', '.join(FILTERS)})")
+    seen, new = set(), set()
+    for n, o in enumerate(ops):
+        if not isinstance(o, dict) or o.get("op") not in ("remove", "replace") or not isinstance(o.get("key"), str):
+            raise bad(f"ops[{n}] must be a remove or replace object with a key")
+        if o["key"] not in source or o["key"] in seen:
+            raise bad(f"ops[{n}] key {o['key'][:80]!r} is {'listed twice' if o['key'] in seen else 'not an image of the run'}")
+        seen.add(o["key"])
+        if o["op"] == "replace":
+            nk = o.get("new_key")
+            if not isinstance(nk, str) or nk not in filtered or (filtered[nk].get("replaces") != o.get("slot")) \
+                    or not all(_int(o.get(k)) for k in ("index", "attempt", "seed")) \
+                    or not (o.get("cls") is None or _int(o.get("cls"))) \
+                    or not (isinstance(o.get("skipped", []), list) and all(map(_int, o.get("skipped", [])))):
+                raise bad(f"ops[{n}] is not a replacement the filtered tree holds (new_key, slot, cls, index, attempt, "
+                          "seed, skipped)")
+            new.add(nk)
+    if set(filtered) != (set(source) - seen) | new:
+        odd = sorted(set(filtered) ^ ((set(source) - seen) | new))[0]
+        raise bad(f"the filtered tree and the operations disagree (e.g. {odd[:80]!r})")
+    meta["original_classes"] = sorted({identity_of(k) for k in source})
+
+
 def read_sources(root: Path, need: str) -> tuple:
     """(gen_meta, gen_records, align mode, align_meta, tree, tree_records) of a run whose generate
     (and align stage, when it has one) finished: the images a release or the quality filters start
@@ -191,8 +236,6 @@ def read_run(root) -> RunView:
                             "rerun `synthgen run` (with --overwrite) so the filters, shards and audit agree")
         filtered = read_json(fdir / MARKERS["filter"], need)
         filtered_records = read_manifest(fdir)
-        from synthgen.quality.apply import check_filtered
-
         check_filtered(filtered, tree_records, filtered_records, fdir / MARKERS["filter"])
         tree_records = filtered_records
     audit_dir = root / STAGE_DIRS["audit"]

@@ -187,7 +187,7 @@ def _check_rounds(root: Path, card: dict) -> list[str]:
     final = rounds[-1]["status"]
     c = (card.get("quality") or {}).get("consistency")
     if isinstance(c, dict):  # the consistency floor follows from the final report (bound above)
-        from .stage import consistency_floor
+        from .floor import consistency_floor
 
         try:
             want = consistency_floor(json.loads(_text(root, rounds[-1]["report"])), float(c["floor"]))
