@@ -8,7 +8,8 @@
 
 A stage whose output is complete for the same stage config is skipped; an interrupted stage
 resumes (each stage's own resume logic); a stage output made by a different config is refused
-unless `overwrite`. Config (TOML), every key optional unless marked:
+unless `overwrite`. A stage's config includes the identity of its input (the stage before it,
+RUN/filtered's filters included), so a changed stage re-makes everything after it. Config (TOML), every key optional unless marked:
 
     out = "runs/sface60"                 # run directory (required here or as --out)
     [generate]  network (required), classes, per_class, count, views, seed, seeds, seed_pool,
