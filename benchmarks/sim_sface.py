@@ -11,10 +11,12 @@ whole classes that are an authentic identity (60 new images of it).
 
 The world is drawn in a child process and handed over as .npy files, so the audit process's peak
 RSS (`ru_maxrss`) is the audit's: the loaded embeddings plus everything `decide_embedded` does.
-The matrix-multiply floor is timed in the same process on a fraction of the synthetic queries
-(`--floor-fraction`, default 5 %: half before the audit, half after, averaged) and scaled to all
-of them: torch matmul of each query block against the whole authentic gallery and a max per row,
-nothing else. Exact search is linear in the
+The matrix-multiply floor is timed in child processes (its memory is not the audit's) on a
+fraction of the synthetic queries (`--floor-fraction`, default 5 %: half before the audit from the
+first half of the set, half after from the second, averaged) and scaled to all of them: torch
+matmul in 1,024 x 65,536 blocks with a running max per row, nothing else (no top-k, no indices).
+`rss_peak_gb` is the audit process's ru_maxrss after the decision: the loaded embeddings and
+everything `decide_embedded` allocated. Exact search is linear in the
 number of queries, so the scaled figure is the floor of the full search up to timer noise.
 """
 
@@ -75,17 +77,31 @@ def draw(kind: str, seed: int, work: Path) -> None:
     (work / "planted.json").write_text(json.dumps(planted))
 
 
-def floor_seconds(syn: np.ndarray, auth: np.ndarray, fraction: float, chunk: int = 4096) -> tuple[float, int]:
-    """Seconds of matmul + row max over a `fraction` of the queries, scaled to all; and the number timed."""
+def floor_seconds(work: Path, fraction: float, half: int, qb: int = 1024, gb: int = 65536) -> tuple[float, int]:
+    """Seconds of a plain exact search (torch matmul in query x gallery blocks, a running max per
+    row, nothing else) over `fraction` of the synthetic queries (from the first or second half of
+    the set), scaled to all of them; and the number of queries timed. Runs in its own process (see
+    --stage floor), so its memory is not the audit's."""
     import torch
 
-    g = torch.from_numpy(auth)
-    n = max(chunk, int(len(syn) * fraction) // chunk * chunk)
-    q = torch.from_numpy(syn[:n])
+    s = np.load(work / "syn.npy", mmap_mode="r")
+    g = torch.from_numpy(np.load(work / "auth.npy"))
+    n = max(qb, int(len(s) * fraction) // qb * qb)
+    start = 0 if half == 0 else len(s) // 2
+    q = torch.from_numpy(np.ascontiguousarray(s[start : start + n]))
     t0 = time.perf_counter()
-    for i in range(0, n, chunk):
-        (q[i : i + chunk] @ g.T).max(1)
-    return (time.perf_counter() - t0) * len(syn) / n, n
+    for i in range(0, n, qb):
+        best = torch.full((qb,), -2.0)
+        for j in range(0, len(g), gb):
+            best = torch.maximum(best, (q[i : i + qb] @ g[j : j + gb].T).amax(1))
+    return (time.perf_counter() - t0) * len(s) / n, n
+
+
+def _floor_child(work: Path, fraction: float, half: int) -> tuple[float, int]:
+    r = subprocess.run([sys.executable, __file__, "--kind", "clean", "--work", str(work), "--floor-fraction",
+                        str(fraction), "--stage", f"floor{half}"], check=True, capture_output=True, text=True)
+    sec, n = r.stdout.split()[-2:]
+    return float(sec), int(n)
 
 
 def audit(kind: str, seed: int, work: Path, fraction: float) -> dict:
@@ -98,14 +114,14 @@ def audit(kind: str, seed: int, work: Path, fraction: float) -> dict:
     syn, auth = _embedded(s, s_lab, "s"), _embedded(a, a_lab, "a")
     del a, s
     rss_loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    # the floor is timed before and after the audit (half the sample each) and averaged, so a
-    # machine that got busier or quieter during the run biases the ratio less
-    f1, n1 = floor_seconds(syn.emb, auth.emb, fraction / 2)
+    # the floor is timed in child processes before and after the audit (half the sample each, from
+    # each half of the set) and averaged, so a machine that got busier or quieter biases it less
+    f1, n1 = _floor_child(work, fraction / 2, 0)
     t0 = time.perf_counter()
     v, m = decide_embedded(syn, auth, alpha=0.01)
     dt = time.perf_counter() - t0
-    f2, n2 = floor_seconds(syn.emb[len(syn.emb) // 2:], auth.emb, fraction / 2)
-    f2 *= len(syn.emb) / len(syn.emb[len(syn.emb) // 2:])
+    rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    f2, n2 = _floor_child(work, fraction / 2, 1)
     floor, n_floor = (f1 + f2) / 2, n1 + n2
     flagged_img, flagged_id = m["flag_images"], m["flag_ids"]  # the verdict lists at most 1,000 keys
     found = {}
@@ -130,7 +146,7 @@ def audit(kind: str, seed: int, work: Path, fraction: float) -> dict:
             "seconds_audit": round(dt, 1), "seconds_floor": round(floor, 1), "seconds_floor_before_after": [round(f1, 1), round(f2, 1)],
             "floor_queries_timed": n_floor,
             "ratio": round(dt / floor, 3), "rss_loaded_gb": round(rss_loaded, 2),
-            "rss_peak_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)}
+            "rss_peak_gb": round(rss_peak, 2)}
 
 
 def main():
@@ -140,8 +156,11 @@ def main():
     ap.add_argument("--work", default="/tmp/sim_sface", help="folder for the drawn world (.npy, about 2.3 GB)")
     ap.add_argument("--floor-fraction", type=float, default=0.05)
     ap.add_argument("--out", default=None, help="append the JSON row here")
-    ap.add_argument("--stage", choices=("all", "draw", "audit"), default="all", help=argparse.SUPPRESS)
+    ap.add_argument("--stage", choices=("all", "draw", "audit", "floor0", "floor1"), default="all", help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.stage.startswith("floor"):  # --work is the drawn world's folder itself here
+        sec, n = floor_seconds(Path(a.work), a.floor_fraction, int(a.stage[-1]))
+        return print(sec, n)
     work = Path(a.work) / f"{a.kind}-{a.seed}"
     work.mkdir(parents=True, exist_ok=True)
     if a.stage in ("all", "draw"):

@@ -276,8 +276,8 @@ def run_pipeline(cfg: dict, overwrite: bool = False, progress: bool = True, log=
     record["config"] = cfg
     dirs = {"generate": root / "raw", "align": root / "aligned", "quality": root / "quality", "shard": root / "shards",
             "audit": root / "audit"}
-    prev_out = filtered = quality_in = shard_in = None
-    src_hash = None  # what prev_out holds: the identity of the stage that wrote it, its own sources included
+    prev_out = quality_in = shard_in = None
+    src_hash = None  # what prev_out holds: the config hash of the stage that wrote it
     for stage in STAGES:
         if rank != 0 and stage != "generate":
             return record  # this process's generate slice is done; rank 0 runs the later stages
@@ -300,16 +300,25 @@ def run_pipeline(cfg: dict, overwrite: bool = False, progress: bool = True, log=
         args["progress"] = progress
         if "overwrite" in {f.name for f in dataclasses.fields(classes[stage])}:
             args["overwrite"] = overwrite or section.get("overwrite", False)
-        ident = {k: v for k, v in args.items() if k not in ("progress", "overwrite")}
-        if stage != "generate":  # a stage whose input was re-made (another align, other filters) runs again
-            ident["source"] = src_hash
-        h = config_hash(ident)
+        h = config_hash({k: v for k, v in args.items() if k not in ("progress", "overwrite")})
         prev = record["stages"].get(stage, {})
-        if prev.get("status") == "complete" and prev.get("config_hash") == h and _looks_complete(stage, dirs[stage]):
+        # the input was re-made (another generate or align config, other filters): records from
+        # before synthgen recorded sources have none, and are taken as made from this input
+        new_input = "source" in prev and prev["source"] != src_hash and stage != "generate"
+        if prev.get("status") == "complete" and prev.get("config_hash") == h and not new_input and \
+                _looks_complete(stage, dirs[stage]):
             log(f"[{stage}] complete for this config, skipped")
-            prev_out, src_hash, filtered = _next_input(stage, classes[stage](**args), root, dirs, prev_out, src_hash,
-                                                       h, record, rec_path, log)
+            prev_out, src_hash = _next_input(stage, classes[stage](**args), root, dirs, prev_out, src_hash, record,
+                                             rec_path, log)
             continue
+        if new_input and dirs[stage].is_dir() and any(dirs[stage].iterdir()):
+            if not overwrite:
+                raise UsageError(f"{dirs[stage]} was made from another {_INPUT_OF[stage]} output (its config changed); "
+                                 "pass --overwrite to make it again", "--overwrite")
+            if stage == "align":  # align resumes by file name: crops of the old input would be kept
+                import shutil
+
+                shutil.rmtree(dirs[stage])
         if stage == "audit" and prev.get("config_hash") not in (None, h) and not overwrite and \
                 (dirs[stage] / MARKERS["audit"]).is_file():  # a failed audit wrote no report: rerun freely
             raise UsageError(f"{dirs[stage]} holds an audit made with a different config; pass --overwrite", "--overwrite")
@@ -317,17 +326,17 @@ def run_pipeline(cfg: dict, overwrite: bool = False, progress: bool = True, log=
             _share_embeddings(cfg, quality_in, shard_in, prev_out, dirs["audit"], log)
         log(f"[{stage}] running -> {dirs[stage]}")
         t0 = time.time()
-        record["stages"][stage] = {"status": "running", "config_hash": h}
+        record["stages"][stage] = {"status": "running", "config_hash": h, "source": src_hash}
         if rank == 0:
             atomic_write_text(rec_path, json.dumps(record, indent=1, default=str))
         fn = {"generate": generate, "align": align, "quality": quality, "shard": shard, "audit": run_audit}[stage]
         result = fn(classes[stage](**args))
-        record["stages"][stage] = {"status": "complete", "config_hash": h, "seconds": round(time.time() - t0, 2),
-                                   "summary": result.brief()}
+        record["stages"][stage] = {"status": "complete", "config_hash": h, "source": src_hash,
+                                   "seconds": round(time.time() - t0, 2), "summary": result.brief()}
         if rank == 0:
             atomic_write_text(rec_path, json.dumps(record, indent=1, default=str))
-        prev_out, src_hash, filtered = _next_input(stage, classes[stage](**args), root, dirs, prev_out, src_hash, h,
-                                                   record, rec_path, log)
+        prev_out, src_hash = _next_input(stage, classes[stage](**args), root, dirs, prev_out, src_hash, record,
+                                         rec_path, log)
     if cfg["release"]["enabled"]:
         _run_release(cfg, root, record, rec_path, progress, log, overwrite)
     else:
@@ -337,15 +346,26 @@ def run_pipeline(cfg: dict, overwrite: bool = False, progress: bool = True, log=
     return record
 
 
-def _next_input(stage, stage_cfg, root: Path, dirs: dict, prev_out, src_hash, h, record, rec_path, log):
-    """After a stage (run or skipped): (the folder the next stage reads, its identity, filtered.json).
+def _next_input(stage, stage_cfg, root: Path, dirs: dict, prev_out, src_hash, record, rec_path, log):
+    """After a stage (run or skipped): (the folder the next stage reads, the identity of what it
+    holds: the config hashes every stage up to it recorded, so settings that change no output, such
+    as batch sizes, do not count).
     Quality leaves the aligned crops as the input, or RUN/filtered when it has filters."""
-    if stage != "quality":
-        return dirs[stage], h, None
-    filtered = _apply_filters(stage_cfg, root, record, rec_path, log)
-    if filtered is None:
-        return prev_out, src_hash, None
-    return root / "filtered", config_hash([src_hash, filtered["config_hash"]]), filtered
+    if stage == "quality":
+        filtered = _apply_filters(stage_cfg, root, record, rec_path, log)
+        if filtered is None:
+            return prev_out, src_hash
+        return root / "filtered", config_hash([src_hash, filtered["config_hash"]])
+    if stage == "audit":
+        return dirs[stage], None
+    try:
+        own = json.loads((dirs[stage] / MARKERS[stage]).read_text()).get("config_hash")
+    except (OSError, ValueError, AttributeError):
+        own = None
+    return dirs[stage], config_hash([src_hash, own])  # cumulative: a re-made generate changes every later input
+
+
+_INPUT_OF = {"align": "generate", "quality": "align", "shard": "align (or quality filter)", "audit": "shard"}
 
 
 def _apply_filters(qcfg, root: Path, record: dict, rec_path: Path, log) -> dict | None:

@@ -220,3 +220,24 @@ def check_range(value, flag: str, lo=None, hi=None, what: str = "") -> None:
 def check_choice(value, flag: str, choices) -> None:
     if value not in choices:
         raise UsageError(f"got {value!r}, expected one of {', '.join(choices)}", flag)
+
+
+def source_config_hash(root) -> str:
+    """The config hash of the stage that wrote folder `root` (its generate, align or quality-filter
+    marker), "" when it has none: what a later stage's identity records about its input, so an
+    input re-made by another config is a different run."""
+    from synthgen.contract import MARKERS
+
+    root = Path(root)
+    for name in (MARKERS["generate"], MARKERS["align"], MARKERS["filter"]):
+        p = root / name
+        if p.is_file():
+            try:
+                d = json.loads(p.read_text())
+            except (OSError, ValueError):
+                return ""
+            h = d.get("config_hash", "") if isinstance(d, dict) else ""
+            return h if isinstance(h, str) and re.fullmatch(r"[0-9a-f]{0,64}", h) else ""
+    return ""
+
+

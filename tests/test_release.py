@@ -853,11 +853,13 @@ def test_a_release_refuses_shards_its_filtered_images_no_longer_explain(filtered
         json.dumps(dict(meta, thresholds={"bogus": 1}))))
 
 
-@pytest.mark.slow  # re-runs of a filtered run (~10 s)
+@pytest.mark.slow  # re-runs of a filtered run (~20 s)
 def test_changed_filters_or_alignment_remake_everything_downstream(filtered_run, tmp_path):
-    """Red team F2/F3/F7: other filters or another alignment re-make quality, the shards (new
-    pixels under the same keys included) and the audit, which asks for --overwrite; a decisions.csv
-    that does not list the run's images is refused in one line."""
+    """Red team F2/F3/F7 and review: other filters, another alignment or another generate config
+    re-make everything after them (the shards too, where the keys stay the same but the pixels do
+    not; a stage made from another input asks for --overwrite first); a setting that changes no
+    output (a batch size) re-makes nothing; a decisions.csv that does not list the run's images is
+    refused in one line."""
     from synthgen.audit.embed import ImageSet
     from synthgen.errors import DataError, UsageError
     from synthgen.imageio import load_rgb
@@ -871,21 +873,39 @@ def test_changed_filters_or_alignment_remake_everything_downstream(filtered_run,
     shutil.copytree(run0, run)
     cfg = json.loads((run / "run.json").read_text())["config"]
     cfg["out"] = str(run)
-    cfg["quality"]["policy"] = "drop"
+    logs = []
+
+    def same_pixels():
+        shards = ImageSet(run / "shards")
+        return all(np.array_equal(shards.read(i), load_rgb(run / "filtered" / k)) for i, k in enumerate(shards.keys))
+
     REGISTRY["oracle"] = lambda w, a, d: Oracle()
     try:
-        with pytest.raises(UsageError, match="different config"):
+        cfg["quality"]["policy"] = "drop"
+        with pytest.raises(UsageError, match="shards was made from another align \\(or quality filter\\) output"):
             run_pipeline(cfg, progress=False, log=lambda *a: None)
-        rec = run_pipeline(cfg, progress=False, log=lambda *a: None, overwrite=True)
-        assert rec["stages"]["audit"]["status"] == "complete" and "summary" in rec["stages"]["audit"]
+        run_pipeline(cfg, progress=False, log=lambda *a: None, overwrite=True)
         report = json.loads((run / "audit" / "report.json").read_text())
         assert report["counts"]["synthetic_images"] == json.loads((run / "shards" / "index.json").read_text())["total"] < 30
+        cfg["align"]["batch_size"] = 3  # changes no output: nothing downstream is made again
+        run_pipeline(cfg, progress=False, log=logs.append)
+        assert "[audit] complete for this config, skipped" in logs and "[shard] complete for this config, skipped" in logs
         cfg["align"]["template"] = "arcface-shift8"  # same keys, other pixels
         run_pipeline(cfg, progress=False, log=lambda *a: None, overwrite=True)
+        assert same_pixels()
+        before = load_rgb(run / "aligned" / "000000" / "000000.png") if (run / "aligned" / "000000" / "000000.png").is_file() else None
+        cfg["generate"]["seed"] = 1  # other images: align (which resumes by name) starts again
+        run_pipeline(cfg, progress=False, log=lambda *a: None, overwrite=True)
+        assert same_pixels()
+        from synthgen.shards.plan import manifest_records
+
+        gen = manifest_records(run / "raw")
+        for k, r in manifest_records(run / "aligned").items():  # every crop is of the new raw image
+            assert r["source"] in gen
+        after = run / "aligned" / "000000" / "000000.png"
+        assert before is None or not after.is_file() or not np.array_equal(before, load_rgb(after))
     finally:
         REGISTRY.pop("oracle", None)
-    shards = ImageSet(run / "shards")
-    assert all(np.array_equal(shards.read(i), load_rgb(run / "filtered" / k)) for i, k in enumerate(shards.keys))
     rows = read_decisions(run / "quality")
     qcfg = QualityConfig(inp=str(run / "aligned"), out=str(run / "quality"), matcher="none", no_fallback=True)
     with pytest.raises(DataError, match="does not list exactly the run's images"):

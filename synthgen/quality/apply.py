@@ -29,7 +29,7 @@ import numpy as np
 
 from synthgen import __version__
 from synthgen.contract import MANIFEST, identity_of
-from synthgen.errors import DataError
+from synthgen.errors import DataError, UsageError
 from synthgen.fsutil import atomic_write_text
 from synthgen.runs import config_hash
 from synthgen.stage import now
@@ -112,13 +112,18 @@ def apply_to_run(root, cfg, decisions: list, matcher, cache_dir, progress: bool 
             continue
         attempt = int(g.get("attempt") or 0)
         pending.append({"key": k, "slot": g["path"], "cls": g["class"], "index": g["index"], "attempt": attempt + 1,
-                        "skipped": [], "limit": attempt + MAX_ATTEMPTS, "reason": why})
+                        "skipped": [], "reason": why})
     placed_all = []
     if pending:
         kept_emb = _kept_templates(matcher, tree, cache_dir, cfg, set(dropped), progress)
         replacer = FilteredReplacer(Replacer(gen_meta, align_meta, mode, None, work, new_dir), ok_dir, thresholds,
                                     matcher, kept_emb, work, cfg.batch_size)
-        replacer.check()
+        try:
+            replacer.check()
+        except UsageError as e:  # worded for `synthgen release`'s flags; say it in the run's terms
+            raise DataError(f"the quality filters re-render dropped images with the run's generator: "
+                            f"{e.message.split('; ')[0]}; set [generate] network to the run's file, or "
+                            "[quality] policy = \"drop\"") from None
         placed, failed = replacer.make([{k: r[k] for k in ("key", "slot", "cls", "index", "attempt", "skipped")}
                                         for r in pending])
         why = {r["key"]: r["reason"] for r in pending}
@@ -170,11 +175,13 @@ def apply_to_run(root, cfg, decisions: list, matcher, cache_dir, progress: bool 
 
 def _check_decisions(decisions: list, tree_records: dict, root: Path) -> None:
     """decisions.csv must name each of the run's images exactly once (it was measured on them)."""
+    from collections import Counter
+
     keys = [d["key"] for d in decisions]
     where = root / "quality" / "decisions.csv"
     fix = "rerun the quality stage on this run (synthgen run --overwrite)"
-    if len(set(keys)) != len(keys):
-        dup = next(k for k in keys if keys.count(k) > 1)
+    dup = next((k for k, n in Counter(keys).items() if n > 1), None)
+    if dup is not None:
         raise DataError(f"{where}: lists {dup!r} more than once; {fix}")
     want = set(tree_records)
     if set(keys) != want:
@@ -203,7 +210,6 @@ class FilteredReplacer:
         self.batch_size = batch_size
         self.thresholds = {n: t for n, t in (thresholds or {}).items() if n not in CLASS_FILTERS and
                            (n not in MATCHER_FILTERS or (matcher is not None and (n != "min_consistency" or kept)))}
-        self.unchecked = sorted(n for n in (thresholds or {}) if n not in CLASS_FILTERS and n not in self.thresholds)
 
     def check(self) -> None:
         self.inner.check()

@@ -52,6 +52,7 @@ class QualityConfig:
     overwrite: bool = opt(False, help="Replace an output folder made with a different config.")
     progress: bool = True
 
-    RUNTIME_FIELDS = ("inp", "out", "batch_size", "device", "cache_dir", "overwrite", "progress")
+    RUNTIME_FIELDS = ("inp", "out", "batch_size", "device", "cache_dir", "overwrite", "progress",
+                      "policy")  # policy: what synthgen run's apply does with the decisions (it hashes it)
     FILTER_FIELDS = ("no_fallback", "min_det_prob", "max_yaw", "max_pitch", "min_sharpness", "min_serfiq",
                      "min_consistency", "min_distinctness")

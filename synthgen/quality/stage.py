@@ -57,7 +57,7 @@ def validate(cfg: QualityConfig, host: bool = True) -> None:
     need a matcher; with `host`, the device and the matcher (weights, packages: `synthgen run`
     refuses a missing dlib before generate starts). IN is checked by `check_input`."""
     check_types(cfg)
-    check_choices(cfg, ("matcher", "arch"))
+    check_choices(cfg, ("matcher", "arch", "policy"))
     check_ranges(cfg, ("batch_size", "min_det_prob", "max_yaw", "max_pitch", "min_sharpness", "min_serfiq",
                        "min_consistency", "min_distinctness", "worst"))
     if cfg.min_serfiq is not None and not cfg.serfiq:

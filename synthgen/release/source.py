@@ -78,7 +78,7 @@ class RunView:
 
     @property
     def original_classes(self) -> list:
-        """Classes before the quality filters (quality.apply.check_filtered recomputes them from the run)."""
+        """Classes before the quality filters (check_filtered recomputes them from the run)."""
         if self.filtered is not None:
             return list(self.filtered["original_classes"])
         return list(self.index.get("classes") or [])
@@ -237,6 +237,13 @@ def read_run(root) -> RunView:
         filtered = read_json(fdir / MARKERS["filter"], need)
         filtered_records = read_manifest(fdir)
         check_filtered(filtered, tree_records, filtered_records, fdir / MARKERS["filter"])
+        from synthgen.quality.stage import read_decisions
+        from synthgen.runs import config_hash
+
+        if (filtered.get("identity") or {}).get("decisions") != config_hash(read_decisions(root / "quality")):
+            raise DataError(f"{show_path(fdir / MARKERS['filter'])}: applied other decisions than "
+                            f"{show_path(root / 'quality' / 'decisions.csv')} holds (the quality stage ran again "
+                            "since); rerun `synthgen run` so the filters, shards and audit agree")
         tree_records = filtered_records
     audit_dir = root / STAGE_DIRS["audit"]
     report_path = audit_dir / MARKERS["audit"]

@@ -26,7 +26,9 @@ from synthgen.stage import StageSummary
 
 from . import writer
 from .format import COMPRESSIONS, ENCODINGS, INDEX, JOURNAL, SCHEMA_VERSION, SHARD_RE, TEMP_GLOB, plan_hash, shard_name
-from .plan import _source_config_hash, plan
+from synthgen.runs import source_config_hash
+
+from .plan import plan
 
 
 @dataclass
@@ -114,14 +116,14 @@ def _shard_into(root, out, cfg, items, classes, ident, chash, tqdm) -> dict:
         raise DataError(f"{e}; fix or remove the file and rerun") from None
     meta = {"schema_version": SCHEMA_VERSION, "synthgen_version": __version__, "image_size": list(size),
             "colour_order": "RGB", "encoding": cfg.encoding, "compression": cfg.compression,
-            "source_config_hash": _source_config_hash(root), "config_hash": chash}
+            "source_config_hash": source_config_hash(root), "config_hash": chash}
     parts = [items[i : i + cfg.shard_size] for i in range(0, len(items), cfg.shard_size)]
     entries = []
     bar = tqdm(total=len(items), unit="img", desc="shard", disable=not cfg.progress, dynamic_ncols=True)
     for i, part in enumerate(parts):
         path = out / shard_name(i)
-        ph = plan_hash(chash + ":" + meta["source_config_hash"], part)  # new source pixels: new shards
-        rec = _verified(path, trusted.get(path.name, []), ph, len(part))
+        ph = plan_hash(chash, part)
+        rec = _verified(path, trusted.get(path.name, []), ph, len(part), meta["source_config_hash"])
         if rec is None:
             writer.write_shard(path, root, part, cfg, size, i, meta)
             rec = {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
@@ -180,8 +182,9 @@ def _trusted_checksums(out: Path, old_index: dict | None) -> dict[str, list[dict
     return found
 
 
-def _verified(path: Path, candidates: list[dict], ph: str, count: int) -> dict | None:
-    """The shard's {"bytes", "sha256"} if it matches a trusted checksum and the plan, else None."""
+def _verified(path: Path, candidates: list[dict], ph: str, count: int, source: str) -> dict | None:
+    """The shard's {"bytes", "sha256"} if it matches a trusted checksum, the plan and the source's
+    config hash (a source re-made by another config holds other pixels under the same keys), else None."""
     if not candidates or path.is_symlink() or not path.is_file():
         return None  # a symlink is replaced by a real shard (readers refuse links leaving the folder)
     size = path.stat().st_size
@@ -189,17 +192,18 @@ def _verified(path: Path, candidates: list[dict], ph: str, count: int) -> dict |
     if not sized:
         return None
     sha = sha256_file(path)
-    if not any(c["sha256"] == sha for c in sized) or not _shard_done(path, ph, count):
+    if not any(c["sha256"] == sha for c in sized) or not _shard_done(path, ph, count, source):
         return None
     return {"bytes": size, "sha256": sha}
 
 
-def _shard_done(path: Path, ph: str, count: int) -> bool:
+def _shard_done(path: Path, ph: str, count: int, source: str) -> bool:
     import h5py
 
     try:
         with h5py.File(path, "r") as f:
-            return f.attrs.get("plan_hash") == ph and int(f.attrs.get("count", -1)) == count
+            return f.attrs.get("plan_hash") == ph and int(f.attrs.get("count", -1)) == count and \
+                str(f.attrs.get("source_config_hash", "")) == source
     except (OSError, ValueError, TypeError):
         return False
 

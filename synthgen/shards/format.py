@@ -40,9 +40,7 @@ def shard_name(i: int) -> str:
 
 
 def plan_hash(config_hash: str, part) -> str:
-    """Hash of the shard config and exactly which (key, label) pairs a shard holds. The shard
-    stage passes `config_hash:source_config_hash`, so a source re-made by another config (other
-    pixels under the same keys) is sharded again."""
+    """Hash of the shard config and exactly which (key, label) pairs a shard holds."""
     h = hashlib.sha256(config_hash.encode())
     for key, label, _ in part:
         h.update(f"{key}\t{label}\n".encode())

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
-from synthgen.contract import MANIFEST, MARKERS, has_output, identity_of
+from synthgen.contract import MANIFEST, has_output, identity_of
 from synthgen.errors import DataError
 from synthgen.imageio import list_images
 from synthgen.safepath import safe_relpath, show_path
@@ -62,18 +61,5 @@ def plan(root: Path):
     label_of = {c: i for i, c in enumerate(classes)}
     items = sorted(((k, label_of[identity_of(k)], recs.get(k, {})) for k in keys), key=lambda t: (t[1], t[0]))
     return items, classes
-
-
-def _source_config_hash(root: Path) -> str:
-    for name in (MARKERS["generate"], MARKERS["align"], MARKERS["filter"]):
-        p = root / name
-        if p.is_file():
-            try:
-                d = json.loads(p.read_text())
-            except (OSError, ValueError):
-                return ""
-            h = d.get("config_hash", "") if isinstance(d, dict) else ""
-            return h if isinstance(h, str) and re.fullmatch(r"[0-9a-f]{0,64}", h) else ""
-    return ""
 
 

@@ -128,7 +128,7 @@ def write_shard(path: Path, root: Path, part, cfg, size, index: int, meta: dict)
                     f.create_dataset("keys", data=[k for k, _, _ in part], dtype=h5py.string_dtype())
                     _write_provenance(f, part)
                     f.attrs.update(meta)
-                    f.attrs.update(shard_index=index, count=n, plan_hash=plan_hash(meta["config_hash"] + ":" + meta["source_config_hash"], part))
+                    f.attrs.update(shard_index=index, count=n, plan_hash=plan_hash(meta["config_hash"], part))
         except (OSError, RuntimeError, ValueError) as e:
             if guard.error is None:
                 raise
