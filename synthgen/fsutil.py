@@ -42,3 +42,20 @@ def sha256_file(path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def read_csv_rows(path, fix: str) -> list[dict]:
+    """A CSV file with a header as dicts; a missing or unreadable file is a one-line DataError
+    ending with `fix` (what to do)."""
+    import csv
+
+    from synthgen.errors import DataError
+    from synthgen.safepath import show_path
+
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            return list(csv.DictReader(f))
+    except FileNotFoundError:
+        raise DataError(f"{show_path(path)}: not found; {fix}") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise DataError(f"{show_path(path)}: unreadable ({type(e).__name__}); {fix}") from None

@@ -153,6 +153,17 @@ def embed_set(images: ImageSet, matcher, cache_dir, batch_size: int = 256, progr
     return Embedded([images.keys[i] for i in ok], [images.identities[i] for i in ok], emb, unreadable)
 
 
+def read_cache(path) -> dict | None:
+    """A cache file's arrays (keys, fingerprints, emb), or None when it is missing or damaged (a
+    lost cache is only lost work)."""
+    from synthgen.safeload import load_npz_arrays
+
+    try:
+        return load_npz_arrays(path, ("keys", "fingerprints", "emb"), "embedding cache") if Path(path).is_file() else None
+    except DataError:
+        return None
+
+
 def seed_from_tree(src_cache, embedded_root, tree, dst_cache, shards: ImageSet) -> int:
     """Embeddings cached for the folder tree `embedded_root` (every matcher in `src_cache`), given to
     the cache of `shards` built from `tree` (the same folder, or one of hard links to its files)
@@ -161,7 +172,6 @@ def seed_from_tree(src_cache, embedded_root, tree, dst_cache, shards: ImageSet) 
     fingerprint it was embedded with; entries the destination holds already are kept. Returns the
     number of entries given."""
     from synthgen.fsutil import atomic_path
-    from synthgen.safeload import load_npz_arrays
 
     src_cache, tree = Path(src_cache), Path(tree)
     if shards.kind != "shards" or not src_cache.is_dir():
@@ -169,21 +179,12 @@ def seed_from_tree(src_cache, embedded_root, tree, dst_cache, shards: ImageSet) 
     dst_fp = dict(zip(shards.keys, shards.fingerprints))
     given = 0
     for mdir in sorted(p for p in src_cache.iterdir() if p.is_dir()):
-        src = cache_file(src_cache, mdir.name, embedded_root)
-        try:
-            z = load_npz_arrays(src, ("keys", "fingerprints", "emb"), "embedding cache") if src.is_file() else None
-        except DataError:
-            z = None
+        z = read_cache(cache_file(src_cache, mdir.name, embedded_root))
         if z is None:
             continue
         dst = cache_file(dst_cache, mdir.name, shards.path)
-        have: dict[str, tuple[str, np.ndarray]] = {}
-        if dst.is_file():
-            try:
-                d = load_npz_arrays(dst, ("keys", "fingerprints", "emb"), "embedding cache")
-                have = {str(k): (str(fp), e) for k, fp, e in zip(d["keys"], d["fingerprints"], d["emb"])}
-            except DataError:
-                have = {}
+        d = read_cache(dst)
+        have = {} if d is None else {str(k): (str(fp), e) for k, fp, e in zip(d["keys"], d["fingerprints"], d["emb"])}
         add = 0
         for k, fp, e in zip(z["keys"], z["fingerprints"], z["emb"]):
             k = str(k)

@@ -319,14 +319,10 @@ def quality(cfg: QualityConfig | None = None, **kwargs) -> StageSummary:
 
 def read_decisions(out: Path) -> list:
     """The decisions.csv a quality run with filters wrote in `out`, as dicts (DECISION_COLUMNS)."""
+    from synthgen.fsutil import read_csv_rows
+
     path = Path(out) / "decisions.csv"
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
-    except FileNotFoundError:
-        raise DataError(f"{path}: not found; rerun the quality stage with its filters") from None
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise DataError(f"{path}: unreadable ({type(e).__name__}); rerun the quality stage") from None
+    rows = read_csv_rows(path, "rerun the quality stage with its filters")
     for n, r in enumerate(rows, 2):
         if set(DECISION_COLUMNS) - set(r) or r["decision"] not in ("kept", "dropped") or \
                 (r["decision"] == "dropped" and r["measure"] not in FILTERS):

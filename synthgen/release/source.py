@@ -7,7 +7,6 @@ nothing in RUN is ever written.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -118,13 +117,9 @@ class RunView:
 
 def read_flagged(path: Path) -> list[dict]:
     """flagged.csv rows as dicts (score and p-values as floats)."""
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
-    except FileNotFoundError:
-        raise DataError(f"{show_path(path)}: not found; rerun the audit") from None
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise DataError(f"{show_path(path)}: unreadable ({type(e).__name__}); rerun the audit") from None
+    from synthgen.fsutil import read_csv_rows
+
+    rows = read_csv_rows(path, "rerun the audit")
     out = []
     for n, r in enumerate(rows, 2):
         try:

@@ -282,8 +282,7 @@ def _seed_cache(run: RunView, work: Path, items: dict) -> None:
     checked by _same_as_audited; the shards store them losslessly, raw or png)."""
     import numpy as np
 
-    from synthgen.audit.embed import ImageSet, cache_file, file_fingerprint
-    from synthgen.safeload import load_npz_arrays
+    from synthgen.audit.embed import ImageSet, cache_file, file_fingerprint, read_cache
 
     c = run.report["config"]
     cache = Path(c["cache_dir"]) if isinstance(c.get("cache_dir"), str) else run.audit_dir / "embeddings"
@@ -299,11 +298,7 @@ def _seed_cache(run: RunView, work: Path, items: dict) -> None:
                 dst = cache_file(work / "embeddings", mdir.name, c["authentic"])
                 dst.unlink(missing_ok=True)
                 link_or_copy(auth, dst)
-        syn = cache_file(cache, mdir.name, run.shard_dir)
-        try:
-            z = load_npz_arrays(syn, ("keys", "fingerprints", "emb"), "embedding cache") if syn.is_file() else None
-        except DataError:
-            z = None
+        z = read_cache(cache_file(cache, mdir.name, run.shard_dir))
         if z is None:
             continue
         keep = [i for i, (k, fp) in enumerate(zip(z["keys"], z["fingerprints"]))
