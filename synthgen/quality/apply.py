@@ -117,7 +117,7 @@ def apply_to_run(root, cfg, decisions: list, matcher, cache_dir, progress: bool 
     if pending:
         kept_emb = _kept_templates(matcher, tree, cache_dir, cfg, set(dropped), progress)
         replacer = FilteredReplacer(Replacer(gen_meta, align_meta, mode, None, work, new_dir), ok_dir, thresholds,
-                                    matcher, kept_emb, work, cfg.batch_size)
+                                    matcher, kept_emb, work, cfg.batch_size, progress)
         try:
             replacer.check()
         except UsageError as e:  # worded for `synthgen release`'s flags; say it in the run's terms
@@ -203,8 +203,9 @@ class FilteredReplacer:
     exact attempts (rebuild) and measures nothing. Same interface as Replacer."""
 
     def __init__(self, replacer, tree: Path, thresholds: dict, matcher=None, kept: dict | None = None,
-                 work: Path | None = None, batch_size: int = 64):
+                 work: Path | None = None, batch_size: int = 64, progress: bool = False):
         self.inner, self.tree, self.matcher, self.kept = replacer, Path(tree), matcher, kept
+        self.progress = progress
         self.staging = Path(replacer.tree)
         self.work = Path(work) if work is not None else self.staging.parent
         self.batch_size = batch_size
@@ -220,12 +221,17 @@ class FilteredReplacer:
             placed, failed = self.inner.make(reps, search)
             self._move(placed)
             return placed, [dict(f, why=f"no face in {len(f['skipped'])} re-renderings") for f in failed]
+        from tqdm import tqdm
+
         done, gave_up = [], []
         limit = {r["key"]: r["attempt"] + MAX_ATTEMPTS - 1 for r in reps}
         pending = list(reps)
+        bar = tqdm(total=len(reps), unit="img", desc="re-render until the filters pass", disable=not self.progress,
+                   dynamic_ncols=True)
         while pending:
             placed, failed = self.inner.make(pending)
             gave_up += [dict(f, why=f"no face in {len(f['skipped'])} re-renderings") for f in failed]
+            bar.update(len(failed))
             rows = _measure_new(placed, self.staging, self.matcher, self.work / "embeddings", self.batch_size,
                                 self.kept, "min_serfiq" in self.thresholds)
             nxt = []
@@ -234,15 +240,18 @@ class FilteredReplacer:
                 if not fails:
                     done.append(p)
                     self._move([p])
+                    bar.update(1)
                     continue
                 (self.staging / p["new_key"]).unlink(missing_ok=True)
                 rep = {k: p[k] for k in ("key", "slot", "cls", "index")}
                 if p["attempt"] >= limit[p["key"]]:
                     gave_up.append(dict(rep, attempt=p["attempt"], skipped=p["skipped"],
                                         why=f"{MAX_ATTEMPTS} re-renderings failed the filters (last: {fails[0]})"))
+                    bar.update(1)
                 else:
                     nxt.append(dict(rep, attempt=p["attempt"] + 1, skipped=[]))
             pending = nxt
+        bar.close()
         return done, gave_up
 
     def _move(self, placed: list) -> None:

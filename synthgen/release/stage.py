@@ -117,7 +117,7 @@ def _replacer(cfg: ReleaseConfig, run: RunView, out: Path):
     from synthgen.quality.apply import FilteredReplacer
 
     inner = Replacer(run.gen_meta, run.align_meta, run.align_mode, cfg.network, out / WORK, out / WORK / "staging")
-    return FilteredReplacer(inner, out / WORK / "tree", thresholds, work=out / WORK)
+    return FilteredReplacer(inner, out / WORK / "tree", thresholds, work=out / WORK, progress=cfg.progress)
 
 
 def _coverage_gap(out: Path, state: dict) -> str | None:
