@@ -375,8 +375,11 @@ def test_plan_round_rules():
     rows5.append(_row("image", "000005/000001.png"))
     assert [a["op"] for a in plan_round(three, rows5, {}, "regenerate", True, 1)] == ["remove"] * 3
     assert [a["op"] for a in plan_round(three, rows5[:2], {}, "drop", True, 1)] == ["remove"] * 3
-    three["000005/000002.png"]["attempt"] = 1  # the class was re-rendered in before: no second deferral
-    assert [a["op"] for a in plan_round(three, rows5[:2], {}, "regenerate", True, 2)] == ["remove"] * 3
+    acts = plan_round(three, rows5[:2], {}, "regenerate", True, 1)
+    assert [a.get("defers") for a in acts] == ["000005"]  # what the release records as deferred
+    assert [a["op"] for a in plan_round(three, rows5[:2], {}, "regenerate", True, 2, {"000005"})] == ["remove"] * 3
+    three["000005/000002.png"]["attempt"] = 1  # re-rendered by generate --align or a quality filter: still
+    assert {a["op"] for a in plan_round(three, rows5[:2], {}, "regenerate", True, 1)} == {"replace"}  # deferred once
 
 
 def test_replacement_seeds_are_generate_align_retry_seeds():

@@ -39,9 +39,11 @@ def collisions(report: dict) -> list[dict]:
     return sorted(pairs, key=lambda p: (-p["score"], p["a"], p["b"]))
 
 
-def plan_round(items: dict, rows: list[dict], report: dict, policy: str, keep_foreign: bool, rnd: int) -> list[dict]:
+def plan_round(items: dict, rows: list[dict], report: dict, policy: str, keep_foreign: bool, rnd: int,
+               deferred=frozenset()) -> list[dict]:
     """Actions for round `rnd` from the previous audit. `items`: key -> {"slot", "class", "index",
-    "attempt"} of the current working set (slot None: not made by the generator)."""
+    "attempt"} of the current working set (slot None: not made by the generator); `deferred`: the
+    classes an earlier round deferred (their replace actions carried "defers")."""
     present = {identity_of(k) for k in items}
     gone: dict[str, dict] = {}
     best: dict[tuple, dict] = {}
@@ -52,16 +54,18 @@ def plan_round(items: dict, rows: list[dict], report: dict, policy: str, keep_fo
     # A class whose template is flagged while a minority of its images are flagged too: those images
     # can be what pulls the template (one leaked image of five did, in the release tests). With
     # re-rendering they are replaced first and the next audit round decides on the class, once (a
-    # class already re-rendered in is not deferred again); a class with half or more of its images
-    # flagged is the leak itself and goes now (so does any, with drop).
+    # class deferred before is not deferred again: `deferred`, kept in the release's state, not
+    # inferred from attempts, which generate --align retries and quality filters raise too); a class
+    # with half or more of its images flagged is the leak itself and goes now (so does any, with drop).
     size, hit = {}, {}
     for k in items:
         size[identity_of(k)] = size.get(identity_of(k), 0) + 1
     for kind, k in best:
         if kind == "image" and k in items:
             hit[identity_of(k)] = hit.get(identity_of(k), 0) + 1
-    again = {identity_of(k) for k, it in items.items() if it.get("attempt")}  # deferred once already
-    pulled = {c for c, n in hit.items() if 2 * n < size[c] and c not in again} if policy != "drop" else set()
+    flagged_ids = {name for kind, name in best if kind == "identity"}
+    pulled = {c for c, n in hit.items() if 2 * n < size[c] and c not in deferred and c in flagged_ids} \
+        if policy != "drop" else set()
     for (kind, name), r in sorted(best.items()):
         if kind == "identity" and name in present and name not in pulled:
             gone[name] = {"reason": f"identity flagged: its template matches authentic identity {r['authentic']}",
@@ -95,6 +99,7 @@ def plan_round(items: dict, rows: list[dict], report: dict, policy: str, keep_fo
             else:
                 acts.append({**base, **flag, "op": "replace", "slot": it["slot"], "cls": it["class"],
                              "index": it["index"], "attempt": it["attempt"] + 1,
+                             **({"defers": cls} if cls in pulled else {}),
                              "reason": f"flagged: matches authentic image {r['authentic']}; re-rendered from the next "
                                        "retry seed"})
             continue

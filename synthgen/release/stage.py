@@ -334,7 +334,8 @@ def _loop(cfg: ReleaseConfig, run: RunView, out: Path, state: dict, replacer: Re
         if rnd > cfg.max_rounds:
             return
         report, rows = _audit_of(run, out, last["round"])
-        acts = plan_round(items, rows, report, cfg.policy, cfg.keep_foreign, rnd)
+        acts = plan_round(items, rows, report, cfg.policy, cfg.keep_foreign, rnd, frozenset(state.get("deferred", [])))
+        state["deferred"] = sorted(set(state.get("deferred", [])) | {a["defers"] for a in acts if a.get("defers")})
         if not acts and not (last["round"] == 0 and _partial(run)):
             return
         reps = [a for a in acts if a["op"] == "replace"]
