@@ -330,7 +330,12 @@ def run_pipeline(cfg: dict, overwrite: bool = False, progress: bool = True, log=
         if rank == 0:
             atomic_write_text(rec_path, json.dumps(record, indent=1, default=str))
         fn = {"generate": generate, "align": align, "quality": quality, "shard": shard, "audit": run_audit}[stage]
-        result = fn(classes[stage](**args))
+        try:
+            result = fn(classes[stage](**args))
+        except UsageError as e:  # the stage names its own flags; in a run, OUT and IN are the run's folders
+            if e.flag in ("--out", "--in", "IN"):
+                raise UsageError(e.message, f"[{stage}]") from None
+            raise
         record["stages"][stage] = {"status": "complete", "config_hash": h, "source": src_hash,
                                    "seconds": round(time.time() - t0, 2), "summary": result.brief()}
         if rank == 0:
@@ -384,7 +389,7 @@ def _apply_filters(qcfg, root: Path, record: dict, rec_path: Path, log) -> dict 
     t0 = time.time()
     matcher = build_matcher(qcfg, resolve_device(qcfg.device)) if (qcfg.min_consistency is not None or qcfg.serfiq) else None
     cache = Path(qcfg.cache_dir) if qcfg.cache_dir else Path(qcfg.out) / "embeddings"
-    meta = apply_to_run(root, qcfg, read_decisions(Path(qcfg.out)), matcher, cache, qcfg.progress)
+    meta = apply_to_run(root, qcfg, read_decisions(Path(qcfg.out)), matcher, cache, qcfg.progress, qcfg.overwrite)
     record["stages"]["quality"]["filtered"] = dict(meta["summary"], seconds=round(time.time() - t0, 2))
     atomic_write_text(rec_path, json.dumps(record, indent=1, default=str))
     return meta

@@ -854,6 +854,10 @@ def test_a_release_refuses_shards_its_filtered_images_no_longer_explain(filtered
             json.dumps(dict(meta, ops=ops))))
     assert "is not a filter" in variant("badthr", lambda r: (r / "filtered" / "filtered.json").write_text(
         json.dumps(dict(meta, thresholds={"bogus": 1}))))
+    # new user: the policy changed, RUN/filtered was re-made and the shards refused it: the shards are
+    # not of these filtered images (the card would list replacements the release does not hold)
+    assert "built from other quality-filtered images" in variant("stale", lambda r: (r / "filtered" / "filtered.json")
+                                                                 .write_text(json.dumps(dict(meta, config_hash="0" * 64))))
 
 
 @pytest.mark.slow  # re-runs of a filtered run (~20 s)
@@ -885,7 +889,7 @@ def test_changed_filters_or_alignment_remake_everything_downstream(filtered_run,
     REGISTRY["oracle"] = lambda w, a, d: Oracle()
     try:
         cfg["quality"]["policy"] = "drop"
-        with pytest.raises(UsageError, match="shards was made from another align \\(or quality filter\\) output"):
+        with pytest.raises(UsageError, match="holds images filtered with other decisions or another policy"):
             run_pipeline(cfg, progress=False, log=lambda *a: None)
         run_pipeline(cfg, progress=False, log=lambda *a: None, overwrite=True)
         report = json.loads((run / "audit" / "report.json").read_text())

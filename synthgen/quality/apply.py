@@ -68,10 +68,11 @@ def _generation(key: str, mode: str, tree_records: dict, gen_records: dict) -> d
     return gen_records.get(key)
 
 
-def apply_to_run(root, cfg, decisions: list, matcher, cache_dir, progress: bool = False) -> dict:
+def apply_to_run(root, cfg, decisions: list, matcher, cache_dir, progress: bool = False,
+                 overwrite: bool = False) -> dict:
     """Write RUN/filtered (tree, manifest.jsonl, filtered.json last) from the quality decisions;
     returns filtered.json's content. Skips the work when filtered.json is complete for the same
-    decisions and settings."""
+    decisions and settings; one made with others is replaced only with `overwrite`."""
     from synthgen.rerender import Replacer, link_or_copy
 
     root = Path(root)
@@ -82,13 +83,17 @@ def apply_to_run(root, cfg, decisions: list, matcher, cache_dir, progress: bool 
              "matcher": getattr(matcher, "id", None)}
     h = config_hash(ident)
     out = root / DIR
+    _check_decisions(decisions, tree_records, root)
     try:
         prev = json.loads((out / MARKER).read_text())
         if prev.get("status") == "complete" and prev.get("config_hash") == h:
             return prev
+        if prev.get("status") == "complete" and not overwrite:
+            raise UsageError(f"{out} holds images filtered with other decisions or another policy (the shards and "
+                             "the audit were made from them); pass --overwrite to filter, shard and audit again",
+                             "--overwrite")
     except (OSError, ValueError, AttributeError):
         pass
-    _check_decisions(decisions, tree_records, root)
     final, out = out, root / (DIR + ".partial")  # built beside the old one, swapped in when complete
     shutil.rmtree(out, ignore_errors=True)
     work = out / ".work"
@@ -155,8 +160,15 @@ def apply_to_run(root, cfg, decisions: list, matcher, cache_dir, progress: bool 
     if not records:
         shutil.rmtree(out, ignore_errors=True)
         shutil.rmtree(final, ignore_errors=True)  # the shards built from it no longer follow this config
-        raise DataError(f"the quality filters dropped every image of the run ({len(keys):,}); nothing is left to "
-                        f"shard: loosen them (see {root / 'quality' / 'decisions.csv'})")
+        first: dict[str, int] = {}
+        for d in dropped.values():
+            first[d["measure"]] = first.get(d["measure"], 0) + 1
+        why = ", ".join(f"{n} {c:,}" for n, c in sorted(first.items(), key=lambda kv: -kv[1]))
+        tried = (f" and none of up to {MAX_ATTEMPTS} re-renderings of each passed them" if cfg.policy == "regenerate"
+                 else "")
+        raise DataError(f"[quality]: the filters dropped every image of the run ({len(keys):,}; first failed: {why})"
+                        f"{tried}, so nothing is left to shard; see {root / 'quality' / 'report.html'} (a detection "
+                        "rate of 0 means no face was found: noise, not faces) and loosen the filters or fix the run")
     ops.sort(key=lambda o: o["key"])
     shutil.rmtree(work, ignore_errors=True)
     atomic_write_text(out / MANIFEST, "".join(json.dumps(records[k], sort_keys=True) + "\n" for k in sorted(records)))

@@ -230,6 +230,10 @@ def read_run(root) -> RunView:
                             f"{'is missing or unfinished' if from_filtered else 'exists, but the shards came from ' + str(src)}); "
                             "rerun `synthgen run` (with --overwrite) so the filters, shards and audit agree")
         filtered = read_json(fdir / MARKERS["filter"], need)
+        if index.get("source_config_hash") != filtered.get("config_hash"):
+            raise DataError(f"{show_path(shard_dir / MARKERS['shard'])}: the shards were built from other "
+                            f"quality-filtered images than {show_path(fdir)} holds now (the filters or their policy "
+                            "changed since); rerun `synthgen run --overwrite` so the filters, shards and audit agree")
         filtered_records = read_manifest(fdir)
         check_filtered(filtered, tree_records, filtered_records, fdir / MARKERS["filter"])
         from synthgen.quality.stage import read_decisions

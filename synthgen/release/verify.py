@@ -130,6 +130,15 @@ def verify_release(root, expect: str | None = None) -> list[str]:
     for rel, sha in sorted(card["files"].items()):
         if listed.get(rel) != sha:
             problems.append(f"card.json: files: {show_path(rel)} is not in {SUMS} with the same sha256")
+    if card["rebuild"].get("rebuildable"):  # a card rebuild refuses is not one a release writes
+        from synthgen.errors import DataError
+
+        from .cardcheck import check_rebuild_card
+
+        try:
+            check_rebuild_card(card, root / "card.json")
+        except DataError as e:
+            problems.append(f"card.json: rebuild would refuse it: {str(e).split(': ', 1)[-1]}")
     problems += _check_rounds(root, card)
     problems += _check_files(root, card)
     problems += _check_bound(root, card)
