@@ -182,10 +182,17 @@ def verify(directory, expect):
         for p in problems:
             click.echo(f"FAIL {escape_control(str(p))}", err=True)  # keys come from the files
         raise SystemExit(1)
+    status = ""
+    if is_release(directory):  # intact is not certified: say which this release is
+        import json
+        from pathlib import Path
+
+        certified = json.loads((Path(directory) / "card.json").read_text()).get("certified") is True
+        status = "" if certified else " (intact, and its card says NOT CERTIFIED: the reasons are in DATASET_CARD.md)"
     if expect is not None:
-        click.echo(f"ok: {directory} is release {expect.strip().lower()}: every file is bound to its card.json")
+        click.echo(f"ok: {directory} is release {expect.strip().lower()}: every file is bound to its card.json{status}")
     else:
-        click.echo(f"ok: {directory}")
+        click.echo(f"ok: {directory}{status}")
 
 
 @click.command()

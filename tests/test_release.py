@@ -932,6 +932,8 @@ def test_verify_recomputes_the_consistency_floor_from_the_final_report(tmp_path)
     rel = tmp_path / "rel"
     r = _release(run, rel, allow_inconclusive=True)
     assert r.status == "not-certified" and verify_release(rel) == []
+    res = CliRunner().invoke(_cli(), ["verify", str(rel)])  # intact is not certified: verify says which
+    assert res.exit_code == 0 and "its card says NOT CERTIFIED" in res.output
     card = json.loads((rel / "card.json").read_text())
     card["quality"]["consistency"]["ok"] = card["quality"]["ok"] = card["certified"] = True
     card["status"], card["not_certified_because"] = "certified", []
