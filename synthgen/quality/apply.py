@@ -52,31 +52,17 @@ def _reason(d: dict) -> str:
     return f"quality filter {name}: {meaning} {shown} (threshold {d['threshold']})"
 
 
-def sources(root: Path):
-    """(gen_meta, gen_records, align mode, align_meta, tree dir, tree_records) of a run with generate
-    finished and its alignment (stage or inline) done."""
-    from synthgen.release.source import read_sources
-
-    return read_sources(root, "quality filters are applied to a `synthgen run` folder")
-
-
-def _generation(key: str, mode: str, tree_records: dict, gen_records: dict) -> dict | None:
-    rec = tree_records.get(key) or {}
-    if mode == "stage":
-        src = rec.get("source")
-        return gen_records.get(src) if isinstance(src, str) else None
-    return gen_records.get(key)
-
-
 def apply_to_run(root, cfg, decisions: list, matcher, cache_dir, progress: bool = False,
                  overwrite: bool = False) -> dict:
     """Write RUN/filtered (tree, manifest.jsonl, filtered.json last) from the quality decisions;
     returns filtered.json's content. Skips the work when filtered.json is complete for the same
     decisions and settings; one made with others is replaced only with `overwrite`."""
+    from synthgen.release.source import generation_record, read_sources
     from synthgen.rerender import Replacer, link_or_copy
 
     root = Path(root)
-    gen_meta, gen_records, mode, align_meta, tree, tree_records = sources(root)
+    gen_meta, gen_records, mode, align_meta, tree, tree_records = read_sources(
+        root, "quality filters are applied to a `synthgen run` folder")
     thresholds = active({n: getattr(cfg, n) for n in FILTERS})
     ident = {"decisions": config_hash(decisions), "thresholds": thresholds, "policy": cfg.policy,
              "generate": gen_meta.get("config_hash"), "align": (align_meta or {}).get("config_hash"),
@@ -108,7 +94,7 @@ def apply_to_run(root, cfg, decisions: list, matcher, cache_dir, progress: bool 
     for k in keys:
         if k not in dropped or identity_of(k) in gone:
             continue
-        g = _generation(k, mode, tree_records, gen_records)
+        g = generation_record(k, mode, tree_records, gen_records)
         why = _reason(dropped[k])
         if cfg.policy == "drop" or g is None or g.get("class") is None:
             note = "" if cfg.policy == "drop" else (" (no generation record: not re-rendered)" if g is None else

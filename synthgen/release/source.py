@@ -109,10 +109,16 @@ class RunView:
         if rec.get("replaces") is not None and self.filtered is not None:
             g = self.gen_records.get(rec["replaces"])
             return None if g is None else dict(g, attempt=rec.get("attempt"))
-        if self.align_mode == "stage":
-            src = (self.tree_records.get(key) or {}).get("source")
-            return self.gen_records.get(src) if isinstance(src, str) else None
-        return self.gen_records.get(key)
+        return generation_record(key, self.align_mode, self.tree_records, self.gen_records)
+
+
+def generation_record(key: str, mode: str, tree_records: dict, gen_records: dict) -> dict | None:
+    """The generate record behind key `key` of a run's aligned (mode stage: through the crop's
+    `source`) or generated tree, or None (not made by the generator)."""
+    if mode == "stage":
+        src = (tree_records.get(key) or {}).get("source")
+        return gen_records.get(src) if isinstance(src, str) else None
+    return gen_records.get(key)
 
 
 def read_flagged(path: Path) -> list[dict]:
